@@ -1,0 +1,3 @@
+"""Endpoint recovery orchestrator: bring a fleet back after ransomware, host by host, wave by wave."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,109 @@
+"""The `orchestrator` command line: parse, call one library function, render.
+
+No recovery logic lives here: every command calls a function in a module that can be used without
+Click, and turns its result into a table or JSON.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+import traceback
+
+import click
+
+from orchestrator import __version__
+from orchestrator.cli.context import AppContext
+from orchestrator.errors import HostsFailed, OrchestratorError
+
+EPILOG = """\b
+Examples:
+  orchestrator inventory check -i inventory/hospital
+  orchestrator --db /srv/recovery/recovery.db inventory show -i inventory/hospital -l tier0 --json
+
+Exit codes: 0 success, 1 ran but some hosts failed, 2 bad input or refused.
+"""
+
+
+class OrchestratorGroup(click.Group):
+    """Turns library errors into one stderr line and the documented exit code."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except OrchestratorError as exc:
+            self._fail(ctx, exc, exc.exit_code)
+        except HostsFailed as exc:
+            self._fail(ctx, exc, exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:  # the last line of defence: never a bare traceback for an operator
+            self._fail(ctx, exc, 2, prefix=f"internal error ({type(exc).__name__}): ")
+
+    @staticmethod
+    def _fail(ctx: click.Context, exc: BaseException, code: int, prefix: str = "") -> None:
+        app = ctx.find_object(AppContext)
+        if app is not None and app.debug:
+            traceback.print_exception(exc, file=sys.stderr)
+        text = str(exc).strip()
+        message = text.splitlines()[0] if text else type(exc).__name__
+        hint = " (rerun with --debug for the traceback)" if prefix and not (app and app.debug) else ""
+        click.echo(f"error: {prefix}{message}{hint}", err=True)
+        ctx.exit(code)
+
+
+def _default_operator() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (containers): fall back to the uid
+        return f"uid{os.getuid()}"
+
+
+@click.group(cls=OrchestratorGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    envvar="ORCHESTRATOR_DB",
+    default="recovery.db",
+    show_default=True,
+    metavar="PATH|URL",
+    help="State database: a SQLite file path or any SQLAlchemy URL (env ORCHESTRATOR_DB).",
+)
+@click.option(
+    "--operator",
+    envvar="ORCHESTRATOR_OPERATOR",
+    default=_default_operator,
+    show_default="login name",
+    help="Who is acting, recorded in the audit log (env ORCHESTRATOR_OPERATOR).",
+)
+@click.option(
+    "--debug/--no-debug",
+    envvar="ORCHESTRATOR_DEBUG",
+    default=False,
+    help="Show tracebacks on errors (env ORCHESTRATOR_DEBUG).",
+)
+@click.version_option(__version__, prog_name="orchestrator")
+@click.pass_context
+def main(ctx: click.Context, db: str, operator: str, debug: bool) -> None:
+    """Recover a fleet after ransomware: inventory, triage, plan, run, track.
+
+    Every command reads the standard Ansible inventory (-i, repeatable) and keeps its
+    state in one database, created on first use.
+    """
+    ctx.obj = AppContext(db=db, operator=operator, debug=debug, argv=list(sys.argv[1:]))
+    ctx.call_on_close(ctx.obj.close)
+
+
+def _register() -> None:
+    # One module per command family; each exposes `commands`, a list of Click commands.
+    from orchestrator.cli import completion_cmd, inventory_cmd
+
+    for module in (inventory_cmd, completion_cmd):
+        for command in module.commands:
+            main.add_command(command)
+
+
+_register()

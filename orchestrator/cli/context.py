@@ -1,0 +1,32 @@
+"""What every command receives: where the state lives, who is acting, and how loud to be."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.store import Store
+
+
+@dataclass
+class AppContext:
+    db: str
+    operator: str
+    debug: bool = False
+    argv: list[str] = field(default_factory=list)
+    _store: Store | None = None
+
+    def store(self) -> Store:
+        """Open (and create or migrate) the database on first use only: read-only commands that
+        fail validation never touch it."""
+        if self._store is None:
+            from orchestrator.store import Store
+
+            self._store = Store.open(self.db)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None

@@ -1,0 +1,119 @@
+"""The state store: one database (SQLite by default, any SQLAlchemy URL), opened and migrated on
+first use.
+
+Two engines share one database: writes begin `IMMEDIATE` on SQLite so a read-then-write (the audit
+chain, state transitions) cannot interleave with another process, while reads stay deferred so a
+`status` in another terminal never waits for a running wave (WAL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session
+
+from orchestrator.errors import StoreError
+from orchestrator.store import migrations
+
+__all__ = ["Store", "db_url"]
+
+
+def db_url(db: str) -> str:
+    """A path becomes a SQLite URL; anything with a scheme is taken as an SQLAlchemy URL."""
+    if "://" in db:
+        return db
+    return f"sqlite:///{Path(db).expanduser().absolute()}"
+
+
+def _sqlite_engine(url: str, begin: str) -> Engine:
+    engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # pragma: no branch - tiny hook
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+class Store:
+    def __init__(self, url: str, read_engine: Engine, write_engine: Engine) -> None:
+        self.url = url
+        self._read = read_engine
+        self._write = write_engine
+
+    @classmethod
+    def open(cls, db: str) -> Store:
+        url = db_url(db)
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            if not path.parent.is_dir():
+                raise StoreError(f"{path}: directory {path.parent} does not exist")
+            if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+                raise StoreError(f"{path}: not readable and writable by this user")
+            read = _sqlite_engine(url, "BEGIN")
+            write = _sqlite_engine(url, "BEGIN IMMEDIATE")
+        else:
+            try:
+                read = write = create_engine(url, pool_pre_ping=True)
+            except (SQLAlchemyError, ImportError) as exc:
+                raise StoreError(f"cannot use database URL {_safe_url(url)}: {exc}") from exc
+        store = cls(url, read, write)
+        try:
+            migrations.upgrade(store._write_connection)
+        except OperationalError as exc:
+            raise StoreError(f"cannot open database {_safe_url(url)}: {exc.orig}") from exc
+        except StoreError as exc:
+            raise StoreError(f"{_safe_url(url)}: {exc}") from exc
+        return store
+
+    @contextlib.contextmanager
+    def _write_connection(self) -> Iterator:
+        with self._write.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session whose changes are committed together or not at all."""
+        with Session(self._write, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self._read) as session:
+            yield session
+
+    def close(self) -> None:
+        self._read.dispose()
+        if self._write is not self._read:
+            self._write.dispose()
+
+
+def _safe_url(url: str) -> str:
+    """Never echo a password from a database URL."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<database URL>"

@@ -1,0 +1,94 @@
+"""Schema versions, applied in order.
+
+A new database is created from the models and stamped with the latest version (the models are the
+schema); an older one is brought forward one migration at a time, each in its own transaction; a
+newer one is refused, because an old orchestrator must not write to a schema it does not know.
+To change a model: edit it, then append a migration that brings an existing database to match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, inspect
+from sqlmodel import SQLModel
+
+from orchestrator.errors import StoreError
+from orchestrator.store import models
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def _baseline(conn: Connection) -> None:
+    SQLModel.metadata.create_all(conn)
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(
+        1, "baseline: hosts, triage, plans, stage runs, evidence, restore points, audit log", _baseline
+    ),
+]
+
+
+def latest_version(migrations: list[Migration] | None = None) -> int:
+    return max(m.version for m in (migrations or MIGRATIONS))
+
+
+def current_version(conn: Connection) -> int | None:
+    """None for an empty database; raises for a database that is not ours."""
+    tables = set(inspect(conn).get_table_names())
+    if models.SchemaVersion.__tablename__ not in tables:
+        if tables:
+            raise StoreError(
+                f"the database holds tables ({', '.join(sorted(tables)[:3])}, ...) but no schema_version: "
+                "not an orchestrator database"
+            )
+        return None
+    row = conn.exec_driver_sql("SELECT MAX(version) FROM schema_version").scalar()
+    return int(row) if row is not None else 0
+
+
+def upgrade(conn_factory: Callable[[], object], migrations: list[Migration] | None = None) -> int:
+    """Bring the database to the latest version; return the version it is at.
+
+    `conn_factory` returns a context manager yielding a Connection inside a write transaction.
+    """
+    migrations = sorted(migrations or MIGRATIONS, key=lambda m: m.version)
+    target = migrations[-1].version
+    with conn_factory() as conn:  # type: ignore[attr-defined]
+        version = current_version(conn)
+        if version is None:
+            SQLModel.metadata.create_all(conn)
+            conn.execute(
+                models.SchemaVersion.__table__.insert(),
+                [
+                    {"version": m.version, "description": m.description, "applied_at": models.utcnow()}
+                    for m in migrations
+                ],
+            )
+            return target
+    if version > target:
+        raise StoreError(
+            f"database schema version {version} is newer than this orchestrator supports ({target}): "
+            "upgrade the orchestrator, do not write to it with this one"
+        )
+    for migration in migrations:
+        if migration.version <= version:
+            continue
+        with conn_factory() as conn:  # type: ignore[attr-defined]
+            migration.apply(conn)
+            conn.execute(
+                models.SchemaVersion.__table__.insert(),
+                {
+                    "version": migration.version,
+                    "description": migration.description,
+                    "applied_at": models.utcnow(),
+                },
+            )
+    return target

@@ -1,0 +1,217 @@
+"""Every table the orchestrator keeps, in one place.
+
+Rows hold what happened and what was decided, never how to log in: connection secrets stay in the
+inventory (Vault, environment) and are never copied here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class SchemaVersion(SQLModel, table=True):
+    """One row per applied migration; the highest version is the schema's version."""
+
+    __tablename__ = "schema_version"
+    version: int = Field(primary_key=True)
+    applied_at: datetime = Field(default_factory=utcnow)
+    description: str = ""
+
+
+class Host(SQLModel, table=True):
+    """The latest snapshot of a host from the inventory, plus its place in the recovery.
+
+    `state` follows the state machine in `orchestrator.execution.states`; `version` is bumped on every
+    state change so concurrent writers can detect lost updates.
+    """
+
+    __tablename__ = "host"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    address: str | None = None
+    port: int | None = None
+    connection: str = "ssh"
+    os: str = "linux"
+    tier: int = Field(default=2, index=True)
+    role: str = "server"
+    site: str | None = None
+    protected: bool = False
+    priority: int = 100
+    reimage_method: str | None = None
+    restore_method: str | None = None
+    execution_node: str | None = None
+    groups: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    depends_on: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    data_categories: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    state: str = Field(default="new", index=True)
+    stage: str | None = None
+    state_reason: str | None = None
+    state_changed_at: datetime | None = None
+    version: int = 0
+    synced_at: datetime = Field(default_factory=utcnow)
+
+
+class TriageRun(SQLModel, table=True):
+    __tablename__ = "triage_run"
+    id: int | None = Field(default=None, primary_key=True)
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    operator: str = ""
+    limit: str | None = None
+    forks: int = 50
+    timeout_s: float = 60.0
+    packs: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    host_count: int = 0
+    counts: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class TriageResult(SQLModel, table=True):
+    """One host's verdict in one triage run."""
+
+    __tablename__ = "triage_result"
+    __table_args__ = (Index("ix_triage_result_host_run", "host_name", "run_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="triage_run.id", index=True)
+    host_name: str
+    verdict: str  # clean | suspicious | infected | unreachable | error
+    reason: str | None = None
+    duration_s: float = 0.0
+    compromise_time: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CheckMatch(SQLModel, table=True):
+    """A check that matched on a host, with the (bounded) evidence that made it match."""
+
+    __tablename__ = "check_match"
+    id: int | None = Field(default=None, primary_key=True)
+    result_id: int = Field(foreign_key="triage_result.id", index=True)
+    check_id: str
+    title: str = ""
+    severity: str = "info"  # info | suspicious | infected
+    evidence: str = ""
+    first_seen: datetime | None = None
+
+
+class Plan(SQLModel, table=True):
+    __tablename__ = "plan"
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = ""
+    status: str = Field(default="draft", index=True)  # draft | approved | superseded
+    triage_run_id: int | None = Field(default=None, foreign_key="triage_run.id")
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    content_hash: str = ""
+    approved_by: str | None = None
+    approved_at: datetime | None = None
+    approved_hash: str | None = None
+    estimated_s: float = 0.0
+    lower_bound_s: float = 0.0
+
+
+class PlanWave(SQLModel, table=True):
+    __tablename__ = "plan_wave"
+    __table_args__ = (UniqueConstraint("plan_id", "number"),)
+    id: int | None = Field(default=None, primary_key=True)
+    plan_id: int = Field(foreign_key="plan.id", index=True)
+    number: int
+    estimated_s: float = 0.0
+
+
+class PlanMember(SQLModel, table=True):
+    """A host's place in a plan: its action, its wave (none when on hold or protected) and why."""
+
+    __tablename__ = "plan_member"
+    __table_args__ = (UniqueConstraint("plan_id", "host_name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    plan_id: int = Field(foreign_key="plan.id", index=True)
+    wave: int | None = Field(default=None, index=True)
+    host_name: str = Field(index=True)
+    action: str  # rebuild | verify | hold | protected
+    reason: str = ""
+    tier: int = 2
+    priority: int = 100
+    verdict: str | None = None
+
+
+class StageRun(SQLModel, table=True):
+    """One attempt of one stage on one host. Written "running" before the playbook starts."""
+
+    __tablename__ = "stage_run"
+    __table_args__ = (Index("ix_stage_run_host_stage", "host_name", "stage"),)
+    id: int | None = Field(default=None, primary_key=True)
+    plan_id: int | None = Field(default=None, foreign_key="plan.id")
+    wave: int | None = None
+    host_name: str = Field(index=True)
+    stage: str
+    attempt: int = 1
+    status: str = Field(default="running", index=True)  # running | ok | failed | skipped
+    check_mode: bool = False
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    task: str | None = None
+    message: str | None = None
+    runner_dir: str | None = None
+
+
+class StageEvent(SQLModel, table=True):
+    """A runner event for a host (task start/ok/failed), kept for the timeline and durations."""
+
+    __tablename__ = "stage_event"
+    __table_args__ = (Index("ix_stage_event_host", "host_name", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    stage_run_id: int | None = Field(default=None, foreign_key="stage_run.id", index=True)
+    host_name: str
+    event: str
+    task: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class EvidenceItem(SQLModel, table=True):
+    """Chain of custody: what was collected from which host, by whom, when, and its sha256."""
+
+    __tablename__ = "evidence_item"
+    id: int | None = Field(default=None, primary_key=True)
+    host_name: str = Field(index=True)
+    path: str
+    sha256: str
+    size: int = 0
+    collected_by: str = ""
+    collected_at: datetime = Field(default_factory=utcnow)
+    stage_run_id: int | None = Field(default=None, foreign_key="stage_run.id")
+
+
+class RestorePoint(SQLModel, table=True):
+    """The backup snapshot chosen for a host, and the ones skipped because they were dirty."""
+
+    __tablename__ = "restore_point"
+    id: int | None = Field(default=None, primary_key=True)
+    host_name: str = Field(index=True)
+    snapshot_id: str
+    snapshot_time: datetime | None = None
+    cutoff: datetime | None = None
+    skipped: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    chosen_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEntry(SQLModel, table=True):
+    """Append-only, hash-chained: each row carries the hash of the one before it."""
+
+    __tablename__ = "audit_log"
+    id: int | None = Field(default=None, primary_key=True)
+    ts: datetime = Field(default_factory=utcnow)
+    operator: str
+    command: str
+    args: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    host_name: str | None = Field(default=None, index=True)
+    prev_hash: str = ""
+    hash: str = ""
