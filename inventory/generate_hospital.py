@@ -261,7 +261,7 @@ def generate(out: Path) -> tuple[int, int]:
         "# Windows hosts are reached over WinRM (HTTPS, NTLM with message encryption).\n"
         "# The password comes from the environment (or Ansible Vault), never from this file.\n"
         "ansible_connection: winrm\n"
-        "ansible_user: HOSPITAL\\\\recovery-svc\n"
+        "ansible_user: 'HOSPITAL\\recovery-svc'\n"
         "ansible_password: \"{{ lookup('env', 'RECOVERY_WINRM_PASSWORD') }}\"\n"
         "ansible_port: 5986\n"
         "ansible_winrm_scheme: https\n"

@@ -1,0 +1,128 @@
+"""`orchestrator inventory show | check | sync`."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from orchestrator import inventory as inventory_lib
+from orchestrator.cli.context import AppContext
+from orchestrator.cli.options import (
+    command_args,
+    console,
+    emit_json,
+    inventory_option,
+    json_option,
+    limit_option,
+    pass_app,
+)
+from orchestrator.errors import InventoryError
+from orchestrator.inventory import TIERS
+from orchestrator.store import audit
+from orchestrator.store import hosts as host_store
+
+
+@click.group("inventory")
+def inventory_group() -> None:
+    """Read and check the Ansible inventory that describes the fleet."""
+
+
+@inventory_group.command("show")
+@inventory_option
+@limit_option
+@json_option
+def show(inventory: tuple[str, ...], limit: str | None, as_json: bool) -> None:
+    """Hosts with their recovery attributes, resolved dependencies and groups.
+
+    \b
+    Examples:
+      orchestrator inventory show -i inventory/hospital -l tier0
+      orchestrator inventory show -i inventory/hospital --json | jq '.hosts[0]'
+    """
+    inv = inventory_lib.load(inventory)
+    hosts = inv.select(limit)
+    if as_json:
+        emit_json({"count": len(hosts), "hosts": [h.to_dict() for h in hosts]})
+        return
+    table = Table(title=f"{len(hosts)} host(s)", show_lines=False)
+    for col in ("host", "address", "os", "tier", "role", "site", "prot.", "prio", "depends on", "groups"):
+        table.add_column(col, overflow="fold")
+    for h in hosts:
+        deps = ", ".join(h.depends_on) + (f" ({len(h.depends_on_hosts)} hosts)" if h.depends_on else "")
+        table.add_row(
+            h.name,
+            h.address + (f":{h.port}" if h.port else ""),
+            h.os,
+            str(h.tier),
+            h.role,
+            h.site or "",
+            "yes" if h.protected else "",
+            str(h.priority),
+            deps,
+            ", ".join(h.groups),
+        )
+    console().print(table)
+    if inv.problems:
+        click.echo(f"warning: {len(inv.problems)} problem(s): run 'orchestrator inventory check'", err=True)
+
+
+@inventory_group.command("check")
+@inventory_option
+@json_option
+def check(inventory: tuple[str, ...], as_json: bool) -> None:
+    """Report every problem at once: unknown dependencies, cycles, bad tiers or roles, missing or
+    duplicate addresses, Windows hosts without WinRM settings. Exit 2 if there is any.
+
+    \b
+    Example:
+      orchestrator inventory check -i inventory/hospital -i inventory/extra.ini
+    """
+    inv = inventory_lib.load(inventory)
+    by_tier = {t: sum(1 for h in inv.hosts.values() if h.tier == t) for t in TIERS}
+    if as_json:
+        emit_json(
+            {
+                "ok": not inv.problems,
+                "hosts": len(inv.hosts),
+                "by_tier": {str(k): v for k, v in by_tier.items()},
+                "problems": [{"host": p.host, "where": p.where, "message": p.message} for p in inv.problems],
+            }
+        )
+    else:
+        for p in inv.problems:
+            click.echo(str(p), err=True)
+    if inv.problems:
+        raise InventoryError(f"{len(inv.problems)} problem(s) in {', '.join(inv.sources)}")
+    if not as_json:
+        tiers = ", ".join(f"tier {t}: {n}" for t, n in by_tier.items())
+        click.echo(f"ok: {len(inv.hosts)} hosts ({tiers}), no problems")
+
+
+@inventory_group.command("sync")
+@inventory_option
+@limit_option
+@json_option
+@pass_app
+@click.pass_context
+def sync(ctx: click.Context, app: AppContext, inventory: tuple[str, ...], limit: str | None, as_json: bool) -> None:
+    """Record the inventory's hosts in the state database (triage and plan also do this).
+
+    Nothing is written when the inventory has any problem.
+
+    \b
+    Example:
+      orchestrator --db recovery.db inventory sync -i inventory/hospital
+    """
+    inv = inventory_lib.load(inventory)
+    inv.require_valid()
+    hosts = inv.select(limit)
+    with app.store().write() as session:
+        added, updated = host_store.sync(session, hosts)
+        audit.record(session, app.operator, "inventory sync", command_args(ctx), {"added": added, "updated": updated})
+    if as_json:
+        emit_json({"hosts": len(hosts), "added": added, "updated": updated})
+    else:
+        click.echo(f"synced {len(hosts)} hosts: {added} added, {updated} updated")
+
+
+commands = [inventory_group]
