@@ -307,8 +307,8 @@ def _host_from_vars(name: str, hv: dict[str, Any], group_names: list[str]) -> tu
     problems: list[Problem] = []
 
     def problem(message: str, var: str | None = None) -> None:
-        where = _origin(hv.get(var)) if var else None
-        problems.append(Problem(message, host=name, where=where or _origin(hv.get("ansible_host"))))
+        where = (_origin(hv.get(var)) if var else None) or _origin(hv.get("ansible_host"))
+        problems.append(Problem(message, host=name, where=where or _host_source(hv)))
 
     groups = [g for g in group_names if g not in ("all", "ungrouped")]
     connection = str(hv.get("ansible_connection") or "ssh")
@@ -387,6 +387,12 @@ def _host_from_vars(name: str, hv: dict[str, Any], group_names: list[str]) -> tu
     return host, problems
 
 
+def _host_source(hv: dict[str, Any]) -> str | None:
+    """The inventory file that defined the host (Ansible sets `inventory_file` on every host)."""
+    source = hv.get("inventory_file")
+    return str(source) if source else None
+
+
 def _looks_addressable(name: str) -> bool:
     try:
         ipaddress.ip_address(name)
@@ -410,7 +416,7 @@ def _resolve_dependencies(hosts: dict[str, Host], groups: dict[str, list[str]]) 
                     Problem(
                         f"unknown dependency {dep!r} (no such host or group)",
                         host=host.name,
-                        where=_origin(host.vars.get("recovery_depends_on")),
+                        where=_origin(host.vars.get("recovery_depends_on")) or _host_source(host.vars),
                     )
                 )
                 continue
@@ -422,7 +428,7 @@ def _resolve_dependencies(hosts: dict[str, Host], groups: dict[str, list[str]]) 
             Problem(
                 f"dependency cycle: {' -> '.join(cycle)}",
                 host=first.name,
-                where=_origin(first.vars.get("recovery_depends_on")),
+                where=_origin(first.vars.get("recovery_depends_on")) or _host_source(first.vars),
             )
         )
     return problems
@@ -457,7 +463,7 @@ def _duplicate_addresses(hosts: dict[str, Host]) -> list[Problem]:
                 Problem(
                     f"same address {shown} as host {seen[key]}",
                     host=host.name,
-                    where=_origin(host.vars.get("ansible_host")),
+                    where=_origin(host.vars.get("ansible_host")) or _host_source(host.vars),
                 )
             )
         else:

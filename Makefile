@@ -1,0 +1,42 @@
+# Two commands do all set-up on a fresh Debian machine:
+#   make demo   - the main job on the built-in local lab
+#   make test   - the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= lab-data
+
+.PHONY: demo test lint format system-deps venv docs clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+system-deps:
+	./scripts/install-system-deps.sh
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: system-deps venv lint
+	$(BIN)/pytest
+
+demo: system-deps venv
+	DEMO_DIR=$(DEMO_DIR) PATH="$(CURDIR)/$(BIN):$$PATH" ./scripts/demo.sh
+
+# Regenerate the README's command reference from --help (a test keeps them in step).
+docs: venv
+	$(BIN)/python scripts/cli_reference.py --write
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	-$(BIN)/orchestrator lab down --dir $(DEMO_DIR) 2>/dev/null
+	rm -rf $(VENV) runs reports test-artifacts .pytest_cache .ruff_cache

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the lab, the tests and the demo need, only those missing.
+# Runs apt-get as root, or through sudo; says exactly what is missing when it can do neither.
+set -euo pipefail
+
+packages=(
+  openssh-server openssh-client   # the local lab's hosts and the OpenSSH baseline
+  restic                          # backups and restores, for real
+  util-linux iproute2 procps      # unshare/nsenter (namespaces), ip, ps/pgrep
+  sqlite3                         # inspecting the state database by hand
+  vagrant                         # 'vagrant validate' of the Vagrant lab
+  chromium                        # renders the HTML report in tests
+)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1; then
+  sudo=(sudo)
+else
+  echo "error: missing Debian packages: ${missing[*]}; install them as root: apt-get install ${missing[*]}" >&2
+  exit 2
+fi
+
+echo "installing Debian packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

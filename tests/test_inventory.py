@@ -1,0 +1,257 @@
+"""The inventory through the real CLI: Ansible's loader, every problem reported, nothing written on error."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from orchestrator import inventory
+from tests.conftest import HOSPITAL, ROOT, Cli
+
+GOOD = """\
+all:
+  children:
+    dc:
+      hosts:
+        dc01: {ansible_host: 127.9.0.1, recovery_tier: 0}
+    ehr:
+      hosts:
+        ehr01: {ansible_host: 127.9.0.2, recovery_tier: 1, recovery_depends_on: [dc]}
+"""
+
+
+def write(tmp: Path, name: str, text: str) -> Path:
+    path = tmp / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def seeded_db(cli: Cli, tmp_path: Path) -> bytes:
+    """A database that already holds a synced inventory: broken inputs must leave it byte-identical."""
+    good = write(tmp_path, "good.yml", GOOD)
+    result = cli("inventory", "sync", "-i", str(good))
+    assert result.exit_code == 0, result.output
+    return cli.db.read_bytes()
+
+
+def test_hospital_inventory_passes_check(cli: Cli) -> None:
+    result = cli("inventory", "check", "-i", str(HOSPITAL))
+    assert result.exit_code == 0, result.output
+    assert "1850 hosts" in result.stdout
+
+
+def test_hospital_show_json_lists_every_host_with_tiers_and_dependencies(cli: Cli) -> None:
+    data = cli.json("inventory", "show", "-i", str(HOSPITAL))
+    assert data["count"] == 1850 == len(data["hosts"])
+    by_name = {h["name"]: h for h in data["hosts"]}
+    assert sum(1 for h in data["hosts"] if h["role"] == "workstation") == 1500
+    assert {h["tier"] for h in data["hosts"]} == {0, 1, 2, 3}
+    assert by_name["dc-n01"]["tier"] == 0 and by_name["dc-n01"]["os"] == "windows"
+    assert by_name["bkp-n01"]["protected"] is True
+    ehr_app = by_name["ehrapp-n01"]
+    assert ehr_app["depends_on"] == ["ehr_db"]
+    assert set(ehr_app["depends_on_hosts"]) == {n for n, h in by_name.items() if "ehr_db" in h["groups"]}
+    # secrets stay in memory: the password var (an env lookup) is not part of any host's JSON
+    assert "password" not in json.dumps(data).lower()
+
+
+def test_limit_uses_ansible_patterns(cli: Cli) -> None:
+    data = cli.json("inventory", "show", "-i", str(HOSPITAL), "-l", "tier0:&site_north:!backup")
+    names = {h["name"] for h in data["hosts"]}
+    assert "dc-n01" in names and "dns-n01" in names
+    assert not any(n.startswith("bkp-") or "-s0" in n for n in names)
+    result = cli("inventory", "show", "-i", str(HOSPITAL), "-l", "nosuchhost")
+    assert result.exit_code == 2
+    assert "matches no host" in result.stderr
+
+
+def test_several_sources_ini_dirs_vars_and_env(cli: Cli, tmp_path: Path) -> None:
+    ini = write(
+        tmp_path, "site/hosts.ini", "[pacs]\npacs01 ansible_host=127.9.1.1\n\n[pacs:vars]\nrecovery_tier=1\n"
+    )
+    write(tmp_path, "site/host_vars/pacs01.yml", "recovery_priority: 7\nrecovery_depends_on: dc01\n")
+    yml = write(tmp_path, "core.yml", GOOD)
+    data = cli.json("inventory", "show", "-i", str(yml), "-i", str(ini.parent))
+    pacs = next(h for h in data["hosts"] if h["name"] == "pacs01")
+    assert (pacs["tier"], pacs["priority"], pacs["depends_on_hosts"]) == (1, 7, ["dc01"])
+    env_result = cli("inventory", "show", "--json", env={"ORCHESTRATOR_INVENTORY": f"{yml},{ini.parent}"})
+    assert json.loads(env_result.stdout)["count"] == 3
+
+
+def test_dynamic_inventory_script(cli: Cli, tmp_path: Path) -> None:
+    script = write(
+        tmp_path,
+        "dynamic.py",
+        f"#!{sys.executable}\nimport json\nprint(json.dumps({{'web': {{'hosts': ['web01']}}, "
+        "'_meta': {'hostvars': {'web01': {'ansible_host': '127.9.2.1', 'recovery_tier': 2}}}}))\n",
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    data = cli.json("inventory", "show", "-i", str(script))
+    assert data["hosts"][0]["name"] == "web01" and data["hosts"][0]["address"] == "127.9.2.1"
+
+
+def test_defaults_from_role(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "inv.yml",
+        "all:\n  children:\n    workstations:\n      hosts:\n        ws1: {ansible_host: 127.9.3.1}\n"
+        "    apps:\n      hosts:\n        app1: {ansible_host: 127.9.3.2}\n",
+    )
+    inv = inventory.load([str(path)])
+    assert (inv.hosts["ws1"].role, inv.hosts["ws1"].tier) == ("workstation", 3)
+    assert (inv.hosts["app1"].role, inv.hosts["app1"].tier) == ("server", 2)
+
+
+BROKEN = {
+    "cycle": (
+        "all:\n  hosts:\n"
+        "    a: {ansible_host: 127.9.4.1, recovery_depends_on: [b]}\n"
+        "    b: {ansible_host: 127.9.4.2, recovery_depends_on: [c]}\n"
+        "    c: {ansible_host: 127.9.4.3, recovery_depends_on: [a]}\n",
+        "dependency cycle: a -> b -> c -> a",
+    ),
+    "unknown_dependency": (
+        "all:\n  hosts:\n    a: {ansible_host: 127.9.4.1, recovery_depends_on: [ghost]}\n",
+        "host a: unknown dependency 'ghost'",
+    ),
+    "bad_tier": (
+        "all:\n  hosts:\n    a: {ansible_host: 127.9.4.1, recovery_tier: 7}\n",
+        "invalid recovery_tier 7",
+    ),
+    "bad_role": (
+        "all:\n  hosts:\n    a: {ansible_host: 127.9.4.1, recovery_role: toaster}\n",
+        "invalid recovery_role",
+    ),
+    "duplicate_address": (
+        "all:\n  hosts:\n    a: {ansible_host: 127.9.4.1}\n    b: {ansible_host: 127.9.4.1}\n",
+        "host b: same address 127.9.4.1 as host a",
+    ),
+    "no_address": ("all:\n  hosts:\n    shortname: {recovery_tier: 2}\n", "host shortname: no address"),
+    "winrm_without_settings": (
+        "all:\n  children:\n    windows:\n      hosts:\n        w1: {ansible_host: 127.9.4.1, ansible_connection: winrm}\n",
+        "host w1: Windows host without WinRM settings",
+    ),
+    "yaml_syntax": ("all:\n  hosts:\n    a: {ansible_host: 127.9.4.1\n   b: x\n", "YAML parsing failed"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_inventory_is_refused_with_its_reason_and_nothing_written(
+    case: str, cli: Cli, tmp_path: Path, seeded_db: bytes
+) -> None:
+    text, expected = BROKEN[case]
+    path = write(tmp_path, f"{case}.yml", text)
+    for command in (("inventory", "check"), ("inventory", "sync")):
+        result = cli(*command, "-i", str(path))
+        assert result.exit_code == 2, (command, result.output)
+        assert expected in result.stderr, result.stderr
+        assert str(path) in result.stderr  # names the file
+        assert "Traceback" not in result.stderr
+    assert cli.db.read_bytes() == seeded_db
+
+
+def test_yaml_error_names_the_line(cli: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.yml", BROKEN["yaml_syntax"][0])
+    result = cli("inventory", "check", "-i", str(path))
+    assert f"{path}:4:" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_problems_name_the_file_and_line_of_the_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, "inv.yml", BROKEN["bad_tier"][0])
+    inv = inventory.load([str(path)])
+    assert [str(p) for p in inv.problems] == [
+        f"{path}:3: host a: invalid recovery_tier 7 (expected 0, 1, 2 or 3)"
+    ]
+
+
+def test_check_reports_every_problem_at_once(cli: Cli, tmp_path: Path) -> None:
+    text = (
+        "all:\n  hosts:\n"
+        "    a: {ansible_host: 127.9.5.1, recovery_depends_on: [ghost], recovery_tier: 9}\n"
+        "    b: {ansible_host: 127.9.5.1, recovery_depends_on: [c]}\n"
+        "    c: {ansible_host: 127.9.5.3, recovery_depends_on: [b]}\n"
+    )
+    path = write(tmp_path, "many.yml", text)
+    result = cli("inventory", "check", "-i", str(path), "--json")
+    assert result.exit_code == 2
+    report = json.loads(result.stdout)
+    messages = [p["message"] for p in report["problems"]]
+    assert len(messages) == 4, messages
+    assert any("unknown dependency 'ghost'" in m for m in messages)
+    assert any(m.startswith("invalid recovery_tier 9") for m in messages)
+    assert any("same address" in m for m in messages)
+    assert any(
+        m.startswith("dependency cycle: b -> c -> b") or m.startswith("dependency cycle: c -> b -> c")
+        for m in messages
+    )
+
+
+def test_missing_source(cli: Cli, tmp_path: Path, seeded_db: bytes) -> None:
+    result = cli("inventory", "check", "-i", str(tmp_path / "nope.yml"))
+    assert result.exit_code == 2
+    assert "nope.yml: no such inventory file or directory" in result.stderr
+    dangling = tmp_path / "dangling.yml"
+    dangling.symlink_to(tmp_path / "gone.yml")
+    assert cli("inventory", "sync", "-i", str(dangling)).exit_code == 2
+    assert cli.db.read_bytes() == seeded_db
+
+
+def test_no_inventory_given(cli: Cli) -> None:
+    result = cli("inventory", "show", env={"ORCHESTRATOR_INVENTORY": ""})
+    assert result.exit_code == 2
+    assert "no inventory given" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is needed to drop root")
+def test_unreadable_file_as_an_unprivileged_user() -> None:
+    """Root reads everything, so the operator's case (a file they may not read) runs as `nobody`."""
+    work = Path(tempfile.mkdtemp(prefix="orch-unreadable-"))
+    try:
+        work.chmod(0o755)
+        inv = write(work, "secret.yml", GOOD)
+        inv.chmod(0o000)
+        db = work / "state.db"
+        env = {
+            **os.environ,
+            "HOME": str(work),
+            "ANSIBLE_LOCAL_TEMP": str(work / "tmp"),
+            "ANSIBLE_HOME": str(work),
+        }
+        proc = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                sys.executable,
+                "-m",
+                "orchestrator",
+                "--db",
+                str(db),
+                "inventory",
+                "check",
+                "-i",
+                str(inv),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=120,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip() == f"error: {inv}: not readable (permission denied)"
+        assert not db.exists()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
