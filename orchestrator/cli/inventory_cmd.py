@@ -104,7 +104,9 @@ def check(inventory: tuple[str, ...], as_json: bool) -> None:
 @json_option
 @pass_app
 @click.pass_context
-def sync(ctx: click.Context, app: AppContext, inventory: tuple[str, ...], limit: str | None, as_json: bool) -> None:
+def sync(
+    ctx: click.Context, app: AppContext, inventory: tuple[str, ...], limit: str | None, as_json: bool
+) -> None:
     """Record the inventory's hosts in the state database (triage and plan also do this).
 
     Nothing is written when the inventory has any problem.
@@ -118,7 +120,9 @@ def sync(ctx: click.Context, app: AppContext, inventory: tuple[str, ...], limit:
     hosts = inv.select(limit)
     with app.store().write() as session:
         added, updated = host_store.sync(session, hosts)
-        audit.record(session, app.operator, "inventory sync", command_args(ctx), {"added": added, "updated": updated})
+        audit.record(
+            session, app.operator, "inventory sync", command_args(ctx), {"added": added, "updated": updated}
+        )
     if as_json:
         emit_json({"hosts": len(hosts), "added": added, "updated": updated})
     else:

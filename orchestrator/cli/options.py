@@ -41,7 +41,10 @@ def inventory_option(f: Callable) -> Callable:
 
 def limit_option(f: Callable) -> Callable:
     return click.option(
-        "-l", "--limit", metavar="PATTERN", help="Ansible host pattern, e.g. 'tier0', 'ehr*:&site_north', '!ws_*'."
+        "-l",
+        "--limit",
+        metavar="PATTERN",
+        help="Ansible host pattern, e.g. 'tier0', 'ehr*:&site_north', '!ws_*'.",
     )(f)
 
 
