@@ -255,3 +255,51 @@ def test_unreadable_file_as_an_unprivileged_user() -> None:
         assert not db.exists()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_vault_encrypted_password_is_usable_but_never_shown(tmp_path: Path) -> None:
+    """Passwords come from Ansible Vault: decrypted in memory for the transports, absent from any output."""
+    ansible_vault = Path(sys.executable).with_name("ansible-vault")
+    password_file = write(tmp_path, "vault-pass", "correct horse\n")
+    encrypted = subprocess.run(
+        [
+            str(ansible_vault),
+            "encrypt_string",
+            "--vault-password-file",
+            str(password_file),
+            "S3cr3t-Pa55",
+            "--name",
+            "ansible_password",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    inv_dir = tmp_path / "inv"
+    write(inv_dir, "hosts.yml", "all:\n  hosts:\n    w1: {ansible_host: 127.9.6.1}\n")
+    write(inv_dir, "host_vars/w1.yml", encrypted)
+    env = {**os.environ, "ANSIBLE_VAULT_PASSWORD_FILE": str(password_file)}
+    code = (
+        "import json, sys; from orchestrator import inventory as I; inv = I.load([sys.argv[1]]); "
+        "h = inv.hosts['w1']; print(json.dumps({'secret': str(h.vars['ansible_password']), 'shown': h.to_dict()}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(inv_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=ROOT,
+    )
+    out = json.loads(proc.stdout)
+    assert out["secret"] == "S3cr3t-Pa55"
+    assert "S3cr3t" not in json.dumps(out["shown"])
+    shown = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "inventory", "show", "--json", "-i", str(inv_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    assert "S3cr3t" not in shown and "w1" in shown
