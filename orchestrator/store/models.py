@@ -123,6 +123,7 @@ class PlanWave(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     plan_id: int = Field(foreign_key="plan.id", index=True)
     number: int
+    tier: int = 0  # waves never mix tiers: tier 0's waves run before tier 1's
     estimated_s: float = 0.0
 
 
@@ -140,6 +141,7 @@ class PlanMember(SQLModel, table=True):
     tier: int = 2
     priority: int = 100
     verdict: str | None = None
+    estimated_s: float = 0.0  # this host's time through its path, when it has a wave
 
 
 class StageRun(SQLModel, table=True):
