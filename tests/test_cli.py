@@ -120,3 +120,14 @@ def test_real_subprocess_console_script(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert bad.stderr == f"error: {tmp_path / 'missing.ini'}: no such inventory file or directory\n"
+
+
+def test_the_same_commands_on_postgresql(postgres_url: str) -> None:
+    """`--db` takes any SQLAlchemy URL: the CLI behaves the same on a real PostgreSQL server."""
+    runner = CliRunner()
+    base = ["--db", postgres_url, "--operator", "carol"]
+    first = runner.invoke(main, [*base, "inventory", "sync", "-i", str(HOSPITAL), "--json"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout) == {"hosts": 1850, "added": 1850, "updated": 0}
+    again = runner.invoke(main, [*base, "inventory", "sync", "-i", str(HOSPITAL), "-l", "tier0", "--json"])
+    assert json.loads(again.stdout) == {"hosts": 19, "added": 0, "updated": 0}

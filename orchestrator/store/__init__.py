@@ -85,6 +85,8 @@ class Store:
     @contextlib.contextmanager
     def _write_connection(self) -> Iterator:
         with self._write.begin() as conn:
+            if conn.dialect.name == "postgresql":  # two first uses at once must not both create tables
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(20261128)")
             yield conn
 
     @contextlib.contextmanager

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from orchestrator.store.models import AuditEntry, utcnow
@@ -30,6 +31,19 @@ def redact(value: Any, name: str = "") -> Any:
     if isinstance(value, list | tuple):
         return [redact(v, name) for v in value]
     return value
+
+
+AUDIT_LOCK = 0x0A0D17  # any constant shared by every writer of the chain
+
+
+def serialize_writers(session: Session) -> None:
+    """Make concurrent appenders take turns, so the chain never forks.
+
+    SQLite write transactions already begin IMMEDIATE (one writer at a time); PostgreSQL needs a
+    transaction-scoped advisory lock, released at commit or rollback.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.exec(text(f"SELECT pg_advisory_xact_lock({AUDIT_LOCK})"))
 
 
 def _digest(
@@ -61,6 +75,7 @@ def record(
     host: str | None = None,
 ) -> AuditEntry:
     """Append one entry in the caller's transaction (which must be a write transaction)."""
+    serialize_writers(session)
     last = session.exec(select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(1)).first()
     prev_hash = last.hash if last else ""
     clean_args = json.loads(json.dumps(redact(args or {}), default=str))
