@@ -34,6 +34,13 @@ class Host(SQLModel, table=True):
     """
 
     __tablename__ = "host"
+    __table_args__ = (
+        # Covering indexes for `status` at 100,000 hosts: counts by state and tier, and the host
+        # state looked up by name from plan members (bench/status.py).
+        Index("ix_host_progress", "state", "tier", "stage"),
+        Index("ix_host_name_state", "name", "state", "tier"),
+        Index("ix_host_protected", "protected"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True)
     address: str | None = None
@@ -131,7 +138,10 @@ class PlanMember(SQLModel, table=True):
     """A host's place in a plan: its action, its wave (none when on hold or protected) and why."""
 
     __tablename__ = "plan_member"
-    __table_args__ = (UniqueConstraint("plan_id", "host_name"),)
+    __table_args__ = (
+        UniqueConstraint("plan_id", "host_name"),
+        Index("ix_plan_member_progress", "plan_id", "wave", "action", "host_name"),  # status per wave
+    )
     id: int | None = Field(default=None, primary_key=True)
     plan_id: int = Field(foreign_key="plan.id", index=True)
     wave: int | None = Field(default=None, index=True)
@@ -148,7 +158,11 @@ class StageRun(SQLModel, table=True):
     """One attempt of one stage on one host. Written "running" before the playbook starts."""
 
     __tablename__ = "stage_run"
-    __table_args__ = (Index("ix_stage_run_host_stage", "host_name", "stage"),)
+    __table_args__ = (
+        Index("ix_stage_run_host_stage", "host_name", "stage"),
+        Index("ix_stage_run_plan_wave_start", "plan_id", "wave", "started_at"),  # wave start, elapsed
+        Index("ix_stage_run_stage_status", "stage", "status"),  # recent durations per stage
+    )
     id: int | None = Field(default=None, primary_key=True)
     plan_id: int | None = Field(default=None, foreign_key="plan.id")
     wave: int | None = None
