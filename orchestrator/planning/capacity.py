@@ -1,0 +1,93 @@
+"""Capacity keys: the shared resources a recovery wave can overload.
+
+Everything in a wave runs at once, so a limit on a wave's contents is a limit on concurrency:
+
+| key | counts, per wave |
+|---|---|
+| `image-server` | rebuilds (each one reimages from the golden-image server) |
+| `reimage:<method>` | rebuilds whose reimage method is `<method>` (pxe, vsphere, ...) |
+| `restores` | rebuilds that restore data (restore method other than `none`): the backup servers' load |
+| `site:<name>` | rebuilds at site `<name>` (`recovery_site`) |
+| `tier:<n>` | hosts of tier `<n>`, rebuilt or verified |
+
+`--max-wave-size` bounds every host in a wave, whatever its action: the people and consoles at hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.inventory import TIERS
+from orchestrator.planning.model import REBUILD, Limits
+
+IMAGE_SERVER = "image-server"
+RESTORES = "restores"
+WAVE_SIZE = "wave-size"  # --max-wave-size, treated as one more resource every host uses
+KEY_HELP = "image-server, restores, reimage:<method>, site:<name>, tier:<0-3>"
+
+
+def parse(specs: Sequence[str], *, sites: Iterable[str], reimage_methods: Iterable[str]) -> dict[str, int]:
+    """`KEY=N` strings to limits. A key naming a site or method the fleet does not have is refused:
+    a typo must not silently leave a resource unbounded."""
+    known_sites = set(sites)
+    known_methods = set(reimage_methods)
+    limits: dict[str, int] = {}
+    for spec in specs:
+        key, sep, raw = (part.strip() for part in spec.partition("="))
+        if not sep or not key:
+            raise OrchestratorError(f"--capacity {spec!r}: expected KEY=N, e.g. site:north=20")
+        kind, colon, name = key.partition(":")
+        if key in (IMAGE_SERVER, RESTORES):
+            pass
+        elif colon and kind == "site":
+            if name not in known_sites:
+                raise OrchestratorError(
+                    f"--capacity {spec}: unknown site {name!r} (sites: {', '.join(sorted(known_sites)) or 'none'})"
+                )
+        elif colon and kind == "reimage":
+            if name not in known_methods:
+                raise OrchestratorError(
+                    f"--capacity {spec}: unknown reimage method {name!r} "
+                    f"(methods: {', '.join(sorted(known_methods)) or 'none'})"
+                )
+        elif colon and kind == "tier":
+            if name not in {str(t) for t in TIERS}:
+                raise OrchestratorError(f"--capacity {spec}: unknown tier {name!r} (tiers: 0, 1, 2, 3)")
+        else:
+            raise OrchestratorError(f"--capacity {spec}: unknown capacity key {key!r} (keys: {KEY_HELP})")
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1 or not raw.isdigit():
+            raise OrchestratorError(f"--capacity {spec}: expected a whole number >= 1, got {raw!r}")
+        if key in limits:
+            raise OrchestratorError(f"--capacity {key} given twice")
+        limits[key] = value
+    return limits
+
+
+def resources(
+    action: str, tier: int, site: str | None, reimage_method: str | None, restore_method: str | None
+) -> tuple[str, ...]:
+    """Every capacity key one host in a wave uses one unit of."""
+    keys = [WAVE_SIZE, f"tier:{tier}"]
+    if action == REBUILD:
+        keys.append(IMAGE_SERVER)
+        if reimage_method:
+            keys.append(f"reimage:{reimage_method}")
+        if restore_method and restore_method != "none":
+            keys.append(RESTORES)
+        if site:
+            keys.append(f"site:{site}")
+    return tuple(keys)
+
+
+def limits(
+    max_wave_size: int | None, specs: Sequence[str], *, sites: Iterable[str], reimage_methods: Iterable[str]
+) -> Limits:
+    """The plan's limits from the command line, refused whole when any part is wrong."""
+    if max_wave_size is not None and max_wave_size < 1:
+        raise OrchestratorError(f"--max-wave-size {max_wave_size}: expected a whole number >= 1")
+    return Limits(max_wave_size, parse(specs, sites=sites, reimage_methods=reimage_methods))

@@ -1,0 +1,99 @@
+"""Verdicts and hosts in, a draft plan out: pure, deterministic, no database and no Click."""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Mapping, Sequence
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.inventory import Host, find_cycles
+from orchestrator.planning import actions, bounds, capacity, waves
+from orchestrator.planning.durations import Durations
+from orchestrator.planning.model import HOLD, PROTECTED, SCHEDULED, Draft, Limits, Member, Verdict
+
+_UNSCHEDULED_ORDER = {PROTECTED: 0, HOLD: 1}
+
+
+def dependency_order(deps: Mapping[str, Sequence[str]]) -> list[str]:
+    """Every host after the hosts it depends on; a cycle is refused with its path."""
+    try:
+        return list(
+            graphlib.TopologicalSorter({n: sorted(d) for n, d in sorted(deps.items())}).static_order()
+        )
+    except graphlib.CycleError:
+        cycle = find_cycles(dict(deps), limit=1)[0]
+        raise OrchestratorError(f"dependency cycle: {' -> '.join(cycle)}") from None
+
+
+def build(
+    hosts: Sequence[Host], verdicts: Mapping[str, Verdict], limits: Limits, durations: Durations
+) -> Draft:
+    """The draft plan for `hosts`. Dependencies on hosts outside `hosts` (a `--limit` that leaves
+    them out) are taken as someone else's business; `external_dependencies` counts those hosts."""
+    by_name = {h.name: h for h in hosts}
+    deps = {n: [d for d in h.depends_on_hosts if d in by_name] for n, h in by_name.items()}
+    external = len({d for h in hosts for d in h.depends_on_hosts if d not in by_name})
+    order = dependency_order(deps)
+    decisions = actions.decide(order, by_name, deps, verdicts)
+
+    scheduled = [n for n in order if decisions[n].action in SCHEDULED]
+    in_plan = set(scheduled)
+    sched_deps = {n: tuple(sorted(d for d in deps[n] if d in in_plan)) for n in scheduled}
+    effective = waves.effective_tiers(scheduled, {n: by_name[n].tier for n in scheduled}, sched_deps)
+    resource_limits = dict(limits.capacities)
+    if limits.max_wave_size is not None:
+        resource_limits[capacity.WAVE_SIZE] = limits.max_wave_size
+
+    jobs: dict[str, waves.Job] = {}
+    seconds_cache: dict[tuple[str, str | None, str | None], float] = {}
+    for name in scheduled:
+        host = by_name[name]
+        action = decisions[name].action
+        key = (action, host.reimage_method, host.restore_method)
+        if key not in seconds_cache:
+            seconds_cache[key] = durations.host_seconds(*key)
+        used = capacity.resources(action, host.tier, host.site, host.reimage_method, host.restore_method)
+        jobs[name] = waves.Job(
+            name=name,
+            tier=effective[name],
+            priority=host.priority,
+            seconds=seconds_cache[key],
+            resources=tuple(r for r in used if r in resource_limits),
+            deps=sched_deps[name],
+        )
+    plan_waves = waves.schedule(scheduled, jobs, resource_limits)
+
+    members: list[Member] = []
+    for wave in plan_waves:
+        for name in wave.hosts:
+            host, decision, job = by_name[name], decisions[name], jobs[name]
+            reason = decision.reason
+            if job.tier != host.tier:
+                later = next(d for d in job.deps if jobs[d].tier == job.tier)
+                reason += f"; scheduled with tier {job.tier}: depends on {later}"
+            members.append(
+                Member(
+                    name,
+                    decision.action,
+                    wave.number,
+                    host.tier,
+                    host.priority,
+                    decision.verdict,
+                    reason,
+                    job.seconds,
+                )
+            )
+    waiting = sorted(
+        (n for n in by_name if n not in in_plan), key=lambda n: (_UNSCHEDULED_ORDER[decisions[n].action], n)
+    )
+    for name in waiting:
+        host, decision = by_name[name], decisions[name]
+        members.append(
+            Member(name, decision.action, None, host.tier, host.priority, decision.verdict, decision.reason)
+        )
+    return Draft(
+        members=members,
+        waves=plan_waves,
+        bounds=bounds.compute(scheduled, jobs, resource_limits),
+        external_dependencies=external,
+    )

@@ -1,0 +1,331 @@
+"""Plans in the database: the one draft, its approval, and the approved plan execution may run.
+
+A plan is written once and never edited: re-planning supersedes the draft with a new one, approval
+supersedes the previously approved plan. Execution loads the approved plan through
+`load_approved_plan`, which recomputes the content hash and refuses a plan changed since approval.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert
+from sqlmodel import Session, col, select
+
+from orchestrator.errors import OrchestratorError, RefusedError
+from orchestrator.inventory import Host as InventoryHost
+from orchestrator.planning import durations as durations_lib
+from orchestrator.planning.content import content_hash
+from orchestrator.planning.model import Draft, Limits, Verdict
+from orchestrator.planning.planner import build
+from orchestrator.store import hosts as host_store
+from orchestrator.store.models import (
+    Host,
+    Plan,
+    PlanMember,
+    PlanWave,
+    StageRun,
+    TriageResult,
+    TriageRun,
+    utcnow,
+)
+
+DRAFT = "draft"
+APPROVED = "approved"
+SUPERSEDED = "superseded"
+
+
+@dataclass
+class PlanView:
+    """A stored plan with its waves and members (members ordered by wave, then priority)."""
+
+    plan: Plan
+    waves: list[PlanWave]
+    members: list[PlanMember]
+
+    def content_hash(self) -> str:
+        return content_hash(
+            self.plan.triage_run_id,
+            ((w.number, w.tier) for w in self.waves),
+            ((m.host_name, m.action, m.wave, m.verdict, m.reason) for m in self.members),
+        )
+
+    @property
+    def changed_since_approval(self) -> bool:
+        return self.plan.approved_hash is not None and self.content_hash() != self.plan.approved_hash
+
+    def wave_members(self) -> dict[int, list[PlanMember]]:
+        out: dict[int, list[PlanMember]] = {w.number: [] for w in self.waves}
+        for m in self.members:
+            if m.wave is not None:
+                out[m.wave].append(m)
+        return out
+
+
+@dataclass
+class NewDraft:
+    view: PlanView
+    draft: Draft
+    triage_run: TriageRun
+    superseded: list[int] = field(default_factory=list)
+
+
+def latest_triage(session: Session) -> tuple[TriageRun, dict[str, Verdict]]:
+    """The newest triage run and its verdicts; a plan needs one that finished and found something."""
+    run = session.exec(select(TriageRun).order_by(col(TriageRun.id).desc()).limit(1)).first()
+    if run is None:
+        raise OrchestratorError("no triage run in the database: run 'orchestrator triage' first")
+    if run.finished_at is None:
+        raise OrchestratorError(
+            f"triage run {run.id} has not finished: wait for it, or run 'orchestrator triage' again"
+        )
+    results = session.exec(
+        select(TriageResult).where(TriageResult.run_id == run.id).order_by(col(TriageResult.id))
+    )
+    verdicts = {r.host_name: Verdict(r.verdict, r.reason) for r in results}  # the last row per host wins
+    if not verdicts:
+        raise OrchestratorError(f"triage run {run.id} has no verdict for any host: nothing to plan from")
+    return run, verdicts
+
+
+def measured_durations(session: Session) -> dict[tuple[str, str | None], tuple[float, int]]:
+    """Median seconds and sample count of each stage's finished, real (not check-mode) runs; the
+    reimage and restore stages per method, from the host snapshot."""
+    rows = session.exec(
+        select(
+            StageRun.stage,
+            StageRun.started_at,
+            StageRun.finished_at,
+            Host.reimage_method,
+            Host.restore_method,
+        )
+        .join(Host, col(Host.name) == col(StageRun.host_name), isouter=True)
+        .where(
+            StageRun.status == "ok",
+            col(StageRun.finished_at).is_not(None),
+            col(StageRun.check_mode).is_(False),
+        )
+    )
+    samples: dict[tuple[str, str | None], list[float]] = {}
+    for stage, started, finished, reimage, restore in rows:
+        method = {"reimage": reimage, "restore": restore}.get(stage)
+        samples.setdefault((stage, method), []).append((finished - started).total_seconds())
+    return {key: (statistics.median(values), len(values)) for key, values in samples.items()}
+
+
+def create_draft(
+    session: Session,
+    hosts: Sequence[InventoryHost],
+    limits: Limits,
+    durations: durations_lib.Durations,
+    *,
+    operator: str,
+    params: Mapping[str, Any],
+) -> NewDraft:
+    """Plan from the latest triage, snapshot the hosts, and make the result the only draft."""
+    run, verdicts = latest_triage(session)
+    if not any(h.name in verdicts for h in hosts):
+        raise OrchestratorError(
+            f"triage run {run.id} has no verdict for any of the {len(hosts)} host(s) to plan"
+        )
+    durations = durations.with_measured(measured_durations(session))
+    draft = build(hosts, verdicts, limits, durations)
+
+    superseded = [p.id for p in session.exec(select(Plan).where(Plan.status == DRAFT)) if p.id is not None]
+    for plan_id in superseded:
+        old = session.get(Plan, plan_id)
+        assert old is not None
+        old.status = SUPERSEDED
+        session.add(old)
+    host_store.sync(session, hosts)
+    bounds = draft.bounds
+    plan = Plan(
+        created_by=operator,
+        status=DRAFT,
+        triage_run_id=run.id,
+        params={
+            **params,
+            "max_wave_size": limits.max_wave_size,
+            "capacities": dict(limits.capacities),
+            "durations_file": durations.file,
+            "durations": durations.describe(),
+            "external_dependencies": draft.external_dependencies,
+            "bounds": {
+                "unordered_s": bounds.unordered_s,
+                "tiers": [
+                    {"tier": t.tier, "chain_s": t.chain_s, "capacity_s": t.capacity_s, "binding": t.binding}
+                    for t in bounds.tiers
+                ],
+            },
+        },
+        content_hash=content_hash(
+            run.id,
+            ((w.number, w.tier) for w in draft.waves),
+            ((m.host, m.action, m.wave, m.verdict, m.reason) for m in draft.members),
+        ),
+        estimated_s=draft.estimated_s,
+        lower_bound_s=bounds.lower_bound_s,
+    )
+    session.add(plan)
+    session.flush()
+    connection = session.connection()
+    if draft.waves:
+        connection.execute(
+            insert(PlanWave),
+            [
+                {"plan_id": plan.id, "number": w.number, "tier": w.tier, "estimated_s": w.estimated_s}
+                for w in draft.waves
+            ],
+        )
+    connection.execute(
+        insert(PlanMember),
+        [
+            {
+                "plan_id": plan.id,
+                "wave": m.wave,
+                "host_name": m.host,
+                "action": m.action,
+                "reason": m.reason,
+                "tier": m.tier,
+                "priority": m.priority,
+                "verdict": m.verdict,
+                "estimated_s": m.estimated_s,
+            }
+            for m in draft.members
+        ],
+    )
+    return NewDraft(view=_view(session, plan), draft=draft, triage_run=run, superseded=superseded)
+
+
+def _view(session: Session, plan: Plan) -> PlanView:
+    waves = list(
+        session.exec(select(PlanWave).where(PlanWave.plan_id == plan.id).order_by(col(PlanWave.number)))
+    )
+    members = list(
+        session.exec(select(PlanMember).where(PlanMember.plan_id == plan.id).order_by(col(PlanMember.id)))
+    )
+    return PlanView(plan=plan, waves=waves, members=members)
+
+
+def _latest(session: Session, status: str) -> Plan | None:
+    return session.exec(
+        select(Plan).where(Plan.status == status).order_by(col(Plan.id).desc()).limit(1)
+    ).first()
+
+
+def current(session: Session, *, approved: bool = False) -> PlanView:
+    """The plan being worked on (the draft if there is one, else the approved plan), or the approved one."""
+    plan = _latest(session, APPROVED) if approved else (_latest(session, DRAFT) or _latest(session, APPROVED))
+    if plan is None:
+        what = "no approved plan" if approved else "no plan yet"
+        raise OrchestratorError(f"{what}: run 'orchestrator plan', then 'orchestrator plan approve'")
+    return _view(session, plan)
+
+
+def approve(session: Session, by: str, expect_hash: str | None = None) -> tuple[PlanView, int | None]:
+    """Approve the draft; return it and the id of the approved plan it supersedes."""
+    plan = _latest(session, DRAFT)
+    if plan is None:
+        raise RefusedError("no draft plan to approve: run 'orchestrator plan' first")
+    view = _view(session, plan)
+    digest = view.content_hash()
+    if digest != plan.content_hash:
+        raise RefusedError(
+            f"draft plan {plan.id} was changed after it was made: run 'orchestrator plan' again"
+        )
+    newest = session.exec(select(TriageRun).order_by(col(TriageRun.id).desc()).limit(1)).first()
+    if newest is not None and newest.id != plan.triage_run_id:
+        raise RefusedError(
+            f"draft plan {plan.id} comes from triage run {plan.triage_run_id}, but run {newest.id} is newer: "
+            "run 'orchestrator plan' again"
+        )
+    if expect_hash and not digest.startswith(expect_hash.lower()):
+        raise RefusedError(
+            f"draft plan {plan.id} has hash {digest[:12]}, not {expect_hash}: it changed since you reviewed it"
+        )
+    previous = _latest(session, APPROVED)
+    if previous is not None:
+        previous.status = SUPERSEDED
+        session.add(previous)
+    plan.status = APPROVED
+    plan.approved_by = by
+    plan.approved_at = utcnow()
+    plan.approved_hash = digest
+    session.add(plan)
+    session.flush()
+    return view, previous.id if previous else None
+
+
+def load_approved_plan(session: Session) -> PlanView:
+    """The plan execution may run: approved, and unchanged since (its content hash recomputed from the
+    rows). Raises RefusedError otherwise."""
+    plan = _latest(session, APPROVED)
+    if plan is None:
+        raise RefusedError(
+            "no approved plan: run 'orchestrator plan', review it, then 'orchestrator plan approve'"
+        )
+    view = _view(session, plan)
+    if view.content_hash() != plan.approved_hash:
+        raise RefusedError(
+            f"plan {plan.id} changed since {plan.approved_by} approved it (content hash mismatch): "
+            "run 'orchestrator plan' and approve again"
+        )
+    return view
+
+
+@dataclass
+class Change:
+    host: str
+    before: PlanMember | None
+    after: PlanMember | None
+
+
+@dataclass
+class PlanDiff:
+    base: Plan
+    target: Plan
+    added: list[Change]
+    removed: list[Change]
+    action_changed: list[Change]
+    wave_changed: list[Change]
+    unchanged: int
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed or self.action_changed or self.wave_changed)
+
+
+def diff(session: Session) -> PlanDiff:
+    """What the draft would change compared with the approved plan, host by host."""
+    approved = _latest(session, APPROVED)
+    if approved is None:
+        raise OrchestratorError("no approved plan to compare with: 'orchestrator plan show' shows the draft")
+    draft = _latest(session, DRAFT)
+    if draft is None:
+        raise OrchestratorError("no draft plan: run 'orchestrator plan' (after a new triage) to make one")
+    before = {m.host_name: m for m in _view(session, approved).members}
+    after = {m.host_name: m for m in _view(session, draft).members}
+    result = PlanDiff(approved, draft, [], [], [], [], 0)
+    for host in sorted(before.keys() | after.keys()):
+        old, new = before.get(host), after.get(host)
+        change = Change(host, old, new)
+        if old is None:
+            result.added.append(change)
+        elif new is None:
+            result.removed.append(change)
+        elif old.action != new.action:
+            result.action_changed.append(change)
+        elif old.wave != new.wave:
+            result.wave_changed.append(change)
+        else:
+            result.unchanged += 1
+    return result
+
+
+def host_snapshot(session: Session, view: PlanView) -> dict[str, Host]:
+    """The hosts of a plan as last synced (site, OS, methods), for exports."""
+    names = {m.host_name for m in view.members}
+    return {h.name: h for h in session.exec(select(Host)) if h.name in names}

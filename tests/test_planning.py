@@ -1,0 +1,363 @@
+"""The planner on its own: property tests over random fleets, the action rules, the hospital fleet."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator import inventory
+from orchestrator.errors import OrchestratorError
+from orchestrator.inventory import Host
+from orchestrator.planning import Limits, Verdict, build, capacity, durations
+from orchestrator.planning.model import HOLD, PROTECTED, REBUILD, SCHEDULED, VERIFY, Draft
+from tests.conftest import HOSPITAL
+
+DURATIONS = durations.load()
+SITES = ("north", "south")
+METHODS = ("pxe", "vsphere")
+
+
+def host(
+    name: str,
+    tier: int = 2,
+    deps: list[str] | None = None,
+    *,
+    priority: int = 100,
+    protected: bool = False,
+    site: str | None = "north",
+    reimage: str | None = "pxe",
+    restore: str | None = "restic",
+) -> Host:
+    return Host(
+        name=name,
+        address="127.0.0.1",
+        port=None,
+        user=None,
+        connection="ssh",
+        os="linux",
+        tier=tier,
+        role="server",
+        depends_on=list(deps or []),
+        depends_on_hosts=list(deps or []),
+        protected=protected,
+        site=site,
+        reimage_method=reimage,
+        restore_method=restore,
+        priority=priority,
+        groups=[],
+        data_categories=[],
+        execution_node=None,
+    )
+
+
+@st.composite
+def fleets(draw: st.DrawFn) -> tuple[list[Host], dict[str, Verdict], Limits]:
+    n = draw(st.integers(1, 30))
+    names = draw(st.permutations([f"h{i:02d}" for i in range(n)]))
+    hosts = []
+    for i, name in enumerate(names):
+        deps = draw(st.lists(st.sampled_from(names[:i]), unique=True, max_size=3)) if i else []
+        hosts.append(
+            host(
+                name,
+                tier=draw(st.integers(0, 3)),
+                deps=deps,
+                priority=draw(st.sampled_from([10, 20, 100])),
+                protected=draw(st.booleans().map(lambda b: b and draw(st.integers(0, 5)) == 0)),
+                site=draw(st.sampled_from([*SITES, None])),
+                reimage=draw(st.sampled_from([*METHODS, None])),
+                restore=draw(st.sampled_from(["restic", "none"])),
+            )
+        )
+    verdicts = {}
+    for name in names:
+        v = draw(st.sampled_from(["clean", "infected", "suspicious", "unreachable", "error", None]))
+        if v is not None:
+            verdicts[name] = Verdict(v)
+    keys = ["image-server", "restores", "site:north", "site:south", "reimage:pxe", "reimage:vsphere"]
+    keys += [f"tier:{t}" for t in range(4)]
+    caps = draw(st.dictionaries(st.sampled_from(keys), st.integers(1, 4), max_size=4))
+    size = draw(st.one_of(st.none(), st.integers(1, 6)))
+    return hosts, verdicts, Limits(size, caps)
+
+
+def _uses(h: Host, action: str, key: str) -> bool:
+    return key in capacity.resources(action, h.tier, h.site, h.reimage_method, h.restore_method)
+
+
+def _shape(draft: Draft) -> list[tuple]:
+    return [(m.host, m.action, m.wave, m.reason, m.estimated_s) for m in draft.members]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleets())
+def test_every_plan_respects_dependencies_limits_and_places_every_host_once(fleet) -> None:
+    hosts, verdicts, limits = fleet
+    draft = build(hosts, verdicts, limits, DURATIONS)
+    by_name = {h.name: h for h in hosts}
+    members = {m.host: m for m in draft.members}
+
+    # every host exactly once, in a wave if and only if it is rebuilt or verified
+    assert sorted(m.host for m in draft.members) == sorted(by_name)
+    for m in draft.members:
+        assert (m.wave is not None) == (m.action in SCHEDULED), m
+    assert [w.number for w in draft.waves] == list(range(1, len(draft.waves) + 1))
+    for w in draft.waves:
+        assert w.hosts and all(members[n].wave == w.number for n in w.hosts)
+    assert sum(len(w.hosts) for w in draft.waves) == sum(1 for m in draft.members if m.wave is not None)
+
+    # the action rules
+    for m in draft.members:
+        h, v = by_name[m.host], verdicts.get(m.host)
+        if h.protected:
+            assert m.action == PROTECTED
+        elif v is None or v.verdict in ("unreachable", "error"):
+            assert m.action == HOLD
+        elif m.action != HOLD:
+            assert m.action == (VERIFY if v.verdict == "clean" else REBUILD)
+
+    # dependencies: before in waves, or a hold spreads to the dependants
+    for m in draft.members:
+        for dep in by_name[m.host].depends_on_hosts:
+            d = members[dep]
+            if m.wave is not None:
+                assert d.action != HOLD and not (d.action == PROTECTED and d.verdict != "clean")
+                if d.wave is not None:
+                    assert d.wave < m.wave, (dep, m.host)
+            blocks = d.action == HOLD or (d.action == PROTECTED and d.verdict != "clean")
+            if blocks and not by_name[m.host].protected:
+                assert m.action == HOLD
+                if m.verdict in ("clean", "infected", "suspicious"):
+                    assert "waits for" in m.reason
+
+    # tiers in order; a host only ever moves to a later tier
+    assert [w.tier for w in draft.waves] == sorted(w.tier for w in draft.waves)
+    tier_of = {w.number: w.tier for w in draft.waves}
+    for m in draft.members:
+        if m.wave is not None:
+            assert tier_of[m.wave] >= m.tier
+
+    # wave size and every capacity, per wave
+    for w in draft.waves:
+        if limits.max_wave_size is not None:
+            assert len(w.hosts) <= limits.max_wave_size
+        for key, limit in limits.capacities.items():
+            used = sum(1 for n in w.hosts if _uses(by_name[n], members[n].action, key))
+            assert used <= limit, (w.number, key)
+        assert w.estimated_s == max(members[n].estimated_s for n in w.hosts)
+
+    # the lower bound is one
+    assert draft.bounds.lower_bound_s <= draft.estimated_s + 1e-6
+    assert draft.bounds.unordered_s <= draft.bounds.lower_bound_s + 1e-6
+
+    # deterministic, whatever the input order
+    again = build(list(reversed(hosts)), dict(reversed(list(verdicts.items()))), limits, DURATIONS)
+    assert _shape(again) == _shape(draft)
+    assert [(w.number, w.tier, w.hosts) for w in again.waves] == [
+        (w.number, w.tier, w.hosts) for w in draft.waves
+    ]
+
+
+def test_tier_0_found_infected_is_rebuilt_and_a_hold_spreads_naming_its_root() -> None:
+    hosts = [
+        host("dc1", 0),
+        host("dns1", 0, ["dc1"]),
+        host("db1", 1, ["dns1"]),
+        host("app1", 1, ["db1"]),
+        host("lost", 1),
+        host("web1", 2, ["lost", "db1"]),
+        host("ws1", 3, ["web1"]),
+    ]
+    verdicts = {
+        "dc1": Verdict("suspicious", "new service"),
+        "dns1": Verdict("clean"),
+        "db1": Verdict("infected"),
+        "app1": Verdict("clean"),
+        "lost": Verdict("unreachable", "timed out after 60 s"),
+        "web1": Verdict("infected"),
+        "ws1": Verdict("clean"),
+    }
+    draft = build(hosts, verdicts, Limits(), DURATIONS)
+    m = {x.host: x for x in draft.members}
+    assert (m["dc1"].action, m["dc1"].wave) == (REBUILD, 1)
+    assert m["dc1"].reason == "suspicious (new service); tier 0: rebuilt, never cleaned"
+    assert (m["dns1"].action, m["dns1"].wave) == (VERIFY, 2)
+    assert (m["db1"].wave, m["app1"].wave) == (3, 4)
+    assert (
+        m["lost"].action == HOLD
+        and m["lost"].reason == "unreachable (timed out after 60 s): a person must check it"
+    )
+    assert m["web1"].action == HOLD and m["web1"].reason == "infected; waits for lost (unreachable)"
+    assert m["ws1"].action == HOLD and m["ws1"].reason == "clean; waits for lost (unreachable) via web1"
+    assert [w.tier for w in draft.waves] == [0, 0, 1, 1]
+
+
+def test_protected_hosts_are_never_wiped_and_block_their_dependants_unless_clean() -> None:
+    hosts = [
+        host("bkp1", 0, protected=True),
+        host("bkp2", 0, protected=True),
+        host("a", 2, ["bkp1"]),
+        host("b", 2, ["bkp2"]),
+    ]
+    verdicts = {
+        "bkp1": Verdict("infected"),
+        "bkp2": Verdict("clean"),
+        "a": Verdict("clean"),
+        "b": Verdict("infected"),
+    }
+    m = {x.host: x for x in build(hosts, verdicts, Limits(), DURATIONS).members}
+    assert m["bkp1"].action == PROTECTED and m["bkp1"].wave is None
+    assert m["bkp1"].reason.startswith("PROTECTED HOST FOUND INFECTED")
+    assert m["bkp2"].action == PROTECTED and "found clean" in m["bkp2"].reason
+    assert m["a"].action == HOLD and "waits for bkp1 (protected, infected)" in m["a"].reason
+    assert (m["b"].action, m["b"].wave) == (REBUILD, 1)
+
+
+def test_a_dependency_on_a_later_tier_moves_the_host_after_it() -> None:
+    hosts = [host("pki", 0, ["fs"]), host("fs", 2), host("dc", 0)]
+    verdicts = {n: Verdict("infected") for n in ("pki", "fs", "dc")}
+    draft = build(hosts, verdicts, Limits(), DURATIONS)
+    m = {x.host: x for x in draft.members}
+    assert [(w.tier, w.hosts) for w in draft.waves] == [(0, ["dc"]), (2, ["fs"]), (2, ["pki"])]
+    assert m["pki"].reason.endswith("; scheduled with tier 2: depends on fs")
+
+
+def test_priority_orders_hosts_inside_a_tier_and_limits_spread_them() -> None:
+    hosts = [host(f"n{i}", 2, priority=50, site="north") for i in range(5)]
+    hosts += [host(f"s{i}", 2, priority=10, site="south") for i in range(3)]
+    verdicts = {h.name: Verdict("infected") for h in hosts}
+    draft = build(hosts, verdicts, Limits(4, {"site:north": 2}), DURATIONS)
+    assert [w.hosts for w in draft.waves] == [["s0", "s1", "s2", "n0"], ["n1", "n2"], ["n3", "n4"]]
+
+
+def test_a_cycle_is_refused_with_its_path() -> None:
+    hosts = [host("a", 2, ["b"]), host("b", 2, ["c"]), host("c", 2, ["a"])]
+    with pytest.raises(
+        OrchestratorError, match=r"dependency cycle: (a -> b -> c -> a|b -> c -> a -> b|c -> a -> b -> c)"
+    ):
+        build(hosts, {n: Verdict("clean") for n in "abc"}, Limits(), DURATIONS)
+
+
+def test_durations_per_method_and_measured_medians() -> None:
+    d = DURATIONS
+    minutes = {s: t.seconds / 60 for s, t in d.stages.items()}
+    rebuild_pxe = sum(minutes[s] for s in ("isolate", "collect", "wipe", "validate", "reconnect")) + 45 + 60
+    assert d.host_seconds(REBUILD, "pxe", "restic") == rebuild_pxe * 60
+    assert d.host_seconds(REBUILD, "vsphere", "none") == (rebuild_pxe - 45 + 20 - 60) * 60
+    assert (
+        d.host_seconds(VERIFY, "pxe", "restic")
+        == (minutes["validate"] + minutes["harden"] + minutes["reconnect"]) * 60
+    )
+    measured = d.with_measured(
+        {("reimage", "pxe"): (600.0, 3), ("collect", None): (120.0, 7), ("bogus", None): (1.0, 1)}
+    )
+    assert measured.stage_seconds("reimage", "pxe") == 600.0
+    assert measured.stage_seconds("reimage", "vsphere") == d.stage_seconds("reimage", "vsphere")
+    assert measured.describe()["collect"] == {"seconds": 120.0, "source": "measured", "samples": 7}
+    assert measured.describe()["reimage:pxe"]["source"] == "measured"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("stages: {}", "missing isolate"),
+        (
+            "stages: {isolate: 1, collect: 1, wipe: 1, reimage: 1, restore: 1, validate: 1, harden: 1, reconnect: -2}",
+            "reconnect",
+        ),
+        ("[1, 2]", "expected a mapping"),
+        ("stages: {isolate: 1\n", "not valid YAML"),
+    ],
+)
+def test_a_bad_durations_file_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "d.yml"
+    path.write_text(text)
+    with pytest.raises(OrchestratorError, match=message):
+        durations.load(path)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("foo=3", "unknown capacity key 'foo'"),
+        ("site:east=3", "unknown site 'east'"),
+        ("reimage:floppy=3", "unknown reimage method 'floppy'"),
+        ("tier:7=3", "unknown tier '7'"),
+        ("image-server=0", "expected a whole number >= 1"),
+        ("image-server=-1", "expected a whole number >= 1"),
+        ("image-server=2.5", "expected a whole number >= 1"),
+        ("image-server", "expected KEY=N"),
+    ],
+)
+def test_capacity_keys_are_checked(spec: str, message: str) -> None:
+    with pytest.raises(OrchestratorError, match=message):
+        capacity.parse([spec], sites=SITES, reimage_methods=METHODS)
+
+
+def test_capacity_keys_parse() -> None:
+    specs = ["image-server=40", "site:north=20", "reimage:pxe=10", "tier:3=200", "restores=8"]
+    assert capacity.parse(specs, sites=SITES, reimage_methods=METHODS) == {
+        "image-server": 40,
+        "site:north": 20,
+        "reimage:pxe": 10,
+        "tier:3": 200,
+        "restores": 8,
+    }
+    with pytest.raises(OrchestratorError, match="given twice"):
+        capacity.parse(["restores=1", "restores=2"], sites=SITES, reimage_methods=METHODS)
+
+
+@pytest.fixture(scope="module")
+def hospital() -> inventory.Inventory:
+    return inventory.load([str(HOSPITAL)])
+
+
+def seeded_triage(hosts: list[Host], seed: int) -> dict[str, Verdict]:
+    """30% infected, 10% suspicious, 2% of workstations unreachable (switched off), the rest clean."""
+    rng = random.Random(seed)
+    verdicts = {}
+    for h in sorted(hosts, key=lambda h: h.name):
+        r = rng.random()
+        verdict = "infected" if r < 0.3 else "suspicious" if r < 0.4 else "clean"
+        if h.role == "workstation" and rng.random() < 0.02:
+            verdict = "unreachable"
+        verdicts[h.name] = Verdict(verdict)
+    return verdicts
+
+
+def test_hospital_recovers_in_the_announced_order(hospital: inventory.Inventory) -> None:
+    hosts = list(hospital.hosts.values())
+    draft = build(hosts, seeded_triage(hosts, 1), Limits(), DURATIONS)
+    m = {x.host: x for x in draft.members}
+    groups = hospital.groups
+    wave_of = lambda group: {m[h].wave for h in groups[group] if m[h].wave is not None}  # noqa: E731
+    assert wave_of("domain_controllers") == {1}
+    assert wave_of("dns_dhcp") == wave_of("pki") == {2}
+    assert min(wave_of("ehr_db")) > 2 and min(wave_of("ehr_app")) > max(wave_of("ehr_db"))
+    assert min(wave_of("pharmacy")) > max(wave_of("ehr_app"))
+    assert min(wave_of("ws_emergency")) > max(wave_of("print")) > max(wave_of("pharmacy"))
+    assert {m[h].action for h in groups["backup"] + groups["evidence_store"]} == {PROTECTED}
+    assert Counter(w.tier for w in draft.waves) == {0: 2, 1: 3, 2: 1, 3: 1}
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        Limits(),
+        Limits(100, {"image-server": 40}),
+        Limits(150, {"image-server": 60, "site:north": 25, "restores": 30}),
+    ],
+    ids=["unlimited", "image-server", "sites-and-restores"],
+)
+def test_hospital_makespan_is_within_10_percent_of_the_lower_bound(
+    hospital: inventory.Inventory, limits: Limits
+) -> None:
+    hosts = list(hospital.hosts.values())
+    for seed in (1, 2, 3):
+        draft = build(hosts, seeded_triage(hosts, seed), limits, DURATIONS)
+        assert draft.estimated_s <= 1.10 * draft.bounds.lower_bound_s, (seed, draft.estimated_s, draft.bounds)
