@@ -1,7 +1,12 @@
 """The append-only audit log, chained by hash so an edited, inserted or deleted row is detectable.
 
-Each entry's hash covers its content and the previous entry's hash. Rows are written inside the same
-transaction as the change they describe, so there is never a change without its audit row.
+Each entry's hash covers its content and the previous entry's hash; the head row records the newest
+entry and the count, so cutting the newest entries off is detectable too. Rows are written inside
+the same transaction as the change they describe, so there is never a change without its audit row.
+
+The chain is tamper-evident against edits made behind the orchestrator's back (a text editor, the
+sqlite3 shell), not against someone who recomputes every hash: keep `audit verify --json`'s head hash
+somewhere else (the incident log, a ticket) to pin the log as it was at that moment.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +22,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from orchestrator.store.models import AuditEntry, utcnow
+from orchestrator.store.models import AuditEntry, AuditHead, utcnow
 
 SECRET_NAME = re.compile(r"pass(word)?|secret|token|private|credential|vault", re.IGNORECASE)
 REDACTED = "***"
@@ -93,28 +99,36 @@ def record(
     )
     session.add(entry)
     session.flush()
+    assert entry.id is not None
+    head = session.get(AuditHead, 1) or AuditHead(id=1)
+    head.last_id, head.last_hash, head.entries = entry.id, entry.hash, head.entries + 1
+    session.add(head)
+    session.flush()
     return entry
 
 
 @dataclass
 class ChainProblem:
+    """The first place the chain breaks: `entry_id` names the altered, inserted or deleted row."""
+
     entry_id: int
+    kind: str  # altered | deleted | inserted
     problem: str
 
 
 def verify(session: Session) -> ChainProblem | None:
-    """Recompute the chain; return the first row that was altered, inserted or follows a deletion."""
-    prev_hash = ""
-    prev_id = 0
-    for entry in session.exec(select(AuditEntry).order_by(col(AuditEntry.id))):
+    """Recompute the chain; return the first row that was altered, inserted or deleted."""
+    head = session.get(AuditHead, 1)
+    prev_hash, prev_id, count = "", 0, 0
+    query = select(AuditEntry).order_by(col(AuditEntry.id)).execution_options(yield_per=1000)
+    for entry in session.exec(query):
         assert entry.id is not None
+        count += 1
+        if head is None or entry.id > head.last_id:
+            after = f"the newest recorded entry, {head.last_id}" if head else "an empty log"
+            return ChainProblem(entry.id, "inserted", f"entry {entry.id} was inserted after {after}")
         if entry.prev_hash != prev_hash:
-            what = (
-                "a row before it was deleted or altered"
-                if entry.id != prev_id + 1
-                else "inserted or re-chained"
-            )
-            return ChainProblem(entry.id, f"previous-hash link broken ({what})")
+            return _broken_link(entry.id, prev_id)
         expected = _digest(
             entry.prev_hash,
             entry.ts,
@@ -125,7 +139,72 @@ def verify(session: Session) -> ChainProblem | None:
             entry.host_name,
         )
         if entry.hash != expected:
-            return ChainProblem(entry.id, "content altered (hash mismatch)")
-        prev_hash = entry.hash
-        prev_id = entry.id
+            return ChainProblem(
+                entry.id, "altered", f"entry {entry.id} was altered: its hash does not match its content"
+            )
+        prev_hash, prev_id = entry.hash, entry.id
+    if head is not None and (prev_id, prev_hash) != (head.last_id, head.last_hash):
+        return ChainProblem(
+            head.last_id,
+            "deleted",
+            f"entry {head.last_id}, the newest recorded, was deleted"
+            + (
+                f" (with any after entry {prev_id}, where the log now ends)"
+                if prev_id
+                else " (the log is empty)"
+            ),
+        )
+    if head is not None and count != head.entries:
+        return ChainProblem(
+            prev_id, "deleted", f"the log holds {count} entries but {head.entries} were recorded"
+        )
     return None
+
+
+def _broken_link(entry_id: int, prev_id: int) -> ChainProblem:
+    """Entry `entry_id` does not link to the entry before it: rows went missing, or it replaced one."""
+    if entry_id > prev_id + 1:
+        missing = (
+            f"entry {prev_id + 1} was"
+            if entry_id == prev_id + 2
+            else f"entries {prev_id + 1}-{entry_id - 1} were"
+        )
+        return ChainProblem(
+            prev_id + 1,
+            "deleted",
+            f"{missing} deleted: entry {entry_id} no longer links to "
+            + (f"entry {prev_id}" if prev_id else "the start of the log"),
+        )
+    return ChainProblem(
+        entry_id,
+        "inserted",
+        f"entry {entry_id} was inserted or replaced: it does not link to "
+        + (f"entry {prev_id}" if prev_id else "the start of the log"),
+    )
+
+
+def head(session: Session) -> dict[str, Any]:
+    """Where the log ends: write the hash down elsewhere to pin the log as it is now."""
+    row = session.get(AuditHead, 1)
+    return {
+        "entries": row.entries if row else 0,
+        "last_id": row.last_id if row else None,
+        "last_hash": row.last_hash if row else None,
+    }
+
+
+def entries(
+    session: Session, hosts: Sequence[str] | None = None, limit: int | None = None
+) -> list[AuditEntry]:
+    """The newest `limit` entries (all when None), oldest first; only those about `hosts` if given."""
+    found: list[AuditEntry] = []
+    step = 10_000  # bound parameters per statement
+    for start in range(0, len(hosts), step) if hosts is not None else (None,):
+        query = select(AuditEntry).order_by(col(AuditEntry.id).desc())
+        if start is not None:
+            query = query.where(col(AuditEntry.host_name).in_(hosts[start : start + step]))
+        if limit is not None:
+            query = query.limit(limit)
+        found.extend(session.exec(query))
+    found.sort(key=lambda e: e.id or 0)
+    return found if limit is None else found[-limit:]

@@ -231,3 +231,15 @@ class AuditEntry(SQLModel, table=True):
     host_name: str | None = Field(default=None, index=True)
     prev_hash: str = ""
     hash: str = ""
+
+
+class AuditHead(SQLModel, table=True):
+    """The newest audit entry and the number of entries, updated in the same transaction as every
+    append: deleting the newest entries leaves a chain that is valid on its own, and only a record
+    of where it ended shows the cut."""
+
+    __tablename__ = "audit_head"
+    id: int = Field(default=1, primary_key=True)
+    last_id: int = 0
+    last_hash: str = ""
+    entries: int = 0

@@ -1,0 +1,321 @@
+"""How fast `orchestrator status` and `status HOST` answer on a fleet-sized database.
+
+Fills a database with 100,000 hosts (tiers, waves, triage verdicts, a recovery half done) and
+2,000,000 stage events, then times both views through the library, through the CLI in-process and
+through the CLI as a new process, against baselines measured in the same run (a trivial query, and
+`orchestrator --version` for interpreter start-up). Goal: under 200 ms each.
+
+    .venv/bin/python bench/status.py                      # full size, temporary database
+    .venv/bin/python bench/status.py --hosts 10000 --events 200000 --db /tmp/small.db --keep
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from click.testing import CliRunner
+from sqlalchemy import text
+
+from orchestrator.cli import main
+from orchestrator.execution.states import ACTIVE, DONE, PATHS
+from orchestrator.reporting import fleet, host_view
+from orchestrator.store import Store
+
+GOAL_MS = 200.0
+T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
+WAVES = 20
+TIERS = ((0, 0.03), (1, 0.12), (2, 0.30), (3, 0.55))
+GROUPS_BY_TIER = {0: "domain_controllers", 1: "ehr_app", 2: "file_servers", 3: "ws_wards"}
+STAGE_S = {
+    "isolate": 20,
+    "collect": 300,
+    "wipe": 120,
+    "reimage": 900,
+    "restore": 1200,
+    "validate": 180,
+    "harden": 240,
+    "reconnect": 30,
+}
+
+
+def ts(dt: datetime) -> str:
+    """The text form SQLAlchemy writes for a UTC datetime on SQLite."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def fill(db: Path, hosts: int, events: int, seed: int = 7) -> dict[str, int]:
+    """Bulk-load a plausible mid-recovery database with executemany (the ORM would take minutes)."""
+    Store.open(str(db)).close()  # schema and indexes exactly as the orchestrator creates them
+    rnd = random.Random(seed)
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA synchronous=OFF")
+    con.execute("BEGIN")
+    now = ts(T0)
+    con.execute(
+        "INSERT INTO triage_run (id, started_at, finished_at, operator, forks, timeout_s, packs, host_count,"
+        " counts) VALUES (1, ?, ?, 'bench', 50, 60, '[\"lockbit\"]', ?, '{}')",
+        (now, now, hosts),
+    )
+    con.execute(
+        "INSERT INTO plan (id, created_at, created_by, status, triage_run_id, params, content_hash,"
+        " approved_by, approved_at, approved_hash, estimated_s, lower_bound_s)"
+        " VALUES (1, ?, 'bench', 'approved', 1, '{}', 'x', 'bench', ?, 'x', 0, 0)",
+        (now, now),
+    )
+    con.executemany(
+        "INSERT INTO plan_wave (plan_id, number, tier, estimated_s) VALUES (1, ?, ?, 3600)",
+        [(w, _tier((w - 1) / WAVES)) for w in range(1, WAVES + 1)],
+    )
+    host_rows, member_rows, triage_rows, match_rows = [], [], [], []
+    run_rows: list[tuple] = []
+    evidence_rows, restore_rows = [], []
+    current_wave = WAVES // 2
+    for i in range(hosts):
+        name = f"h{i:06d}"
+        tier = _tier(i / hosts)
+        wave = min(WAVES, 1 + (i * WAVES) // hosts)
+        verdict = rnd.choices(("infected", "suspicious", "clean"), (30, 10, 60))[0]
+        protected = i % 2000 == 0
+        action = "protected" if protected else ("rebuild" if verdict != "clean" else "verify")
+        if rnd.random() < 0.01 and not protected:
+            action = "hold"
+        state, stage, reason, stages_done = _progress(rnd, action, wave, current_wave)
+        compromise = ts(T0 - timedelta(days=rnd.randint(1, 20))) if verdict == "infected" else None
+        host_rows.append(
+            (
+                i + 1,
+                name,
+                f"127.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",
+                "winrm" if tier == 3 else "ssh",
+                "windows" if tier == 3 else "linux",
+                tier,
+                "workstation" if tier == 3 else "server",
+                "north",
+                protected,
+                100,
+                json.dumps([GROUPS_BY_TIER[tier], f"tier{tier}"]),
+                json.dumps(["health"] if tier == 1 else []),
+                state,
+                stage,
+                reason,
+                now,
+            )
+        )
+        member_rows.append(
+            (None if action in ("hold", "protected") else wave, name, action, reason or "", tier, verdict)
+        )
+        triage_rows.append((i + 1, name, verdict, compromise, now))
+        if verdict == "infected":
+            match_rows.append(
+                (i + 1, "lockbit3_note", "LockBit 3.0 ransom note", "infected", "C:/x.README.txt")
+            )
+        start = T0 + timedelta(hours=2 * (wave - 1))
+        for stage, status in stages_done:
+            duration = STAGE_S[stage] * rnd.uniform(0.7, 1.4)
+            finished = ts(start + timedelta(seconds=duration)) if status != "running" else None
+            run_rows.append((1, wave, name, stage, status, ts(start), finished))
+            start += timedelta(seconds=duration)
+            if stage == "collect" and status == "ok":
+                evidence_rows.append(
+                    (name, f"/evidence/{name}/triage.tar", hashlib.sha256(name.encode()).hexdigest())
+                )
+            if stage == "restore" and status != "running":
+                restore_rows.append((name, f"snap-{i:08x}", ts(T0 - timedelta(days=25))))
+    con.executemany(
+        "INSERT INTO host (id, name, address, connection, os, tier, role, site, protected, priority, groups,"
+        " data_categories, state, stage, state_reason, synced_at, depends_on, version)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'[]',0)",
+        host_rows,
+    )
+    con.executemany(
+        "INSERT INTO plan_member (plan_id, wave, host_name, action, reason, tier, priority, verdict,"
+        " estimated_s) VALUES (1,?,?,?,?,?,100,?,3000)",
+        member_rows,
+    )
+    con.executemany(
+        "INSERT INTO triage_result (id, run_id, host_name, verdict, duration_s, compromise_time, created_at)"
+        " VALUES (?,1,?,?,1.0,?,?)",
+        triage_rows,
+    )
+    con.executemany(
+        "INSERT INTO check_match (result_id, check_id, title, severity, evidence) VALUES (?,?,?,?,?)",
+        match_rows,
+    )
+    con.executemany(
+        "INSERT INTO stage_run (plan_id, wave, host_name, stage, attempt, status, check_mode, started_at,"
+        " finished_at) VALUES (?,?,?,?,1,?,0,?,?)",
+        run_rows,
+    )
+    con.executemany(
+        "INSERT INTO evidence_item (host_name, path, sha256, size, collected_by, collected_at)"
+        f" VALUES (?,?,?,1048576,'bench','{now}')",
+        evidence_rows,
+    )
+    con.executemany(
+        f"INSERT INTO restore_point (host_name, snapshot_id, snapshot_time, skipped, chosen_at) VALUES (?,?,?,'[]','{now}')",
+        restore_rows,
+    )
+    con.executemany(
+        "INSERT INTO stage_event (stage_run_id, host_name, event, task, created_at) VALUES (?,?,?,?,?)",
+        _events(con, events),
+    )
+    con.commit()
+    _audit(con, hosts)
+    con.execute("ANALYZE")
+    con.commit()
+    counts = {
+        table: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        for table in ("host", "stage_run", "stage_event", "triage_result", "evidence_item", "audit_log")
+    }
+    con.close()
+    return counts
+
+
+def _tier(position: float) -> int:
+    """Hosts and waves are laid out by tier, as the plan orders them (tier 0 first)."""
+    acc = 0.0
+    for tier, share in TIERS:
+        acc += share
+        if position < acc:
+            return tier
+    return 3
+
+
+def _progress(
+    rnd: random.Random, action: str, wave: int, current_wave: int
+) -> tuple[str, str | None, str | None, list[tuple[str, str]]]:
+    """A host's state and the stage runs behind it: earlier waves done, the current one midway."""
+    if action == "hold":
+        return "hold", None, "suspicious, owner unreachable", []
+    if action == "protected":
+        return "protected", None, "protected host: verify only", []
+    path = PATHS[action]
+    if wave > current_wave:
+        return "planned", None, None, []
+    reached = len(path) if wave < current_wave else rnd.randint(0, len(path) - 1)
+    runs = [(stage, "ok") for stage in path[:reached]]
+    if rnd.random() < 0.02:
+        stage = path[min(reached, len(path) - 1)]
+        return "failed", stage, f"{stage}: task failed", [*runs[: len(path) - 1], (stage, "failed")]
+    if reached == len(path):
+        return "recovered", None, None, runs
+    if reached and rnd.random() < 0.5:
+        return DONE[path[reached - 1]], path[reached - 1], None, runs
+    stage = path[reached]
+    return ACTIVE[stage], stage, None, [*runs, (stage, "running")]
+
+
+def _events(con: sqlite3.Connection, total: int) -> Iterator[tuple]:
+    """`total` events spread evenly over the stage runs, as a runner would write them."""
+    runs = con.execute("SELECT id, host_name, started_at FROM stage_run ORDER BY id").fetchall()
+    per_run, extra = divmod(total, len(runs))
+    tasks = ("Gathering Facts", "run stage", "record result")
+    for n, (run_id, host, started) in enumerate(runs):
+        for k in range(per_run + (1 if n < extra else 0)):
+            yield (run_id, host, ("runner_on_start", "runner_on_ok")[k % 2], tasks[k % 3], started)
+
+
+def _audit(con: sqlite3.Connection, hosts: int) -> None:
+    """A real hash chain written by the library (every 20th host: the ORM is too slow for all)."""
+    from orchestrator.store import audit
+
+    store = Store.open(str(con.execute("PRAGMA database_list").fetchone()[2]))
+    with store.write() as session:
+        for i in range(0, hosts, 20):
+            audit.record(session, "bench", "run", {"wave": 1}, {"state": "isolating"}, f"h{i:06d}")
+    store.close()
+
+
+def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """(first call, median of the next `repeat`) in milliseconds."""
+    start = time.perf_counter()
+    fn()
+    first = (time.perf_counter() - start) * 1000
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    return first, statistics.median(samples)
+
+
+def run(db: Path, hosts: int, repeat: int) -> list[tuple[str, float, float]]:
+    store = Store.open(str(db))
+    host = f"h{hosts * 2 // 5 + 1:06d}"  # wave 9 of 20: recovered, a full timeline
+    runner = CliRunner()
+
+    def cli(*args: str) -> None:
+        result = runner.invoke(main, ["--db", str(db), *args])
+        assert result.exit_code == 0, result.output
+
+    def subprocess_cli(*args: str) -> None:
+        exe = Path(sys.executable).with_name("orchestrator")
+        subprocess.run([str(exe), "--db", str(db), *args], check=True, capture_output=True)
+
+    def baseline_query() -> None:
+        with store.read() as session:
+            session.execute(text("SELECT count(*) FROM host")).scalar()
+
+    figures = [
+        ("baseline: SELECT count(*) FROM host", *timed(baseline_query, repeat)),
+        ("library fleet.status()", *timed(lambda: fleet.status(store), repeat)),
+        ("library host_view.timeline(HOST)", *timed(lambda: host_view.timeline(store, host), repeat)),
+        ("CLI in-process: status --json", *timed(lambda: cli("status", "--json"), repeat)),
+        ("CLI in-process: status (table)", *timed(lambda: cli("status"), repeat)),
+        ("CLI in-process: status HOST --json", *timed(lambda: cli("status", host, "--json"), repeat)),
+        ("baseline: new process, orchestrator --version", *timed(lambda: subprocess_cli("--version"), 5)),
+        ("new process: orchestrator status --json", *timed(lambda: subprocess_cli("status", "--json"), 5)),
+        (
+            "new process: orchestrator status HOST --json",
+            *timed(lambda: subprocess_cli("status", host, "--json"), 5),
+        ),
+    ]
+    store.close()
+    return figures
+
+
+def main_() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--hosts", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--db", type=Path, help="database file to fill (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true", help="reuse --db if it is already filled")
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-status-") as tmp:
+        db = args.db or Path(tmp) / "status.db"
+        if not (args.keep and db.exists()):
+            db.unlink(missing_ok=True)
+            start = time.perf_counter()
+            counts = fill(db, args.hosts, args.events)
+            print(f"filled {db} in {time.perf_counter() - start:.1f} s: {counts}")
+        figures = run(db, args.hosts, args.repeat)
+    base_lib = figures[0][2]
+    base_proc = figures[6][2]
+    print(f"\n{'measure':48} {'first ms':>9} {'median ms':>10}  ratio")
+    for label, first, median in figures:
+        if label.startswith("baseline"):
+            ratio = ""
+        elif label.startswith("new process"):
+            ratio = f"{median / base_proc:.2f}x start-up, {median - base_proc:.0f} ms beyond it"
+        else:
+            ratio = f"{median / GOAL_MS:.2f}x goal ({'ok' if median < GOAL_MS else 'OVER'}), {median / base_lib:.0f}x baseline"
+        print(f"{label:48} {first:9.1f} {median:10.1f}  {ratio}")
+
+
+if __name__ == "__main__":
+    main_()

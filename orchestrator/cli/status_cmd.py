@@ -1,0 +1,334 @@
+"""`orchestrator status [HOST]`: where the recovery stands, for the crisis cell.
+
+Reads only (through `Store.read()`), so it runs in another terminal while a wave is writing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.cli.context import AppContext
+from orchestrator.cli.options import console, emit_json, json_option, limit_option, pass_app
+from orchestrator.inventory import TIERS
+from orchestrator.reporting import fleet, host_view
+from orchestrator.reporting.selection import HostFilter
+from orchestrator.reporting.timefmt import duration, short
+
+BUCKET_LABELS = {
+    "pending": "pending",
+    "in_progress": "in progress",
+    "recovered": "recovered",
+    "failed": "failed",
+    "hold": "on hold",
+    "protected": "protected",
+    "other": "other",
+}
+BUCKET_STYLES = {"recovered": "green", "failed": "bold red", "hold": "yellow", "in_progress": "cyan"}
+WHY_LABELS = {"failed": "failed", "hold": "on hold", "protected_infected": "protected, infected"}
+TABLE_ROWS = 20  # hosts needing a person shown in the table; --json lists them all
+
+
+@click.command("status")
+@click.argument("host", required=False)
+@click.option("--wave", type=int, metavar="N", help="Only hosts in wave N of the current plan.")
+@click.option("--tier", type=click.IntRange(0, 3), metavar="T", help="Only hosts of tier T (0-3).")
+@click.option(
+    "--state",
+    metavar="S",
+    help="Only hosts in state S (e.g. failed, wiping) or bucket (pending, in_progress, recovered, hold).",
+)
+@limit_option
+@json_option
+@click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.2),
+    default=2.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Refresh period for --watch.",
+)
+@pass_app
+def status_command(
+    app: AppContext,
+    host: str | None,
+    wave: int | None,
+    tier: int | None,
+    state: str | None,
+    limit: str | None,
+    as_json: bool,
+    watch: bool,
+    interval: float,
+) -> None:
+    """The fleet at a glance, or one host's whole story.
+
+    Without HOST: hosts by state (pending, in progress by stage, recovered, failed, on hold,
+    protected), progress per wave and per tier, the hosts that need a person and why, time elapsed
+    and an estimate of the time to completion from measured stage durations.
+
+    With HOST: its inventory facts, triage verdicts with evidence, plan action and wave, every stage
+    run (start, end, result, message), evidence manifest, restore snapshot and audit entries.
+
+    \b
+    Examples:
+      orchestrator status
+      orchestrator status --watch --wave 3
+      orchestrator status --state failed -l 'tier1:&site_north' --json
+      orchestrator status ehr-db01
+    """
+    if host and (wave is not None or tier is not None or state or limit):
+        raise click.UsageError("--wave, --tier, --state and -l select hosts for the fleet view, not for HOST")
+    if watch and as_json:
+        raise click.UsageError("--watch redraws tables; for JSON, poll 'orchestrator status --json'")
+    store = app.store()
+    flt = HostFilter(wave=wave, tier=tier, state=state, pattern=limit)
+    if host:
+        build: Callable[[], RenderableType] = lambda: render_host(host_view.timeline(store, host))  # noqa: E731
+        if as_json:
+            emit_json(host_view.timeline(store, host))
+            return
+    else:
+        build = lambda: render_fleet(fleet.status(store, flt, attention_limit=TABLE_ROWS))  # noqa: E731
+        if as_json:
+            emit_json(fleet.status(store, flt))
+            return
+    if not watch:
+        console().print(build())
+        return
+    _watch(build, interval)
+
+
+def _watch(build: Callable[[], RenderableType], interval: float) -> None:
+    """Redraw until Ctrl-C; each pass is a fresh read transaction, so it sees every commit."""
+    with Live(build(), console=console(), auto_refresh=False, screen=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(build(), refresh=True)
+        except KeyboardInterrupt:
+            return
+
+
+def render_fleet(data: dict[str, Any]) -> RenderableType:
+    timing = data["timing"]
+    plan = data["plan"]
+    head = Text()
+    head.append(f"{data['total']} host(s)", style="bold")
+    if plan:
+        head.append(f" · plan {plan['id']} ({plan['status']}, {plan['waves']} waves)")
+    else:
+        head.append(" · no plan yet")
+    if timing["started_at"]:
+        head.append(f" · started {short(timing['started_at'])} UTC, {duration(timing['elapsed_s'])} ago")
+    head.append(f" · {_eta_text(timing)}")
+    active = [f for f, v in data["filters"].items() if v is not None]
+    if active:
+        head.append("  [" + ", ".join(f"{f}={data['filters'][f]}" for f in active) + "]", style="dim")
+
+    buckets = Table(title="Hosts by state", title_justify="left")
+    buckets.add_column("state")
+    buckets.add_column("hosts", justify="right")
+    buckets.add_column("%", justify="right")
+    buckets.add_column("detail")
+    for bucket, count in data["by_category"].items():
+        detail = ""
+        if bucket == "in_progress":
+            detail = ", ".join(f"{stage} {n}" for stage, n in data["in_progress_by_stage"].items())
+        elif bucket == "failed":
+            detail = ", ".join(f"in {stage} {n}" for stage, n in data["failed_by_stage"].items())
+        pct = f"{100 * count / data['total']:.1f}" if data["total"] else "-"
+        buckets.add_row(
+            Text(BUCKET_LABELS[bucket], style=BUCKET_STYLES.get(bucket, "")), str(count), pct, detail
+        )
+
+    waves = _progress_table("Waves", "wave", data["waves"], with_eta=True)
+    tiers = _progress_table("Tiers", "tier", data["tiers"], with_eta=False)
+    parts: list[RenderableType] = [head, buckets, waves, tiers]
+    attention = data["attention"]
+    if attention["count"]:
+        table = Table(title=f"Needs a person: {attention['count']} host(s)", title_justify="left")
+        for column in ("host", "why", "tier", "wave", "stage", "since", "reason"):
+            table.add_column(column, overflow="fold")
+        for row in attention["hosts"]:
+            table.add_row(
+                row["host"],
+                Text(
+                    WHY_LABELS.get(row["why"], row["why"]), style="red" if row["why"] != "hold" else "yellow"
+                ),
+                str(row["tier"]),
+                "-" if row["wave"] is None else str(row["wave"]),
+                row["stage"] or "-",
+                short(row["since"]),
+                row["reason"] or "",
+            )
+        parts.append(table)
+        if attention["count"] > len(attention["hosts"]):
+            more = attention["count"] - len(attention["hosts"])
+            parts.append(Text(f"... and {more} more: orchestrator status --state failed --json", style="dim"))
+    return Group(*parts)
+
+
+def _eta_text(timing: dict[str, Any]) -> str:
+    basis = timing["basis"]
+    if basis == "done":
+        return "nothing left to run"
+    text = f"ETA {duration(timing['eta_s'])}"
+    if timing["finish_at"]:
+        text += f" (about {short(timing['finish_at'])} UTC)"
+    if basis == "partial":
+        text += f", at least: no measured duration yet for {', '.join(timing['unmeasured_stages'])}"
+    elif basis == "plan":
+        text += ", partly from the plan's estimates"
+    return text
+
+
+def _progress_table(title: str, key: str, rows: list[dict[str, Any]], with_eta: bool) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(key)
+    for column in ("hosts", "recovered", "in progress", "pending", "failed", "on hold", "protected", "%"):
+        table.add_column(column, justify="right")
+    if with_eta:
+        table.add_column("started")
+        table.add_column("stages left")
+        table.add_column("ETA", justify="right")
+    for row in rows:
+        label = row[key]
+        name = (
+            "no wave"
+            if label is None
+            else (f"{label} {TIERS.get(label, '')}" if key == "tier" else str(label))
+        )
+        cells = [
+            name,
+            str(row["total"]),
+            Text(str(row["recovered"]), style="green" if row["recovered"] else ""),
+            str(row["in_progress"]),
+            str(row["pending"]),
+            Text(str(row["failed"]), style="bold red" if row["failed"] else ""),
+            str(row["hold"]),
+            str(row["protected"]),
+            f"{row['percent_recovered']:.0f}",
+        ]
+        if with_eta:
+            cells += [short(row["started_at"]), " ".join(row["remaining_stages"]), duration(row["eta_s"])]
+        table.add_row(*cells)
+    return table
+
+
+def render_host(data: dict[str, Any]) -> RenderableType:
+    facts = data["host"]
+    head = Text()
+    head.append(facts["name"], style="bold")
+    head.append(f"  {data['state']}", style=BUCKET_STYLES.get(data["bucket"], ""))
+    if data["state_reason"]:
+        head.append(f" ({data['state_reason']})")
+    if data["remaining_stages"]:
+        head.append(f" · next: {', '.join(data['remaining_stages'])} · ETA {duration(data['eta_s'])}")
+
+    inv = Table(title="Inventory", title_justify="left", show_header=False)
+    inv.add_column("fact")
+    inv.add_column("value", overflow="fold")
+    for key in (
+        "address",
+        "os",
+        "tier",
+        "role",
+        "site",
+        "protected",
+        "groups",
+        "depends_on",
+        "data_categories",
+        "reimage_method",
+        "restore_method",
+    ):
+        value = facts[key]
+        inv.add_row(
+            key, ", ".join(value) if isinstance(value, list) else ("-" if value is None else str(value))
+        )
+
+    parts: list[RenderableType] = [head, inv]
+    triage = Table(title="Triage", title_justify="left")
+    for column in ("run", "at", "verdict", "compromised", "check", "severity", "evidence"):
+        triage.add_column(column, overflow="fold")
+    for t in data["triage"]:
+        first = [str(t["run_id"]), short(t["created_at"]), t["verdict"], short(t["compromise_time"])]
+        if not t["matches"]:
+            triage.add_row(*first, "", "", t["reason"] or "")
+        for i, m in enumerate(t["matches"]):
+            triage.add_row(
+                *(first if i == 0 else [""] * 4), m["check_id"], m["severity"], m["evidence"][:200]
+            )
+    parts.append(triage)
+
+    plan = data["plan"]
+    if plan:
+        wave = "no wave" if plan["wave"] is None else f"wave {plan['wave']}"
+        parts.append(
+            Text(
+                f"Plan {plan['plan_id']} ({plan['plan_status']}): {plan['action']}, {wave} · {plan['reason']}"
+            )
+        )
+
+    stages = Table(title="Stages", title_justify="left")
+    for column in ("stage", "try", "result", "started", "finished", "took", "message"):
+        stages.add_column(column, overflow="fold")
+    for s in data["stages"]:
+        result = s["status"] + (" (check)" if s["check_mode"] else "")
+        style = "green" if s["status"] == "ok" else ("red" if s["status"] == "failed" else "")
+        stages.add_row(
+            s["stage"],
+            str(s["attempt"]),
+            Text(result, style=style),
+            short(s["started_at"]),
+            short(s["finished_at"]),
+            duration(s["duration_s"]),
+            s["message"] or s["task"] or "",
+        )
+    parts.append(stages)
+
+    if data["evidence"]:
+        evidence = Table(title="Evidence", title_justify="left")
+        for column in ("path", "sha256", "bytes", "collected by", "at"):
+            evidence.add_column(column, overflow="fold")
+        for e in data["evidence"]:
+            evidence.add_row(
+                e["path"], e["sha256"], str(e["size"]), e["collected_by"], short(e["collected_at"])
+            )
+        parts.append(evidence)
+    restore = data["restore_point"]
+    if restore:
+        skipped = (
+            f", {len(restore['skipped'])} newer snapshot(s) skipped as dirty" if restore["skipped"] else ""
+        )
+        parts.append(
+            Text(
+                f"Restore snapshot {restore['snapshot_id']} taken {short(restore['snapshot_time'])} "
+                f"(cutoff {short(restore['cutoff'])}){skipped}"
+            )
+        )
+    if data["audit"]:
+        audit = Table(title="Audit", title_justify="left")
+        for column in ("#", "at", "operator", "command", "details"):
+            audit.add_column(column, overflow="fold")
+        for a in data["audit"]:
+            audit.add_row(
+                str(a["id"]),
+                short(a["ts"]),
+                a["operator"],
+                a["command"],
+                json.dumps(a["details"], sort_keys=True),
+            )
+        parts.append(audit)
+    return Group(*parts)
+
+
+commands = [status_command]

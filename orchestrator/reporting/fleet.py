@@ -1,0 +1,362 @@
+"""`orchestrator status`: the whole fleet at a glance, from a few aggregate queries.
+
+Counts come from GROUP BYs that covering indexes answer (hosts by tier and state; plan members by
+wave joined to their host's state); the hosts needing a person and the stages still ahead come from
+indexed lookups of the few hosts concerned; the estimate from a bounded sample of recent stage runs.
+So the answer costs about the same for 1,850 hosts as for 100,000 (see bench/status.py).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func
+from sqlmodel import Session, col, select
+
+from orchestrator.reporting import durations, lifecycle
+from orchestrator.reporting.selection import HostFilter, chunks, match_pattern, state_condition
+from orchestrator.reporting.timefmt import iso
+from orchestrator.store import Store
+from orchestrator.store.models import Host, Plan, PlanMember, PlanWave, StageRun, TriageResult, utcnow
+
+# Per-wave buckets counted in SQL; in_progress is what remains of the wave's total.
+_WAVE_BUCKETS = ("pending", "recovered", "failed", "hold", "protected")
+
+
+def current_plan(session: Session) -> Plan | None:
+    """The plan being carried out: the newest approved one, else the newest plan of any status."""
+    approved = session.exec(
+        select(Plan).where(Plan.status == "approved").order_by(col(Plan.id).desc()).limit(1)
+    ).first()
+    return approved or session.exec(select(Plan).order_by(col(Plan.id).desc()).limit(1)).first()
+
+
+def status(
+    store: Store,
+    flt: HostFilter | None = None,
+    attention_limit: int | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The fleet's progress as a JSON-ready dict (keys documented in the README)."""
+    flt = flt or HostFilter()
+    now = now or utcnow()
+    with store.read() as session:
+        plan = current_plan(session)
+        plan_id = plan.id if plan else None
+        names = match_pattern(session, flt.pattern) if flt.pattern else None
+        hosts = _host_counts(session, plan_id, flt, names)
+        waves = _wave_counts(session, plan_id, flt, names)
+        moving = _in_progress_by_wave(session, plan_id, flt, names)
+        attention = _attention(session, plan_id, flt, names, attention_limit)
+        medians = durations.stage_medians(session)
+        wave_times = _wave_times(session, plan_id)
+        planned_s = _wave_estimates(session, plan_id)
+    counts = _summarise(hosts)
+    wave_rows, eta = _waves(waves, moving, wave_times, planned_s, medians)
+    starts = [t[0] for t in wave_times.values()]
+    started_at = min(starts) if starts else None
+    eta_s = eta["eta_s"]
+    return {
+        "generated_at": iso(now),
+        "filters": flt.as_dict(),
+        "plan": None
+        if plan is None
+        else {
+            "id": plan.id,
+            "status": plan.status,
+            "approved_at": iso(plan.approved_at),
+            "waves": len(planned_s),
+        },
+        **counts,
+        "waves": wave_rows,
+        "attention": {
+            "count": counts["by_category"]["failed"] + counts["by_category"]["hold"] + attention[1],
+            "hosts": attention[0],
+        },
+        "timing": {
+            "started_at": iso(started_at),
+            "last_activity_at": iso(max(t[1] for t in wave_times.values())) if wave_times else None,
+            "elapsed_s": round((now - started_at).total_seconds(), 1) if started_at else None,
+            **eta,
+            "finish_at": iso(now + timedelta(seconds=eta_s)) if eta_s else None,
+            "stage_medians_s": {s: round(v, 1) for s, v in medians.items()},
+        },
+    }
+
+
+def _member_join(plan_id: int | None) -> ColumnElement[bool]:
+    return and_(col(PlanMember.plan_id) == plan_id, col(PlanMember.host_name) == col(Host.name))
+
+
+def _conditions(
+    flt: HostFilter, names: Sequence[str] | None, wave_column: Any = PlanMember.wave
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if flt.tier is not None:
+        conditions.append(col(Host.tier) == flt.tier)
+    if flt.state:
+        conditions.append(state_condition(flt.state))
+    if flt.wave is not None:
+        conditions.append(wave_column == flt.wave)
+    if names is not None:
+        conditions.append(col(Host.name).in_(names))
+    return conditions
+
+
+# (tier, state, failed stage) -> hosts
+HostCounts = Counter[tuple[int, str, str | None]]
+
+
+def _host_counts(
+    session: Session, plan_id: int | None, flt: HostFilter, names: Sequence[str] | None
+) -> HostCounts:
+    keys = (col(Host.tier), col(Host.state), col(Host.stage))
+    counts: HostCounts = Counter()
+    for chunk in chunks(names):
+        query = select(*keys, func.count()).select_from(Host)
+        if flt.wave is not None:
+            query = query.join(PlanMember, _member_join(plan_id))
+        query = query.where(*_conditions(flt, chunk)).group_by(*keys)
+        for tier, state, stage, count in session.exec(query):
+            counts[(tier, state, stage if state == "failed" else None)] += count
+    return counts
+
+
+def _summarise(hosts: HostCounts) -> dict[str, Any]:
+    by_state: Counter[str] = Counter()
+    by_category: Counter[str] = Counter()
+    by_stage: Counter[str] = Counter()
+    failed_by_stage: Counter[str] = Counter()
+    tiers: dict[int, Counter[str]] = defaultdict(Counter)
+    for (tier, state, stage), count in hosts.items():
+        bucket = lifecycle.category(state)
+        by_state[state] += count
+        by_category[bucket] += count
+        tiers[tier][bucket] += count
+        if bucket == "in_progress":
+            by_stage[lifecycle.stage_of(state) or state] += count
+        if state == "failed":
+            failed_by_stage[stage or "unknown"] += count
+    return {
+        "total": sum(by_state.values()),
+        "by_category": _buckets(by_category),
+        "by_state": {s: by_state[s] for s in (*lifecycle.STATE_ORDER, *sorted(by_state)) if by_state.get(s)},
+        "in_progress_by_stage": {s: by_stage[s] for s in lifecycle.STAGES if by_stage.get(s)},
+        "failed_by_stage": dict(sorted(failed_by_stage.items())),
+        "tiers": [_progress({"tier": tier}, counter) for tier, counter in sorted(tiers.items())],
+    }
+
+
+def _buckets(counter: Counter[str]) -> dict[str, int]:
+    return {c: counter.get(c, 0) for c in lifecycle.CATEGORIES if c != "other" or counter.get(c)}
+
+
+def _progress(
+    key: dict[str, Any], counter: Counter[str], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    total = sum(counter.values())
+    return {
+        **key,
+        "total": total,
+        **_buckets(counter),
+        "percent_recovered": round(100.0 * counter.get("recovered", 0) / total, 1) if total else 0.0,
+        **(extra or {}),
+    }
+
+
+# (wave, action) -> bucket -> hosts
+WaveCounts = dict[tuple[int | None, str], Counter[str]]
+
+
+def _wave_counts(
+    session: Session, plan_id: int | None, flt: HostFilter, names: Sequence[str] | None
+) -> WaveCounts:
+    """Plan members per wave and action, with their hosts' buckets counted in the same pass."""
+    if plan_id is None:
+        return {}
+    state = col(Host.state)
+    bucket_filters = {
+        "pending": state.in_(lifecycle.PENDING_STATES),
+        "recovered": state == "recovered",
+        "failed": state == "failed",
+        "hold": state == "hold",
+        "protected": state == "protected",
+    }
+    keys = (col(PlanMember.wave), col(PlanMember.action))
+    counts: WaveCounts = defaultdict(Counter)
+    for chunk in chunks(names):
+        query = (
+            select(*keys, func.count(), *(func.count().filter(bucket_filters[b]) for b in _WAVE_BUCKETS))
+            .select_from(PlanMember)
+            .join(Host, col(Host.name) == col(PlanMember.host_name))
+            .where(col(PlanMember.plan_id) == plan_id, *_conditions(flt, chunk))
+            .group_by(*keys)
+        )
+        for wave, action, total, *bucket_counts in session.exec(query):
+            counter = counts[(wave, action)]
+            counter["total"] += total
+            for bucket, n in zip(_WAVE_BUCKETS, bucket_counts, strict=True):
+                counter[bucket] += n
+    for counter in counts.values():
+        counter["in_progress"] = counter["total"] - sum(counter[b] for b in _WAVE_BUCKETS)
+    return counts
+
+
+def _in_progress_by_wave(
+    session: Session, plan_id: int | None, flt: HostFilter, names: Sequence[str] | None
+) -> dict[int, set[tuple[str, str]]]:
+    """(action, state) pairs of the hosts midway through their path, per wave.
+
+    The plan membership is read through correlated subqueries so that every planner, with or without
+    statistics, starts from the few hosts in those states rather than from all plan members.
+    """
+    if plan_id is None:
+        return {}
+
+    def member(column: Any) -> Any:
+        return (
+            select(column)
+            .where(col(PlanMember.plan_id) == plan_id, col(PlanMember.host_name) == col(Host.name))
+            .correlate(Host)
+            .scalar_subquery()
+        )
+
+    wave, action = member(PlanMember.wave), member(PlanMember.action)
+    found: dict[int, set[tuple[str, str]]] = defaultdict(set)
+    for chunk in chunks(names):
+        query = (
+            select(Host.state, wave, action)
+            .distinct()
+            .where(col(Host.state).in_(lifecycle.IN_PROGRESS_STATES))
+            .where(*_conditions(flt, chunk, wave_column=wave))
+        )
+        for state, host_wave, host_action in session.exec(query):
+            if host_wave is not None:
+                found[host_wave].add((host_action, state))
+    return found
+
+
+def _attention(
+    session: Session, plan_id: int | None, flt: HostFilter, names: Sequence[str] | None, limit: int | None
+) -> tuple[list[dict[str, Any]], int]:
+    """Failed and held hosts (the first `limit`), and every protected host whose latest triage says
+    infected, with the reason a person needs; returns them and the number of protected-infected."""
+    latest = (
+        select(func.max(TriageResult.id))
+        .where(col(TriageResult.host_name) == col(Host.name))
+        .correlate(Host)
+        .scalar_subquery()
+    )
+    columns = (
+        Host.name,
+        Host.state,
+        Host.stage,
+        Host.state_reason,
+        Host.state_changed_at,
+        Host.tier,
+        PlanMember.wave,
+        PlanMember.reason,
+        TriageResult.verdict,
+    )
+    rows: list[dict[str, Any]] = []
+    infected_count = 0
+    order = (col(Host.state), col(Host.tier), col(Host.name))
+    for chunk in chunks(names):
+        base = (
+            select(*columns)
+            .select_from(Host)
+            .outerjoin(PlanMember, _member_join(plan_id))
+            .where(*_conditions(flt, chunk))
+        )
+        stuck = base.outerjoin(TriageResult, col(TriageResult.id) == latest).where(
+            col(Host.state).in_(lifecycle.NEEDS_PERSON)
+        )
+        infected = base.join(TriageResult, col(TriageResult.id) == latest).where(
+            col(Host.protected).is_(True),
+            TriageResult.verdict == "infected",
+            col(Host.state).not_in(lifecycle.NEEDS_PERSON),
+        )
+        protected_rows = session.exec(infected.order_by(*order)).all()
+        infected_count += len(protected_rows)
+        stuck_rows = session.exec(
+            stuck.order_by(*order).limit(limit) if limit is not None else stuck.order_by(*order)
+        )
+        for why, found in (("protected_infected", protected_rows), (None, stuck_rows)):
+            for name, state, stage, reason, since, tier, wave, plan_reason, verdict in found:
+                rows.append(
+                    {
+                        "host": name,
+                        "why": why or state,
+                        "state": state,
+                        "stage": stage if state == "failed" else None,
+                        "reason": reason
+                        or plan_reason
+                        or ("protected host found infected: the plan cannot rebuild it" if why else None),
+                        "since": iso(since),
+                        "tier": tier,
+                        "wave": wave,
+                        "verdict": verdict,
+                    }
+                )
+    rank = {"failed": 0, "protected_infected": 1, "hold": 2}
+    rows.sort(key=lambda r: (rank.get(r["why"], 3), r["tier"], r["host"]))
+    return (rows if limit is None else rows[:limit]), infected_count
+
+
+def _wave_times(session: Session, plan_id: int | None) -> dict[int, tuple[datetime, datetime]]:
+    """Each started wave's first and latest stage start: two indexed min/max lookups per wave."""
+    if plan_id is None:
+        return {}
+    times: dict[int, tuple[datetime, datetime]] = {}
+    for wave in session.exec(select(PlanWave.number).where(PlanWave.plan_id == plan_id)):
+        where = (StageRun.plan_id == plan_id, StageRun.wave == wave)
+        first = session.exec(select(func.min(StageRun.started_at)).where(*where)).one()
+        if first is not None:
+            times[wave] = (first, session.exec(select(func.max(StageRun.started_at)).where(*where)).one())
+    return times
+
+
+def _wave_estimates(session: Session, plan_id: int | None) -> dict[int, float]:
+    if plan_id is None:
+        return {}
+    return dict(
+        session.exec(select(PlanWave.number, PlanWave.estimated_s).where(PlanWave.plan_id == plan_id)).all()
+    )
+
+
+def _waves(
+    waves: WaveCounts,
+    moving: dict[int, set[tuple[str, str]]],
+    wave_times: dict[int, tuple[datetime, datetime]],
+    planned_s: dict[int, float],
+    medians: dict[str, float],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per-wave progress rows and the estimate: a wave still runs every stage one of its hosts needs."""
+    merged: dict[int | None, Counter[str]] = defaultdict(Counter)
+    pending_actions: dict[int, set[str]] = defaultdict(set)
+    for (wave, action), counter in waves.items():
+        merged[wave].update(counter)
+        if wave is not None and counter["pending"]:
+            pending_actions[wave].add(action)
+    stages_by_wave: dict[int, tuple[str, ...]] = {}
+    for wave in merged:
+        if wave is None:
+            continue
+        pairs = [(action, "planned") for action in pending_actions[wave]] + sorted(moving.get(wave, ()))
+        if stages := durations.remaining_in_wave(pairs):
+            stages_by_wave[wave] = stages
+    eta = durations.estimate(stages_by_wave, medians, planned_s, set(wave_times))
+    per_wave = eta.pop("per_wave_s")
+    rows = []
+    for wave, counter in sorted(merged.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
+        del counter["total"]
+        extra = {
+            "started_at": iso(wave_times[wave][0]) if wave in wave_times else None,
+            "remaining_stages": list(stages_by_wave.get(wave, ())) if wave is not None else [],
+            "eta_s": round(per_wave[wave], 1) if wave in per_wave else None,
+        }
+        rows.append(_progress({"wave": wave}, counter, extra))
+    return rows, eta

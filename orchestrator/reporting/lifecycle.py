@@ -1,0 +1,69 @@
+"""How reporting reads the host state machine: which bucket a state counts in, which stage it belongs
+to, and which stages a host still has ahead of it (for the time-to-completion estimate).
+
+The states, stages and paths are `orchestrator.execution.states`' own; this module only groups them
+the way the crisis cell talks about them.
+"""
+
+from __future__ import annotations
+
+from orchestrator.errors import RefusedError
+from orchestrator.execution import states
+
+STAGES = states.STAGE_ORDER
+ACTIVE_STATE = {state: stage for stage, state in states.ACTIVE.items()}
+DONE_STATE = {state: stage for stage, state in states.DONE.items() if state != states.RECOVERED}
+# The buckets of `orchestrator status`, in display order ("other": a state this version does not know).
+CATEGORIES = ("pending", "in_progress", "recovered", "failed", "hold", "protected", "other")
+# States that wait for a person; a protected host whose triage says infected waits too.
+NEEDS_PERSON = (states.FAILED, "hold")
+# Every state in the order a host passes through it, for tables and the --state option.
+STATE_ORDER = (
+    "new",
+    "planned",
+    *(s for stage in STAGES for s in (states.ACTIVE[stage], states.DONE[stage])),
+    states.FAILED,
+    "hold",
+    "protected",
+)
+PENDING_STATES = tuple(sorted(states.START_STATES))
+IN_PROGRESS_STATES = (*ACTIVE_STATE, *DONE_STATE)
+
+
+def category(state: str) -> str:
+    if state in states.START_STATES:
+        return "pending"
+    if state in ACTIVE_STATE or state in DONE_STATE:
+        return "in_progress"
+    if state in (states.RECOVERED, states.FAILED, "hold", "protected"):
+        return state
+    return "other"
+
+
+def stage_of(state: str, stage: str | None = None) -> str | None:
+    """The stage a host is in or has just finished; for `failed` the stage it failed in."""
+    return ACTIVE_STATE.get(state) or DONE_STATE.get(state) or (stage if state == states.FAILED else None)
+
+
+def remaining_stages(action: str | None, state: str, protected: bool = False) -> tuple[str, ...]:
+    """Stages still to run for a host on its plan path; a stage in progress counts as a whole one.
+
+    Hosts that wait for a person (failed, hold, protected state) and hosts the plan does not run
+    have none: no estimate can say when a person will act.
+    """
+    try:
+        path = states.path_for(action or "", protected)
+    except RefusedError:
+        return ()
+    if state in states.START_STATES:
+        return path
+    if state in ACTIVE_STATE:
+        return _from(path, ACTIVE_STATE[state], include=True)
+    if state in DONE_STATE:
+        return _from(path, DONE_STATE[state], include=False)
+    return ()
+
+
+def _from(path: tuple[str, ...], stage: str, include: bool) -> tuple[str, ...]:
+    position = STAGES.index(stage)
+    return tuple(s for s in path if STAGES.index(s) > position or (include and s == stage))

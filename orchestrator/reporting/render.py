@@ -1,0 +1,80 @@
+"""A report as a file: one self-contained HTML page (Jinja2 template, styles and chart inline, no
+script, nothing fetched), or the per-host rows as CSV or JSON for spreadsheets and scripts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from orchestrator.reporting import chart
+from orchestrator.reporting.report import COLUMNS, Report
+from orchestrator.reporting.timefmt import duration, iso, short
+
+FORMATS = ("html", "csv", "json")
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("orchestrator.reporting", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["duration"] = duration
+    env.filters["short"] = short
+    return env
+
+
+def html(report: Report, title: str) -> str:
+    template = _environment().get_template("report.html.j2")
+    return template.render(
+        title=title,
+        generated_at=short(iso(report.generated_at)),
+        plan=report.plan,
+        summary=report.summary,
+        tiers=report.tiers,
+        waves=report.waves,
+        attention=report.attention,
+        regulator=report.regulator,
+        evidence=report.evidence,
+        chart=chart.timeline(report.rows, report.waves),
+    )
+
+
+def csv_text(report: Report) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(report.rows)
+    return out.getvalue()
+
+
+def json_text(report: Report) -> str:
+    """The same per-host rows as the CSV, with the summaries around them."""
+    data: dict[str, Any] = {
+        "generated_at": iso(report.generated_at),
+        "plan": report.plan,
+        "summary": report.summary,
+        "tiers": report.tiers,
+        "waves": [{k: v for k, v in w.items() if k != "members"} for w in report.waves],
+        "regulator": {k: v for k, v in report.regulator.items() if k != "systems"}
+        | {"hosts": [r["host"] for r in report.regulator["systems"]]},
+        "attention": [r["host"] for r in report.attention],
+        "evidence": report.evidence,
+        "columns": list(COLUMNS),
+        "hosts": report.rows,
+    }
+    return json.dumps(data, indent=2) + "\n"
+
+
+def render(report: Report, fmt: str, title: str) -> str:
+    if fmt == "html":
+        return html(report, title)
+    if fmt == "csv":
+        return csv_text(report)
+    return json_text(report)

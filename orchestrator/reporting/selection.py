@@ -1,0 +1,78 @@
+"""Which hosts a status, report or audit view covers: filters on the plan and state, and Ansible host
+patterns matched against the hosts recorded in the database.
+
+Patterns are resolved by Ansible's own InventoryManager, fed with each host's recorded groups, so
+`-l 'tier0:&site_north:!dc02'` means exactly what it means to `ansible-playbook`, even when the
+inventory file is not at hand (a status run from another machine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement
+from sqlmodel import Session, col, select
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.reporting import lifecycle
+from orchestrator.store.models import Host
+
+# SQLite accepts 32,766 bound parameters per statement; stay well below.
+CHUNK = 10_000
+
+
+@dataclass(frozen=True)
+class HostFilter:
+    """`--wave`, `--tier`, `--state` (a state or a bucket such as `in_progress`) and `-l PATTERN`."""
+
+    wave: int | None = None
+    tier: int | None = None
+    state: str | None = None
+    pattern: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"wave": self.wave, "tier": self.tier, "state": self.state, "limit": self.pattern}
+
+
+def state_condition(state: str) -> ColumnElement[bool]:
+    """A state name, or a bucket name standing for all its states."""
+    if state in lifecycle.STATE_ORDER:
+        return col(Host.state) == state
+    if state in lifecycle.CATEGORIES and state != "other":
+        members = [s for s in lifecycle.STATE_ORDER if lifecycle.category(s) == state]
+        return col(Host.state).in_(members)
+    known = ", ".join((*lifecycle.CATEGORIES[:-1], *lifecycle.STATE_ORDER))
+    raise OrchestratorError(f"--state {state!r}: not a state or bucket (one of: {known})")
+
+
+def match_pattern(session: Session, pattern: str) -> list[str]:
+    """Names of the recorded hosts an Ansible pattern selects; refuses a pattern that selects none."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    manager = InventoryManager(loader=DataLoader(), sources=[], parse=False)
+    known_groups: set[str] = set()
+    for name, groups in session.exec(select(Host.name, Host.groups)):
+        manager.add_host(name)
+        for group in groups or ():
+            if group in ("all", "ungrouped"):
+                continue
+            if group not in known_groups:
+                manager.add_group(group)
+                known_groups.add(group)
+            manager.add_host(name, group=group)
+    names = [h.name for h in manager.get_hosts(pattern=pattern)]
+    if not names:
+        raise OrchestratorError(f"-l {pattern!r} matches no host recorded in the database")
+    return names
+
+
+def chunks(names: Sequence[str] | None) -> Iterator[Sequence[str] | None]:
+    """Name lists split to fit in one statement; None (no pattern) is one pass over everything."""
+    if names is None:
+        yield None
+        return
+    for start in range(0, len(names), CHUNK):
+        yield names[start : start + CHUNK]
