@@ -453,7 +453,7 @@ def test_separate_process_starts_and_stops_cleanly(lab: Lab, tmp_path: Path) -> 
         json.dumps(windows_scenarios.make_state("clean", random.Random(1), INFECTION, hostname="SOLO")[0])
     )
     creds = tmp_path / "users.json"
-    write_credentials(creds, {"operator": "other-secret"})
+    write_credentials(creds, {"operator": "other-secret"}, allow_unencrypted=False)
     assert oct(creds.stat().st_mode & 0o777) == "0o600"
     pid = start(
         [Endpoint("127.61.0.30", 5985, state)],
@@ -464,6 +464,13 @@ def test_separate_process_starts_and_stops_cleanly(lab: Lab, tmp_path: Path) -> 
     try:
         solo = winrm.Session("127.61.0.30", auth=("operator", "other-secret"), transport="ntlm")
         assert solo.run_cmd("hostname").std_out == b"SOLO\r\n"
+        # AllowUnencrypted=false, as on a default Windows listener: plaintext bodies over HTTP are refused
+        for transport, kwargs in (("basic", {}), ("ntlm", {"message_encryption": "never"})):
+            plain = winrm.Session(
+                "127.61.0.30", auth=("operator", "other-secret"), transport=transport, **kwargs
+            )
+            with pytest.raises(InvalidCredentialsError):
+                plain.run_cmd("hostname")
         # accounts are per host: the main lab's account is unknown here, and vice versa
         with pytest.raises(InvalidCredentialsError):
             winrm.Session("127.61.0.30", auth=(USER, PASSWORD), transport="ntlm").run_cmd("hostname")
@@ -476,3 +483,78 @@ def test_separate_process_starts_and_stops_cleanly(lab: Lab, tmp_path: Path) -> 
     with pytest.raises(OSError):
         socket.create_connection(("127.61.0.30", 5985), timeout=1)
     assert "other-secret" not in (tmp_path / "l.log").read_text()
+
+
+# -- the command interpreter, in-process (no network: fast, many cases) --------------------------------
+@pytest.fixture
+def lockbit2_session(tmp_path: Path) -> commands.Session:
+    state, _verdict, _details = windows_scenarios.make_state(
+        "lockbit2", random.Random(5), INFECTION, hostname="LB2"
+    )
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(state))
+    return commands.Session(
+        HostState(path), USER, f"C:\\Users\\{USER}", commands.default_env("LB2", USER), "127.61.0.99"
+    )
+
+
+def ps(session: commands.Session, script: str) -> commands.Outcome:
+    return commands.run(
+        "powershell -NoProfile -EncodedCommand " + base64.b64encode(script.encode("utf-16-le")).decode(),
+        session,
+    )
+
+
+def test_registry_remediation_commands(lockbit2_session: commands.Session) -> None:
+    run_key = "HKCU:\\Software\\Microsoft\\Windows\\CurrentVersion\\Run"
+    assert ps(lockbit2_session, "Test-Path HKCU:\\SOFTWARE\\LockBit").stdout == "True\r\n"
+    assert ps(lockbit2_session, f"Get-ItemPropertyValue -Path '{run_key}' -Name XO1XADpO01").stdout.endswith(
+        ".exe\r\n"
+    )
+    assert ps(lockbit2_session, f"Remove-ItemProperty -Path '{run_key}' -Name XO1XADpO01").exit_code == 0
+    assert ps(lockbit2_session, "Remove-Item -Path HKCU:\\SOFTWARE\\LockBit -Recurse -Force").exit_code == 0
+    fw = "HKLM:\\SOFTWARE\\Policies\\Microsoft\\WindowsFirewall\\DomainProfile"
+    assert ps(lockbit2_session, f"Set-ItemProperty -Path {fw} -Name EnableFirewall -Value 1").exit_code == 0
+    registry = json.loads(lockbit2_session.state.path.read_text())["registry"]
+    assert "XO1XADpO01" not in registry["HKCU\\Software\\Microsoft\\Windows\\CurrentVersion\\Run"]
+    assert "OneDrive" in registry["HKCU\\Software\\Microsoft\\Windows\\CurrentVersion\\Run"]
+    assert "HKCU\\SOFTWARE\\LockBit" not in registry
+    assert (
+        registry["HKLM\\SOFTWARE\\Policies\\Microsoft\\WindowsFirewall\\DomainProfile"]["EnableFirewall"] == 1
+    )
+    missing = ps(lockbit2_session, f"Get-ItemPropertyValue -Path '{run_key}' -Name XO1XADpO01")
+    assert missing.exit_code == 1 and missing.stderr.startswith("#< CLIXML\r\n")
+
+
+@pytest.mark.parametrize(
+    ("line", "exit_code", "expected"),
+    [
+        ("cmd /c echo hi && whoami", 0, "hi\r\nlb2\\administrator\r\n"),
+        ("cmd /c exit /b 3", 3, ""),
+        ("echo", 0, "ECHO is on.\r\n"),
+        ("ipconfig /all", 0, "IPv4 Address. . . . . . . . . . . : 127.61.0.99"),
+        ("vssadmin list shadows", 0, "No items found that satisfy the query."),
+        ("type C:\\Users\\Administrator\\Desktop\\LockBit-note.hta", 0, "<html>"),
+        ('powershell -Command "exit 7"', 7, ""),
+        ("powershell -c \"try { Get-Content C:\\nope } catch { Write-Output 'caught' }\"", 0, "caught\r\n"),
+        (
+            'powershell -c "(Get-Service VSS).Status; (Get-Service VSS).StartType"',
+            0,
+            "Stopped\r\nDisabled\r\n",
+        ),
+        ('powershell -c "Start-Service VSS"', 1, "cannot be started"),
+        ('powershell -c "Get-ChildItem C:\\Users\\Public\\Documents -Name"', 0, "Restore-My-Files.txt"),
+        (
+            'powershell -c "Get-FileHash C:\\Windows\\System32\\drivers\\etc\\hosts | Select-Object -ExpandProperty Algorithm"',
+            0,
+            "SHA256\r\n",
+        ),
+        ('powershell -c "Get-Date -Format o"', 0, "T"),
+        ('powershell -c "$x = \'a b\'; Write-Output \\"[$x] $env:USERNAME\\""', 0, "[a b] Administrator\r\n"),
+        ('powershell -c "Get-Service -Name Nope"', 1, "Cannot find any service with service name 'Nope'"),
+    ],
+)
+def test_command_lines(lockbit2_session: commands.Session, line: str, exit_code: int, expected: str) -> None:
+    outcome = commands.run(line, lockbit2_session)
+    assert outcome.exit_code == exit_code, outcome.stderr
+    assert expected in (outcome.stdout if exit_code in (0, 3, 7) else outcome.stderr)

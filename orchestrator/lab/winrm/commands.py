@@ -139,9 +139,7 @@ def _powershell_mode(args: str) -> tuple[str, str]:
             value = re.match(r"\s*(\S+)", args[pos:])
             return "encoded", value.group(1) if value else ""
         if opt and "command".startswith(opt):
-            text = args[pos:].strip()
-            if len(text) >= 2 and text[0] == text[-1] == '"':
-                text = text[1:-1]
+            text = " ".join(windows_argv(args[pos:]))
             return ("stdin", "") if text == "-" else ("command", text)
         if opt and "file".startswith(opt):
             return "file", args[pos:].strip()
@@ -150,6 +148,44 @@ def _powershell_mode(args: str) -> tuple[str, str]:
             pos += skip.end() if skip else 0
         elif not any(o.startswith(opt) for o in OPTIONS_FLAG):
             return "command", args[pos - len(token) :].strip()
+
+
+def windows_argv(line: str) -> list[str]:
+    """Split a command line as the Microsoft C runtime does (CommandLineToArgvW): how powershell.exe sees
+    `-Command "..."`: quotes group, 2n backslashes + quote give n backslashes, 2n+1 give a literal quote."""
+    args: list[str] = []
+    buf: list[str] = []
+    in_quotes = in_arg = False
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\":
+            j = i
+            while j < len(line) and line[j] == "\\":
+                j += 1
+            count = j - i
+            if j < len(line) and line[j] == '"':
+                buf.append("\\" * (count // 2))
+                if count % 2:
+                    buf.append('"')
+                    j += 1
+            else:
+                buf.append("\\" * count)
+            in_arg, i = True, j
+            continue
+        if ch == '"':
+            in_quotes, in_arg = not in_quotes, True
+        elif ch in " \t" and not in_quotes:
+            if in_arg:
+                args.append("".join(buf))
+                buf, in_arg = [], False
+        else:
+            buf.append(ch)
+            in_arg = True
+        i += 1
+    if in_arg:
+        args.append("".join(buf))
+    return args
 
 
 def _powershell(args: str, session: Session, stdin: bytes | None) -> Outcome:

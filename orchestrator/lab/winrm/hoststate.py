@@ -219,6 +219,35 @@ class HostState:
     def values(self, key: str) -> dict[str, Any]:
         return self.data["registry"][key]
 
+    def create_key(self, key: str) -> str:
+        with self.lock:
+            key = normalize_key(key)
+            real = self._key_index.get(key.casefold(), key)
+            self.data["registry"].setdefault(real, {})
+            self._reindex()
+            self.save()
+            return real
+
+    def remove_key(self, key: str) -> None:
+        """Remove a key and its subkeys (Remove-Item -Recurse on a registry path)."""
+        with self.lock:
+            prefix = key.casefold() + "\\"
+            for k in [
+                k
+                for k in self.data["registry"]
+                if k.casefold() == key.casefold() or k.casefold().startswith(prefix)
+            ]:
+                del self.data["registry"][k]
+            self._reindex()
+            self.save()
+
+    def remove_value(self, key: str, name: str) -> None:
+        with self.lock:
+            values = self.data["registry"][key]
+            for n in [n for n in values if n.casefold() == name.casefold()]:
+                del values[n]
+            self.save()
+
     def set_value(self, key: str, name: str, value: Any) -> None:
         with self.lock:
             key = normalize_key(key)

@@ -621,10 +621,9 @@ def _new_item(call: Call, ctx: Context, _in: list[Any] | None) -> list[Any]:
             raise PSError(
                 "A key at this path already exists.", "ResourceExists", "System.IO.IOException", key
             )
-        with ctx.state.lock:
-            ctx.state.data["registry"].setdefault(key, {})
-            ctx.state.set_value(key, "(default)", value) if value is not None else ctx.state.save()
-            ctx.state._reindex()
+        key = ctx.state.create_key(key)
+        if value is not None:
+            ctx.state.set_value(key, "(default)", value)
         return [PSObject("Microsoft.Win32.RegistryKey", {"Name": key})]
     path = normalize_path(ntpath.join(raw, str(name)) if name else raw, ctx.cwd)
     exists = ctx.state.file(path) or ctx.state.is_dir(path)
@@ -663,17 +662,8 @@ def _remove_item(call: Call, ctx: Context, _in: list[Any] | None) -> list[Any]:
             if silent:
                 return []
             raise _missing(raw, "Remove-Item")
-        with ctx.state.lock:
-            for key in keys:
-                prefix = key.casefold() + "\\"
-                for k in [
-                    k
-                    for k in ctx.state.data["registry"]
-                    if k.casefold() == key.casefold() or k.casefold().startswith(prefix)
-                ]:
-                    del ctx.state.data["registry"][k]
-            ctx.state._reindex()
-            ctx.state.save()
+        for key in keys:
+            ctx.state.remove_key(key)
         return []
     path = normalize_path(raw, ctx.cwd)
     if not ctx.state.file(path) and not ctx.state.is_dir(path):
@@ -731,6 +721,19 @@ def _get_child_item(call: Call, ctx: Context, _in: list[Any] | None) -> list[Any
             continue
         result.append(child[len(path.rstrip("\\")) + 1 :] if names else _item(ctx, child))
     return result
+
+
+def _get_item(call: Call, ctx: Context, _in: list[Any] | None) -> list[Any]:
+    raw = _path_arg(call, ctx)
+    if _is_registry(raw):
+        keys = ctx.state.keys(raw)
+        if not keys:
+            raise _missing(raw, "Get-Item")
+        return [PSObject("Microsoft.Win32.RegistryKey", {"Name": k, **ctx.state.values(k)}) for k in keys]
+    path = normalize_path(raw, ctx.cwd)
+    if not ctx.state.file(path) and not ctx.state.is_dir(path):
+        raise _missing(path, "Get-Item")
+    return [_item(ctx, path)]
 
 
 def _get_file_hash(call: Call, ctx: Context, _in: list[Any] | None) -> list[Any]:
@@ -833,37 +836,34 @@ def _set_service(call: Call, ctx: Context, _in: list[Any] | None) -> list[Any]:
     return []
 
 
-def _get_item_property(call: Call, ctx: Context, _in: list[Any] | None) -> list[Any]:
-    name = call.take("name", position=1)
+def _property_objects(call: Call, ctx: Context, name: Any) -> list[Any]:
     raw = _path_arg(call, ctx)
     keys = ctx.state.keys(raw)
     if not keys:
-        raise _missing(raw, "Get-ItemProperty")
+        raise _missing(raw, call.name)
     result = []
     for key in keys:
         values = ctx.state.values(key)
         if name is not None:
-            hit = {n: v for n, v in values.items() if n.casefold() == str(name).casefold()}
-            if not hit:
+            values = {n: v for n, v in values.items() if n.casefold() == str(name).casefold()}
+            if not values:
                 raise PSError(
                     f"Property {name} does not exist at path {key}.",
                     "InvalidArgument",
                     "System.Management.Automation.PSArgumentException",
                     str(name),
                 )
-            values = hit
         result.append(PSObject("System.Management.Automation.PSCustomObject", {**values, "PSPath": key}))
     return result
 
 
-def _get_item_property_value(call: Call, ctx: Context, pipeline_input: list[Any] | None) -> list[Any]:
-    name = (
-        call.named.get("Name")
-        or call.named.get("name")
-        or (call.positional[1] if len(call.positional) > 1 else None)
-    )
-    objs = _get_item_property(call, ctx, pipeline_input)
-    return [o.get(str(name)) for o in objs]
+def _get_item_property(call: Call, ctx: Context, _in: list[Any] | None) -> list[Any]:
+    return _property_objects(call, ctx, call.take("name", position=1))
+
+
+def _get_item_property_value(call: Call, ctx: Context, _in: list[Any] | None) -> list[Any]:
+    name = call.take("name", position=1)
+    return [obj.get(str(name)) for obj in _property_objects(call, ctx, name)]
 
 
 def _set_item_property(call: Call, ctx: Context, _in: list[Any] | None) -> list[Any]:
@@ -886,12 +886,8 @@ def _remove_item_property(call: Call, ctx: Context, _in: list[Any] | None) -> li
     keys = ctx.state.keys(raw)
     if not keys:
         raise _missing(raw, "Remove-ItemProperty")
-    with ctx.state.lock:
-        for key in keys:
-            values = ctx.state.values(key)
-            for n in [n for n in values if n.casefold() == name.casefold()]:
-                del values[n]
-        ctx.state.save()
+    for key in keys:
+        ctx.state.remove_value(key, name)
     return []
 
 
@@ -1004,11 +1000,7 @@ CMDLETS: dict[str, Callable[[Call, Context, list[Any] | None], list[Any]]] = {
     "remove-item": _remove_item,
     "test-path": _test_path,
     "get-childitem": _get_child_item,
-    "get-item": lambda call, ctx, _in: (
-        _get_child_item(call, ctx, _in)
-        if ctx.state.file(normalize_path(str(call.positional[0] if call.positional else ctx.cwd), ctx.cwd))
-        else [_item(ctx, normalize_path(_path_arg(call, ctx), ctx.cwd))]
-    ),
+    "get-item": _get_item,
     "get-filehash": _get_file_hash,
     "get-service": _get_service,
     "start-service": lambda call, ctx, _in: _change_service(call, ctx, _in, "Running"),

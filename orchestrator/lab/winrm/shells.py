@@ -221,7 +221,8 @@ class Host:
         if self.state.data.get("faults", {}).get("hang"):
             return
         session = commands.Session(self.state, shell.owner, shell.cwd, shell.env, self.address)
-        outcome = commands.run(command.line, session, bytes(command.stdin))
+        with self.state.lock:  # one command at a time per host: commands read and write the same state
+            outcome = commands.run(command.line, session, bytes(command.stdin))
         codec = _codec(shell.codepage)
         with command.cond:
             command.stdout += outcome.stdout.encode(codec, errors="replace")
