@@ -224,6 +224,27 @@ def test_output_larger_than_one_envelope_arrives_whole(lab: Lab) -> None:
     assert text.count(line) == 2048
 
 
+def test_long_scripts_fail_on_the_command_line_and_pass_through_stdin(lab: Lab) -> None:
+    """As on real Windows: WinRS runs the line through cmd.exe (8191 characters), so a large script must
+    be sent on stdin to `powershell -Command -` (what Ansible does), not with `run_ps`."""
+    session = lab.session("WINLB3")
+    probes = [dict(ALL_PROBES[0], id=f"p{i}") for i in range(60)]
+    script = probe_script(probes)
+    too_long = session.run_ps(script)
+    assert too_long.status_code == 1 and too_long.std_err == b"The command line is too long.\r\n"
+    protocol = session.protocol
+    shell = protocol.open_shell(codepage=65001)
+    command = protocol.run_command(shell, "powershell", ["-NoProfile", "-NonInteractive", "-Command", "-"])
+    protocol.send_command_input(shell, command, script.encode(), end=True)
+    out, err, code = protocol.get_command_output(shell, command)
+    protocol.cleanup_command(shell, command)
+    protocol.close_shell(shell)
+    assert (code, err) == (0, b"")
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert [line["id"] for line in lines] == [p["id"] for p in probes]
+    assert {r["path"] for r in lines[-1]["results"]} == set(lab.details["WINLB3"]["notes"])
+
+
 def test_hung_host_answers_operation_timeout_and_can_be_signalled(lab: Lab) -> None:
     session = lab.session("WINHANG", operation_timeout_sec=1, read_timeout_sec=3)
     protocol = session.protocol

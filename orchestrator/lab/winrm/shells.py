@@ -22,6 +22,8 @@ from orchestrator.lab.winrm.hoststate import HostState, normalize_path
 from orchestrator.lab.winrm.soap import Fault, Request, element, q
 
 DEFAULT_IDLE_TIMEOUT = 7200.0
+CMD_LINE_LIMIT = 8191  # cmd.exe's maximum command line, which WinRS goes through unless WINRS_SKIP_CMD_SHELL
+CREATE_PROCESS_LIMIT = 32767
 MAX_RECEIVE_WAIT = 60.0
 
 
@@ -211,7 +213,12 @@ class Host:
         arguments = [a.text or "" for a in node.iterfind(q("rsp", "Arguments"))]
         command = Command(id=str(uuid.uuid4()).upper(), line=" ".join([program, *arguments]).strip())
         shell.commands[command.id] = command
-        if not commands.needs_stdin(command.line):
+        via_cmd = req.options.get("WINRS_SKIP_CMD_SHELL", "FALSE").upper() != "TRUE"
+        if len(command.line) > (CMD_LINE_LIMIT if via_cmd else CREATE_PROCESS_LIMIT):
+            # cmd.exe (and CreateProcess) refuse longer lines: real Windows fails a large `run_ps` script here
+            command.stderr += b"The command line is too long.\r\n"
+            self._finish(command, 1)
+        elif not commands.needs_stdin(command.line):
             self._execute(shell, command)
         return soap.SHELL + "CommandResponse", [
             element("rsp", "CommandResponse", children=(element("rsp", "CommandId", command.id),))
