@@ -420,7 +420,7 @@ def test_set_content_round_trips_any_quoted_text(tmp_path_factory: pytest.TempPa
         + text.replace("'", "''").replace("\u2019", "\u2019\u2019").replace("\u2018", "\u2018\u2018")
         + "'"
     )
-    written = commands.run(f"powershell -Command Set-Content -Path C:\\Temp\\t.txt -Value {quoted}", session)
+    written = ps(session, f"Set-Content -Path C:\\Temp\\t.txt -Value {quoted}")
     assert written.exit_code == 0, written.stderr
     assert json.loads(path.read_text())["files"]["C:\\Temp\\t.txt"]["content"] == text + "\r\n"
 
@@ -579,3 +579,33 @@ def test_command_lines(lockbit2_session: commands.Session, line: str, exit_code:
     outcome = commands.run(line, lockbit2_session)
     assert outcome.exit_code == exit_code, outcome.stderr
     assert expected in (outcome.stdout if exit_code in (0, 3, 7) else outcome.stderr)
+
+
+def test_lab_playbook_raw_scripts(lockbit2_session: commands.Session) -> None:
+    """The shapes the stage playbooks send to lab Windows hosts: if/else blocks, wildcard wipes."""
+    marker = "C:\\ProgramData\\recovery\\isolated"
+    isolate = (
+        "New-Item -ItemType Directory -Force -Path 'C:\\ProgramData\\recovery' | Out-Null;\n"
+        f"Set-Content -Path '{marker}' -Value 'isolated by the recovery orchestrator'"
+    )
+    assert ps(lockbit2_session, isolate).exit_code == 0
+    lift = (
+        f"if (Test-Path '{marker}') {{ Remove-Item -Force -Path '{marker}' }}\nelse {{ 'was not isolated' }}"
+    )
+    assert ps(lockbit2_session, lift).stdout == ""
+    assert ps(lockbit2_session, lift).stdout == "was not isolated\r\n"
+    wipe = "".join(
+        f"if (Test-Path '{p}') {{ Remove-Item -Recurse -Force -Path '{p}\\*' }};\n"
+        for p in ("C:\\Users", "C:\\Data")
+    )
+    assert ps(lockbit2_session, wipe).exit_code == 0
+    files = json.loads(lockbit2_session.state.path.read_text())["files"]
+    assert not [p for p in files if p.startswith(("C:\\Users\\", "C:\\Data\\"))]
+    assert [p for p in files if p.startswith("C:\\Windows\\")]
+    check = "if ((Test-Path C:\\Users\\*) -eq $false -and $true) { 'x' }"
+    assert ps(lockbit2_session, "Test-Path C:\\Users; Test-Path C:\\Users\\*").stdout == "True\r\nFalse\r\n"
+    assert (
+        ps(lockbit2_session, "if ((Get-Service VSS).Status -ne 'Running') { 'down' } else { 'up' }").stdout
+        == "down\r\n"
+    )
+    assert ps(lockbit2_session, check).exit_code == 1  # -and is beyond the subset: refused, not guessed

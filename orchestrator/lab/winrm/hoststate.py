@@ -183,6 +183,7 @@ class HostState:
     def remove(self, path: str, recurse: bool) -> bool:
         """Remove a file or a directory tree; False when the directory is not empty and not recursive."""
         with self.lock:
+            parent = self.dir_name(ntpath.dirname(path))
             existing = self.file(path)
             if existing:
                 del self.data["files"][existing[0]]
@@ -200,6 +201,9 @@ class HostState:
                     if d.casefold() != path.casefold() and not d.casefold().startswith(prefix)
                 ]
             self._reindex()
+            if not self.is_dir(parent):  # emptied, but a directory does not vanish with its last child
+                self.data["dirs"].append(parent)
+                self._reindex()
             self.save()
             return True
 

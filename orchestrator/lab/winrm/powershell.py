@@ -330,6 +330,8 @@ def _parse_call(segment: str, ctx: Context) -> Call | Any:
 def _expression(tokens: list[tuple[str, str]], ctx: Context) -> Any:
     values = []
     for kind, text in tokens:
+        if kind == "word" and re.fullmatch(r"-[A-Za-z]+|[-+*/%=!<>.]+", text):
+            raise _not_emulated(f"operator {text}")
         if kind != "comma":
             values.append(_value(kind, text, ctx))
     return values if len(values) != 1 else values[0]
@@ -353,8 +355,12 @@ def _run_block(text: str, ctx: Context, output: list[Any]) -> None:
     i = 0
     while i < len(statements):
         stmt = statements[i]
-        split_try = re.match(r"try\s*\{", stmt, re.I) and not re.search(r"\}\s*catch", stmt, re.I)
-        if split_try and i + 1 < len(statements) and re.match(r"(catch|finally)\b", statements[i + 1], re.I):
+        # `} catch {`, `} else {` on the next line continue the statement, as in PowerShell
+        while (
+            re.match(r"(try|if)\b", stmt, re.I)
+            and i + 1 < len(statements)
+            and re.match(r"(catch|finally|else|elseif)\b", statements[i + 1], re.I)
+        ):
             stmt = stmt + " " + statements[i + 1]
             i += 1
         try:
@@ -365,7 +371,103 @@ def _run_block(text: str, ctx: Context, output: list[Any]) -> None:
         i += 1
 
 
+def _block_at(text: str, start: int) -> tuple[str, int]:
+    """The body of the `{...}` block starting at `start` (after spaces), and the index past it."""
+    brace = text.index("{", start)
+    if text[start:brace].strip():
+        raise PSError("Missing statement block.", "ParserError", "MissingStatementBlock")
+    end = _matching(text, brace)
+    return text[brace + 1 : end - 1], end
+
+
+def _run_if(stmt: str, ctx: Context, output: list[Any]) -> None:
+    pos = 0
+    while True:
+        m = re.match(r"\s*(if|elseif)\s*\(", stmt[pos:], re.I)
+        if not m:
+            break
+        cond_start = pos + m.end() - 1
+        cond_end = _matching(stmt, cond_start)
+        body, pos = _block_at(stmt, cond_end)
+        if _condition(stmt[cond_start + 1 : cond_end - 1], ctx):
+            _run_block(body, ctx, output)
+            return
+        rest = re.match(r"\s*else(?!if)\b", stmt[pos:], re.I)
+        if rest:
+            body, pos = _block_at(stmt, pos + rest.end())
+            _run_block(body, ctx, output)
+            return
+    if stmt[pos:].strip():
+        raise _not_emulated(stmt[pos:].strip())
+
+
+COMPARISONS = re.compile(r"\s+-(eq|ne|like|notlike|match|notmatch|gt|lt|ge|le)\s+", re.I)
+
+
+def _condition(text: str, ctx: Context) -> bool:
+    text = text.strip()
+    negate = re.match(r"(-not\s+|!\s*)", text, re.I)
+    if negate:
+        return not _condition(text[negate.end() :], ctx)
+    comparison = COMPARISONS.search(_mask_nested(text))
+    if comparison:
+        left = _scalar(run_pipeline(text[: comparison.start()], ctx))
+        right = _scalar(run_pipeline(text[comparison.end() :], ctx))
+        return _compare(comparison.group(1).lower(), left, right)
+    values = run_pipeline(text, ctx)
+    return len(values) > 1 or (len(values) == 1 and _truthy(values[0]))
+
+
+def _mask_nested(text: str) -> str:
+    """`text` with quoted strings and bracketed parts blanked, so operators inside them are not seen."""
+    out, depth, quote = [], 0, None
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+            out.append(" ")
+        elif ch in "'\"":
+            quote = ch
+            out.append(" ")
+        elif ch in "({[":
+            depth += 1
+            out.append(" ")
+        elif ch in ")}]":
+            depth -= 1
+            out.append(" ")
+        else:
+            out.append(ch if depth == 0 else " ")
+    return "".join(out)
+
+
+def _scalar(values: list[Any]) -> Any:
+    return values[0] if len(values) == 1 else (values or None)
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, list):
+        return len(value) > 1 or (len(value) == 1 and _truthy(value[0]))
+    return value not in (None, False, 0, "")
+
+
+def _compare(op: str, left: Any, right: Any) -> bool:
+    if op in ("gt", "lt", "ge", "le"):
+        try:
+            a, b = float(left), float(right)
+        except (TypeError, ValueError):
+            a, b = _to_text(left).casefold(), _to_text(right).casefold()
+        return {"gt": a > b, "lt": a < b, "ge": a >= b, "le": a <= b}[op]
+    a, b = _to_text(left), _to_text(right)
+    if op in ("eq", "ne"):
+        return (a.casefold() == b.casefold()) == (op == "eq")
+    if op in ("like", "notlike"):
+        return matches(a, b) == (op == "like")
+    return (re.search(b, a, re.I) is not None) == (op == "match")
+
+
 def _run_statement(stmt: str, ctx: Context, output: list[Any]) -> None:
+    if re.match(r"if\s*\(", stmt, re.I):
+        _run_if(stmt, ctx, output)
+        return
     m = re.match(r"try\s*\{", stmt, re.I)
     if m:
         body_end = _matching(stmt, m.end() - 1)
@@ -394,7 +496,7 @@ def _run_statement(stmt: str, ctx: Context, output: list[Any]) -> None:
         elif target.startswith("$"):
             ctx.variables[target[1:]] = value
         return
-    if re.match(r"(if|foreach|for|while|do|switch|function|param|begin|process|trap)\b", stmt, re.I):
+    if re.match(r"(foreach|for|while|do|switch|function|param|begin|process|trap)\b", stmt, re.I):
         raise _not_emulated(stmt)
     output.extend(run_pipeline(stmt, ctx))
 
@@ -655,6 +757,7 @@ def _remove_item(call: Call, ctx: Context, _in: list[Any] | None) -> list[Any]:
     recurse = call.flag("recurse")
     call.flag("force")
     silent = str(call.take("erroraction", "ea", default="")).lower() in ("silentlycontinue", "ignore")
+    literal = any(k.lower() == "literalpath" for k in call.named)
     raw = _path_arg(call, ctx)
     if _is_registry(raw):
         keys = ctx.state.keys(raw)
@@ -665,30 +768,48 @@ def _remove_item(call: Call, ctx: Context, _in: list[Any] | None) -> list[Any]:
         for key in keys:
             ctx.state.remove_key(key)
         return []
-    path = normalize_path(raw, ctx.cwd)
-    if not ctx.state.file(path) and not ctx.state.is_dir(path):
-        if silent:
+    paths = _resolve(ctx, raw, literal)
+    if not paths:
+        if silent or _has_wildcard(raw, literal):
             return []
-        raise _missing(path, "Remove-Item")
-    if not ctx.state.remove(path, recurse):
-        raise PSError(
-            f"The item at {path} has children and the Recurse parameter was not specified.",
-            "WriteError",
-            "RemoveItemUnauthorizedAccessError",
-            path,
-        )
+        raise _missing(normalize_path(raw, ctx.cwd), "Remove-Item")
+    for path in paths:
+        if not ctx.state.remove(path, recurse):
+            raise PSError(
+                f"The item at {path} has children and the Recurse parameter was not specified.",
+                "WriteError",
+                "RemoveItemUnauthorizedAccessError",
+                path,
+            )
     return []
+
+
+def _has_wildcard(raw: str, literal: bool) -> bool:
+    return not literal and any(c in raw for c in "*?")
+
+
+def _resolve(ctx: Context, raw: str, literal: bool = False) -> list[str]:
+    """Existing paths `raw` names: itself, or with -Path (not -LiteralPath) the children its wildcard
+    last segment matches, as PowerShell's provider globbing does."""
+    path = normalize_path(raw, ctx.cwd)
+    if not _has_wildcard(raw, literal):
+        return [path] if ctx.state.file(path) or ctx.state.is_dir(path) else []
+    parent, pattern = ntpath.split(path)
+    if any(c in parent for c in "*?"):
+        raise _not_emulated(f"wildcards before the last path segment: {raw}")
+    return [
+        child for child, _is_dir in ctx.state.children(parent) if matches(ntpath.basename(child), pattern)
+    ]
 
 
 def _test_path(call: Call, ctx: Context, _in: list[Any] | None) -> list[Any]:
     path_type = str(call.take("pathtype", default="Any")).lower()
+    literal = any(k.lower() == "literalpath" for k in call.named)
     raw = _path_arg(call, ctx)
     if _is_registry(raw):
         return [bool(ctx.state.keys(raw))]
-    path = normalize_path(raw, ctx.cwd)
-    is_file = ctx.state.file(path) is not None
-    is_dir = not is_file and ctx.state.is_dir(path)
-    return [{"leaf": is_file, "container": is_dir}.get(path_type, is_file or is_dir)]
+    kinds = [ctx.state.file(p) is not None for p in _resolve(ctx, raw, literal)]
+    return [{"leaf": any(kinds), "container": not all(kinds)}.get(path_type, True) if kinds else False]
 
 
 def _get_child_item(call: Call, ctx: Context, _in: list[Any] | None) -> list[Any]:
