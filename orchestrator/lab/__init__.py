@@ -1,0 +1,15 @@
+"""The local lab: real OpenSSH hosts on loopback (and WinRM stand-ins for Windows), with LockBit
+scenarios, restic backups and golden images, for rehearsing a recovery and for the tests.
+
+    from orchestrator.lab import LabConfig, up, status, reimage, down, load_manifest
+    manifest = up(LabConfig(dir=Path("lab-data"), hosts=12, seed=7))
+
+See the lab contract in the README: `manifest.json` is the ground truth, `inventory/` the Ansible
+inventory, `known_hosts` the trusted channel for host keys.
+"""
+
+from orchestrator.lab.config import LabConfig
+from orchestrator.lab.lifecycle import down, leftovers, reimage, status, up
+from orchestrator.lab.manifest import Manifest, load_manifest
+
+__all__ = ["LabConfig", "Manifest", "down", "leftovers", "load_manifest", "reimage", "status", "up"]

@@ -1,0 +1,81 @@
+"""The lab's Ansible inventory, in the same layout as inventory/hospital (groups under servers and
+workstations, recovery vars in group_vars), so every command of the tool runs on the lab unchanged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from orchestrator.lab import catalog
+from orchestrator.lab.config import WINRM_PORT, LabPaths
+
+HEADER = "# The local lab (seed {seed}): written by `orchestrator lab up`; rewritten by the next one.\n"
+
+
+def write(paths: LabPaths, manifest: dict[str, Any], winrm_user: str | None) -> None:
+    inv = paths.inventory
+    (inv / "group_vars").mkdir(parents=True, exist_ok=True)
+    hosts = manifest["hosts"]
+    present = {h["group"] for h in hosts}
+    by_role: dict[str, dict[str, Any]] = {"servers": {}, "workstations": {}}
+    for h in hosts:
+        section = by_role["servers" if h["role"] == "server" else "workstations"]
+        section.setdefault(h["group"], {"hosts": {}})["hosts"][h["name"]] = {"ansible_host": h["address"]}
+    children: dict[str, Any] = {role: {"children": groups} for role, groups in by_role.items() if groups}
+    for os_name in ("linux", "windows"):
+        members = {h["name"]: None for h in hosts if h["os"] == os_name}
+        if members:
+            children[os_name] = {"hosts": members}
+    _dump(inv / "hosts.yml", {"all": {"children": children}}, manifest["seed"])
+
+    repository = paths.host(manifest["backup_host"]) / "srv" / "restic"
+    _dump(
+        inv / "group_vars" / "all.yml",
+        {
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(paths.key),
+            "ansible_ssh_common_args": f"-o UserKnownHostsFile={paths.known_hosts} -o StrictHostKeyChecking=yes",
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "recovery_reimage_method": "lab",
+            "recovery_restore_method": "restic",
+            "recovery_restic_repository": str(repository),
+            "recovery_restic_password_file": str(paths.restic_password),
+            "recovery_lab_dir": str(paths.root),
+        },
+        manifest["seed"],
+    )
+    specs = catalog.catalog()["groups"] | catalog.catalog()["windows"]["groups"]
+    for group in sorted(present):
+        rec = specs[group].get("recovery") or catalog.group(group)["recovery"]
+        values = {
+            "recovery_role": rec["role"],
+            "recovery_tier": rec["tier"],
+            "recovery_priority": rec["priority"],
+            "recovery_depends_on": [d for d in rec.get("depends_on", []) if d in present],
+        }
+        if rec.get("protected"):
+            values["recovery_protected"] = True
+        if rec.get("data_categories"):
+            values["recovery_data_categories"] = rec["data_categories"]
+        _dump(inv / "group_vars" / f"{group}.yml", values, manifest["seed"])
+    if winrm_user is not None:
+        _dump(
+            inv / "group_vars" / "windows.yml",
+            {
+                "ansible_connection": "winrm",
+                "ansible_port": WINRM_PORT,
+                "ansible_winrm_scheme": "http",
+                "ansible_winrm_transport": "ntlm",
+                "ansible_user": winrm_user,
+                "ansible_password": "{{ lookup('env', 'LAB_WINRM_PASSWORD') }}",
+                "recovery_restore_method": "none",
+            },
+            manifest["seed"],
+        )
+
+
+def _dump(path: Any, data: dict[str, Any], seed: int) -> None:
+    path.write_text(
+        HEADER.format(seed=seed) + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    )
