@@ -99,9 +99,17 @@ def main(ctx: click.Context, db: str, operator: str, debug: bool) -> None:
 
 def _register() -> None:
     # One module per command family; each exposes `commands`, a list of Click commands.
-    from orchestrator.cli import audit_cmd, completion_cmd, inventory_cmd, plan_cmd, report_cmd, status_cmd
+    from orchestrator.cli import (
+        audit_cmd,
+        completion_cmd,
+        inventory_cmd,
+        plan_cmd,
+        report_cmd,
+        run_cmd,
+        status_cmd,
+    )
 
-    for module in (inventory_cmd, plan_cmd, status_cmd, report_cmd, audit_cmd, completion_cmd):
+    for module in (inventory_cmd, plan_cmd, status_cmd, report_cmd, audit_cmd, run_cmd, completion_cmd):
         for command in module.commands:
             main.add_command(command)
 

@@ -203,6 +203,7 @@ class EvidenceItem(SQLModel, table=True):
     collected_by: str = ""
     collected_at: datetime = Field(default_factory=utcnow)
     stage_run_id: int | None = Field(default=None, foreign_key="stage_run.id")
+    stored_at: str | None = None  # "<evidence host>:<path>" of the copy on the evidence store
 
 
 class RestorePoint(SQLModel, table=True):

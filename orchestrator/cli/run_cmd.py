@@ -1,0 +1,221 @@
+"""`orchestrator run` (the approved plan through the stage playbooks) and `orchestrator host reset`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from orchestrator.cli.context import AppContext
+from orchestrator.cli.options import (
+    command_args,
+    console,
+    emit_json,
+    err_console,
+    inventory_option,
+    json_option,
+    pass_app,
+)
+from orchestrator.errors import HostsFailed, OrchestratorError
+from orchestrator.execution import engine, states
+from orchestrator.execution.runner import HostResult
+
+
+class ProgressObserver:
+    """Progress bars per wave and per stage, advanced by runner events as hosts finish."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.wave_task: TaskID | None = None
+        self.stage_task: TaskID | None = None
+        self.done: set[str] = set()
+
+    def wave(self, number: int, hosts: list[str]) -> None:
+        self.wave_task = self.progress.add_task(f"wave {number}", total=len(hosts))
+        self.hosts = set(hosts)
+        self.ended: set[str] = set()
+
+    def stage(self, wave: int, stage: str, attempt: int, hosts: list[str]) -> None:
+        if self.stage_task is not None:
+            self.progress.remove_task(self.stage_task)
+        retry = f" (attempt {attempt})" if attempt > 1 else ""
+        self.stage_task = self.progress.add_task(f"  {stage}{retry}", total=len(hosts))
+
+    def task(self, host: str, task: str) -> None:
+        if self.stage_task is not None:
+            self.progress.update(self.stage_task, description=f"  {task[:40]}")
+
+    def host_done(self, host: str, ok: bool) -> None:
+        if self.stage_task is not None:
+            self.progress.advance(self.stage_task)
+
+    def stage_end(self, wave: int, stage: str, results: dict[str, HostResult]) -> None:
+        failed = [h for h, r in results.items() if not r.ok]
+        for host in failed:
+            self.progress.console.print(f"[red]{host}[/red]: {stage} failed: {results[host].message}")
+        if self.wave_task is not None:
+            for host in failed:
+                if host not in self.ended:
+                    self.ended.add(host)
+                    self.progress.advance(self.wave_task)
+        if stage == "reconnect" and self.wave_task is not None:
+            for host, result in results.items():
+                if result.ok and host not in self.ended:
+                    self.ended.add(host)
+                    self.progress.advance(self.wave_task)
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(message)
+
+
+def _confirm(pending: engine.Pending) -> bool:
+    click.echo(
+        f"About to REBUILD {len(pending.rebuild)} host(s) (isolate, collect evidence, wipe, reimage, restore) "
+        f"and verify {len(pending.verify)} in wave(s) {', '.join(map(str, pending.waves))}.",
+        err=True,
+    )
+    shown = ", ".join(pending.rebuild[:10]) + (" ..." if len(pending.rebuild) > 10 else "")
+    if shown:
+        click.echo(f"Rebuilt: {shown}", err=True)
+    return click.confirm("Wipe and rebuild these hosts?", default=False, err=True)
+
+
+@click.command("run")
+@inventory_option
+@click.option("--wave", type=int, metavar="N", help="Run wave N only (its dependencies must be recovered).")
+@click.option("--all", "all_waves", is_flag=True, help="Run every wave in order.")
+@click.option("--check", is_flag=True, help="Ansible check mode for every stage: change nothing on any host.")
+@click.option("--forks", type=click.IntRange(1, 500), default=50, show_default=True, help="Hosts at once.")
+@click.option(
+    "--max-fail-percentage",
+    type=click.FloatRange(0, 100),
+    default=25.0,
+    show_default=True,
+    help="Stop the wave (and the run) when more than this share of its hosts failed.",
+)
+@click.option(
+    "--retries", type=click.IntRange(0, 10), default=1, show_default=True, help="Retries per stage."
+)
+@click.option("--yes", is_flag=True, help="Do not ask before the first destructive stage.")
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs"),
+    show_default=True,
+    help="Where each stage run's ansible-runner artifacts are kept.",
+)
+@click.option(
+    "--evidence-host", metavar="HOST", help="Evidence store (default: first host of group evidence_store)."
+)
+@click.option(
+    "--evidence-path", default=engine.DEFAULT_EVIDENCE_PATH, show_default=True, help="Directory on it."
+)
+@click.option(
+    "--pack", "packs", multiple=True, metavar="FILE", help="Extra check pack for scans (repeatable)."
+)
+@json_option
+@pass_app
+@click.pass_context
+def run(
+    ctx: click.Context,
+    app: AppContext,
+    inventory: tuple[str, ...],
+    wave: int | None,
+    all_waves: bool,
+    check: bool,
+    forks: int,
+    max_fail_percentage: float,
+    retries: int,
+    yes: bool,
+    runs_dir: Path,
+    evidence_host: str | None,
+    evidence_path: str,
+    packs: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Run the approved plan: each wave's stages through ansible-runner, resumable after a crash.
+
+    Exit 1 when some hosts failed; 2 when refused (no approved or a changed plan, not confirmed).
+
+    \b
+    Examples:
+      orchestrator run -i lab-data/inventory --all --check
+      orchestrator run -i inventory/hospital --wave 1 --forks 20 --retries 2
+      orchestrator run -i lab-data/inventory --all --yes --json
+    """
+    if (wave is None) == (not all_waves):
+        raise OrchestratorError("give exactly one of --wave N or --all")
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console(),
+        transient=False,
+        disable=as_json,
+    ) as progress:
+        options = engine.RunOptions(
+            inventory=list(inventory),
+            operator=app.operator,
+            wave=wave,
+            check=check,
+            forks=forks,
+            max_fail_percentage=max_fail_percentage,
+            retries=retries,
+            runs_dir=runs_dir,
+            evidence_host=evidence_host,
+            evidence_path=evidence_path,
+            packs=list(packs),
+            confirm=None if (yes or check) else _confirm,
+            observer=ProgressObserver(progress),
+        )
+        report = engine.run(app.store(), options)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _render(report)
+    if report.failed:
+        raise HostsFailed(
+            f"{len(report.failed)} host(s) failed: see 'orchestrator status' and {report.runs_dir}"
+        )
+
+
+def _render(report: engine.RunReport) -> None:
+    title = f"plan {report.plan_id}{' (check mode: nothing changed)' if report.check else ''}"
+    table = Table(title=title)
+    for column in ("host", "action", "wave", "state", "outcome", "reason"):
+        table.add_column(column, overflow="fold")
+    for h in sorted(report.hosts.values(), key=lambda h: (h.wave or 0, h.name)):
+        table.add_row(h.name, h.action, str(h.wave), h.state or "", h.outcome, h.reason or "")
+    console().print(table)
+    if report.stopped:
+        click.echo(report.stopped, err=True)
+    click.echo(f"artifacts: {report.runs_dir}", err=True)
+
+
+@click.group("host")
+def host_group() -> None:
+    """Operator decisions about one host."""
+
+
+@host_group.command("reset")
+@click.argument("host")
+@click.option(
+    "--to", "to_stage", required=True, type=click.Choice(states.STAGE_ORDER), help="The stage to run next."
+)
+@pass_app
+@click.pass_context
+def reset(ctx: click.Context, app: AppContext, host: str, to_stage: str) -> None:
+    """Send a host back (or forward) to a stage: the only way back to wipe once restore began. Audited.
+
+    \b
+    Example:
+      orchestrator host reset ehr-db-01 --to wipe
+    """
+    before, after = engine.reset_host(app.store(), app.operator, host, to_stage, command_args(ctx))
+    click.echo(f"{host}: {before} -> {after}; the next run starts it at {to_stage}")
+
+
+commands = [run, host_group]

@@ -1,0 +1,802 @@
+"""The approved plan, wave by wave and stage by stage: retries, the failure threshold, dependencies,
+the first-destructive-stage confirmation, and resumption after a crash.
+
+Every decision is taken from the database, never from memory of an earlier run: on start, stage runs
+left "running" by a killed orchestrator are marked interrupted and each host continues from its state
+(a host caught inside a stage repeats that stage, which every playbook is written to allow; the state
+machine forbids the repeats that must never happen, wipe after restore began and collect after wipe).
+Each stage attempt commits its hosts' "-ing" state and StageRun rows before the playbook starts and
+their results, evidence and restore points after its events, in one transaction each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlmodel import Session, col, func, select
+
+from orchestrator import inventory as inventory_lib
+from orchestrator.errors import OrchestratorError, RefusedError
+from orchestrator.execution import restore_points, runner, states
+from orchestrator.execution.runner import HostResult
+from orchestrator.planning.store import PlanView, load_approved_plan
+from orchestrator.store import Store, audit
+from orchestrator.store.models import (
+    CheckMatch,
+    EvidenceItem,
+    Host,
+    RestorePoint,
+    StageRun,
+    TriageResult,
+    utcnow,
+)
+
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+EXECUTABLE_ACTIONS = ("rebuild", "verify", "protected")
+DEFAULT_EVIDENCE_PATH = "/srv/evidence"
+EVIDENCE_GROUP = "evidence_store"
+
+
+class EngineObserver(runner.Observer, Protocol):
+    def wave(self, number: int, hosts: list[str]) -> None: ...
+
+    def stage(self, wave: int, stage: str, attempt: int, hosts: list[str]) -> None: ...
+
+    def stage_end(self, wave: int, stage: str, results: dict[str, HostResult]) -> None: ...
+
+    def note(self, message: str) -> None: ...
+
+
+@dataclass
+class Pending:
+    """What the operator confirms before the first destructive stage."""
+
+    waves: list[int]
+    rebuild: list[str]
+    verify: list[str]
+
+
+Validator = Callable[[list[inventory_lib.Host]], dict[str, tuple[bool, str]]]
+
+
+@dataclass
+class RunOptions:
+    inventory: list[str]
+    operator: str
+    wave: int | None = None
+    check: bool = False
+    forks: int = 50
+    max_fail_percentage: float = 25.0
+    retries: int = 1
+    runs_dir: Path = Path("runs")
+    playbooks: Path = PLAYBOOKS
+    evidence_host: str | None = None
+    evidence_path: str = DEFAULT_EVIDENCE_PATH
+    restore_margin: timedelta = restore_points.DEFAULT_MARGIN
+    packs: list[str] = field(default_factory=list)
+    confirm: Callable[[Pending], bool] | None = None
+    observer: EngineObserver | None = None
+    validator: Validator | None = None
+    scanner: restore_points.Scanner | None = None
+
+
+@dataclass
+class HostReport:
+    name: str
+    action: str
+    wave: int | None
+    state: str
+    stage: str | None = None
+    reason: str | None = None
+    outcome: str = "pending"  # recovered | failed | blocked | refused | pending | checked
+
+
+@dataclass
+class RunReport:
+    plan_id: int
+    check: bool
+    runs_dir: str
+    waves: list[int] = field(default_factory=list)
+    stopped: str | None = None
+    hosts: dict[str, HostReport] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[HostReport]:
+        return [h for h in self.hosts.values() if h.outcome in ("failed", "refused")]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan_id,
+            "check": self.check,
+            "runs_dir": self.runs_dir,
+            "waves": self.waves,
+            "stopped": self.stopped,
+            "hosts": [vars(h) for h in self.hosts.values()],
+        }
+
+
+def _now_tag() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+@contextlib.contextmanager
+def _run_lock(path: Path) -> Iterator[None]:
+    """One `orchestrator run` at a time on a runs directory: a second one would race the first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RefusedError(f"another 'orchestrator run' is in progress (lock {path})") from exc
+        yield
+    finally:
+        os.close(fd)
+
+
+class Engine:
+    def __init__(self, store: Store, options: RunOptions) -> None:
+        self.store = store
+        self.o = options
+        self.observer = options.observer
+        self.confirmed = options.confirm is None
+        self.attempts = 0
+        self.new_points: set[str] = set()  # restore points chosen in this run, recorded when restore begins
+
+    # --- setup ---------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        with self.store.read() as session:
+            self.view: PlanView = load_approved_plan(session)
+            self.plan_id = int(self.view.plan.id or 0)
+            self.members = {
+                m.host_name: m
+                for m in self.view.members
+                if m.wave is not None and m.action in EXECUTABLE_ACTIONS
+            }
+            self.triage = self._triage(session)
+        self.inventory = inventory_lib.load(self.o.inventory)
+        missing = sorted(set(self.members) - set(self.inventory.hosts))
+        if missing:
+            raise RefusedError(
+                f"{len(missing)} host(s) of plan {self.plan_id} are not in the inventory: {', '.join(missing[:5])}"
+            )
+        with self.store.read() as session:
+            rows = {
+                h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(list(self.members))))
+            }
+        unknown = sorted(set(self.members) - set(rows))
+        if unknown:
+            raise RefusedError(f"host(s) of the plan missing from the database: {', '.join(unknown[:5])}")
+        self.paths: dict[str, tuple[str, ...]] = {}
+        for name, member in self.members.items():
+            # Protected in the plan, the database or today's inventory: the verify path, whatever else says.
+            protected = (
+                rows[name].protected or self.inventory.hosts[name].protected or member.action == "protected"
+            )
+            self.paths[name] = states.path_for(member.action, protected)
+        self.waves = sorted({m.wave for m in self.members.values() if m.wave is not None})
+        if self.o.wave is not None:
+            if self.o.wave not in self.waves:
+                raise OrchestratorError(
+                    f"plan {self.plan_id} has no wave {self.o.wave} (waves: {self.waves})"
+                )
+            self.waves = [self.o.wave]
+
+    def _triage(self, session: Session) -> dict[str, dict[str, Any]]:
+        """Each planned host's verdict, compromise time and matches from the plan's triage run."""
+        out: dict[str, dict[str, Any]] = {}
+        run_id = self.view.plan.triage_run_id
+        if run_id is None:
+            return out
+        results = session.exec(select(TriageResult).where(TriageResult.run_id == run_id))
+        by_id: dict[int, dict[str, Any]] = {}
+        for r in results:
+            entry = {
+                "verdict": r.verdict,
+                "reason": r.reason,
+                "compromise_time": r.compromise_time,
+                "matches": [],
+            }
+            out[r.host_name] = entry
+            by_id[int(r.id or 0)] = entry
+        if by_id:
+            for m in session.exec(select(CheckMatch).where(col(CheckMatch.result_id).in_(list(by_id)))):
+                by_id[m.result_id]["matches"].append(
+                    {
+                        "check_id": m.check_id,
+                        "title": m.title,
+                        "severity": m.severity,
+                        "first_seen": m.first_seen,
+                        "evidence": m.evidence,
+                    }
+                )
+        return out
+
+    def _evidence_host(self) -> str:
+        if self.o.evidence_host:
+            if self.o.evidence_host not in self.inventory.hosts:
+                raise RefusedError(f"evidence host {self.o.evidence_host} is not in the inventory")
+            return self.o.evidence_host
+        group = self.inventory.groups.get(EVIDENCE_GROUP) or []
+        if not group:
+            raise RefusedError(
+                f"no evidence store: name one with --evidence-host or put it in the '{EVIDENCE_GROUP}' group"
+            )
+        return group[0]
+
+    def _mark_interrupted(self) -> int:
+        with self.store.write() as session:
+            stale = list(session.exec(select(StageRun).where(StageRun.status == "running")))
+            for run in stale:
+                run.status = "interrupted"
+                run.finished_at = utcnow()
+                run.message = "the orchestrator stopped during this stage; the next run resumes it"
+                session.add(run)
+            if stale:
+                audit.record(
+                    session,
+                    self.o.operator,
+                    "run resume",
+                    details={"interrupted_stage_runs": [r.id for r in stale]},
+                )
+        return len(stale)
+
+    # --- the run -------------------------------------------------------------------------------
+
+    def run(self) -> RunReport:
+        self._load()
+        lock = self.o.runs_dir / ".run.lock"
+        with _run_lock(lock):
+            return self._run()
+
+    def _run(self) -> RunReport:
+        interrupted = 0 if self.o.check else self._mark_interrupted()
+        self.root = (
+            self.o.runs_dir / f"{_now_tag()}-plan{self.plan_id}{'-check' if self.o.check else ''}"
+        ).absolute()
+        self.root.mkdir(parents=True, exist_ok=True)
+        report = RunReport(plan_id=self.plan_id, check=self.o.check, runs_dir=str(self.root))
+        with self.store.write() as session:
+            audit.record(
+                session,
+                self.o.operator,
+                "run start",
+                args={"wave": self.o.wave, "check": self.o.check, "forks": self.o.forks,
+                      "max_fail_percentage": self.o.max_fail_percentage, "retries": self.o.retries},
+                details={"plan": self.plan_id, "runs_dir": str(self.root), "resumed_stage_runs": interrupted},
+            )  # fmt: skip
+        if interrupted and self.observer:
+            self.observer.note(f"resuming: {interrupted} stage run(s) were interrupted")
+        for wave in self.waves:
+            report.waves.append(wave)
+            stopped = self._wave(wave, report)
+            if stopped:
+                report.stopped = stopped
+                break
+        self._final_states(report)
+        with self.store.write() as session:
+            audit.record(
+                session,
+                self.o.operator,
+                "run end",
+                details={
+                    "plan": self.plan_id,
+                    "check": self.o.check,
+                    "stopped": report.stopped,
+                    "failed": sorted(h.name for h in report.failed),
+                },
+            )
+        return report
+
+    def _final_states(self, report: RunReport) -> None:
+        with self.store.read() as session:
+            rows = {
+                h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(list(self.members))))
+            }
+        for name, member in self.members.items():
+            row = rows[name]
+            entry = report.hosts.setdefault(name, HostReport(name, member.action, member.wave, row.state))
+            entry.state, entry.stage = row.state, row.stage
+            if entry.outcome in ("blocked", "refused", "checked"):
+                continue
+            if row.state == states.RECOVERED:
+                entry.outcome = "recovered"
+            elif row.state == states.FAILED:
+                entry.outcome, entry.reason = "failed", row.state_reason
+
+    def _positions(self, hosts: list[str], report: RunReport) -> dict[str, str | None]:
+        with self.store.read() as session:
+            rows = {h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(hosts)))}
+        out: dict[str, str | None] = {}
+        for name in hosts:
+            member = self.members[name]
+            try:
+                out[name] = states.position(rows[name], self.paths[name]).next_stage
+            except RefusedError as exc:
+                report.hosts[name] = HostReport(name, member.action, member.wave, rows[name].state,
+                                                rows[name].stage, str(exc), "refused")  # fmt: skip
+        return out
+
+    def _blocked(self, hosts: list[str], report: RunReport) -> set[str]:
+        """Hosts whose dependencies (hosts this plan recovers) are not recovered: they do not start."""
+        if self.o.check:
+            return set()
+        deps = {h: [d for d in self.inventory.hosts[h].depends_on_hosts if d in self.members] for h in hosts}
+        needed = sorted({d for ds in deps.values() for d in ds})
+        with self.store.read() as session:
+            dep_states = {
+                h.name: (h.state, h.stage)
+                for h in session.exec(select(Host).where(col(Host.name).in_(needed)))
+            }
+        blocked = set()
+        for host, ds in deps.items():
+            waiting = [d for d in ds if dep_states.get(d, ("?", None))[0] != states.RECOVERED]
+            if waiting:
+                failed = [d for d in waiting if dep_states[d][0] == states.FAILED]
+                reason = (
+                    f"depends on {', '.join(failed)}, which failed"
+                    if failed
+                    else f"waits for {', '.join(waiting)} to be recovered"
+                )
+                member = self.members[host]
+                report.hosts[host] = HostReport(host, member.action, member.wave, "", None, reason, "blocked")
+                blocked.add(host)
+        return blocked
+
+    def _wave(self, wave: int, report: RunReport) -> str | None:
+        hosts = [n for n, m in self.members.items() if m.wave == wave]
+        if self.observer:
+            self.observer.wave(wave, hosts)
+        blocked = self._blocked(hosts, report)
+        nxt = self._positions([h for h in hosts if h not in blocked], report)
+        failed: set[str] = {h for h in hosts if report.hosts.get(h) and report.hosts[h].outcome == "refused"}
+        for stage in states.STAGE_ORDER:
+            group = [h for h, s in nxt.items() if s == stage and h not in failed]
+            if not group:
+                continue
+            if stage in states.DESTRUCTIVE and not self.o.check and not self.confirmed:
+                self._confirm()
+            results = self._stage(wave, stage, group)
+            for host, result in results.items():
+                if result.ok:
+                    path = self.paths[host]
+                    index = path.index(stage) + 1
+                    nxt[host] = path[index] if index < len(path) else None
+                    if self.o.check and nxt[host] is None:
+                        report.hosts[host] = HostReport(
+                            host, self.members[host].action, wave, "", None, None, "checked"
+                        )
+                else:
+                    failed.add(host)
+                    nxt[host] = None
+                    if self.o.check:
+                        report.hosts[host] = HostReport(host, self.members[host].action, wave, "", stage,
+                                                        result.message, "failed")  # fmt: skip
+            share = 100.0 * len(failed) / len(hosts)
+            if failed and share > self.o.max_fail_percentage:
+                return (
+                    f"wave {wave} stopped after {stage}: {len(failed)} of {len(hosts)} hosts failed "
+                    f"({share:.0f}% > --max-fail-percentage {self.o.max_fail_percentage:g})"
+                )
+        return None
+
+    def _confirm(self) -> None:
+        pending_waves = [w for w in self.waves if w >= min(self.waves)]
+        rebuild = sorted(
+            h for h, p in self.paths.items() if p is states.REBUILD and self.members[h].wave in pending_waves
+        )
+        verify = sorted(
+            h for h, p in self.paths.items() if p is states.VERIFY and self.members[h].wave in pending_waves
+        )
+        assert self.o.confirm is not None
+        if not self.o.confirm(Pending(pending_waves, rebuild, verify)):
+            raise RefusedError("not confirmed: nothing destructive was run")
+        self.confirmed = True
+        with self.store.write() as session:
+            audit.record(
+                session,
+                self.o.operator,
+                "run confirm",
+                details={"plan": self.plan_id, "rebuild": len(rebuild)},
+            )
+
+    # --- one stage -----------------------------------------------------------------------------
+
+    def _stage(self, wave: int, stage: str, hosts: list[str]) -> dict[str, HostResult]:
+        """A stage over `hosts`, retried up to --retries times for the hosts that fail."""
+        final: dict[str, HostResult] = {}
+        remaining = list(hosts)
+        points: dict[str, restore_points.Choice] = {}
+        if stage == "restore":
+            points, refused = self._restore_points(remaining)
+            if refused:
+                self._fail_without_running(wave, stage, refused)
+                final.update(refused)
+                remaining = [h for h in remaining if h not in refused]
+        for attempt in range(1, self.o.retries + 2):
+            if not remaining:
+                break
+            results = self._attempt(wave, stage, remaining, attempt, points)
+            final.update(results)
+            remaining = [h for h, r in results.items() if not r.ok and not self.o.check]
+        if self.observer:
+            self.observer.stage_end(wave, stage, final)
+        return final
+
+    def _attempt(
+        self, wave: int, stage: str, hosts: list[str], attempt: int, points: dict[str, restore_points.Choice]
+    ) -> dict[str, HostResult]:
+        self.attempts += 1
+        private = self.root / f"{self.attempts:03d}-w{wave}-{stage}-a{attempt}"
+        private.mkdir(parents=True)
+        run_ids, refused = self._begin(wave, stage, hosts, private, points)
+        running = [h for h in hosts if h in run_ids and h not in refused]
+        if self.observer:
+            self.observer.stage(wave, stage, attempt, running)
+        results: dict[str, HostResult] = dict(refused)
+        for name in running:
+            (private / "staging" / name).mkdir(parents=True, exist_ok=True)
+        if running:
+            spec = runner.StageSpec(
+                stage=stage,
+                playbook=self.o.playbooks / f"{stage}.yml",
+                inventory=self.o.inventory,
+                hosts=running,
+                extravars=self._extravars(wave, stage, attempt, running, private, points),
+                private_dir=private,
+                forks=self.o.forks,
+                check=self.o.check,
+                stage_run_ids={h: run_ids[h] for h in running},
+            )
+            outcome = runner.run_stage(spec, self.store, self.observer)
+            results.update(outcome.hosts)
+            evidence = self._evidence(stage, results, private)
+            if stage == "validate":
+                self._retriage(results)
+        else:
+            evidence = {}
+        self._end(wave, stage, attempt, results, run_ids, private, evidence)
+        return results
+
+    def _begin(
+        self, wave: int, stage: str, hosts: list[str], private: Path, points: dict[str, restore_points.Choice]
+    ) -> tuple[dict[str, int], dict[str, HostResult]]:
+        """Commit the "-ing" states, StageRun rows (and restore points) before the playbook starts."""
+        run_ids: dict[str, int] = {}
+        refused: dict[str, HostResult] = {}
+        with self.store.write() as session:
+            rows = {h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(hosts)))}
+            counts = dict(
+                session.exec(
+                    select(StageRun.host_name, func.count())
+                    .where(col(StageRun.host_name).in_(hosts), StageRun.stage == stage)
+                    .group_by(StageRun.host_name)
+                ).all()
+            )
+            for name in hosts:
+                row = rows[name]
+                run = StageRun(
+                    plan_id=self.plan_id,
+                    wave=wave,
+                    host_name=name,
+                    stage=stage,
+                    attempt=counts.get(name, 0) + 1,
+                    status="running",
+                    check_mode=self.o.check,
+                    runner_dir=str(private),
+                )
+                if not self.o.check:
+                    try:
+                        states.begin(row, stage, self.paths[name])
+                    except RefusedError as exc:
+                        refused[name] = HostResult(False, None, f"refused: {exc}")
+                        run.status, run.message, run.finished_at = "failed", str(exc), utcnow()
+                        session.add(run)
+                        continue
+                    session.add(row)
+                    choice = points.get(name)
+                    if choice is not None and choice.snapshot is not None and name in self.new_points:
+                        self.new_points.discard(name)
+                        session.add(
+                            RestorePoint(
+                                host_name=name,
+                                snapshot_id=choice.snapshot.id,
+                                snapshot_time=choice.snapshot.time,
+                                cutoff=choice.cutoff,
+                                skipped=choice.skipped,
+                            )
+                        )
+                session.add(run)
+                session.flush()
+                run_ids[name] = int(run.id or 0)
+        return run_ids, refused
+
+    def _end(
+        self,
+        wave: int,
+        stage: str,
+        attempt: int,
+        results: dict[str, HostResult],
+        run_ids: dict[str, int],
+        private: Path,
+        evidence: dict[str, list[dict[str, Any]]],
+    ) -> None:
+        now = utcnow()
+        with self.store.write() as session:
+            rows = {h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(list(run_ids))))}
+            runs = {
+                r.id: r
+                for r in session.exec(select(StageRun).where(col(StageRun.id).in_(list(run_ids.values()))))
+            }
+            for name, run_id in run_ids.items():
+                run = runs[run_id]
+                if run.status != "running":
+                    continue
+                result = results[name]
+                run.status = "ok" if result.ok else "failed"
+                run.finished_at = now
+                run.task, run.message = result.task, result.message
+                session.add(run)
+                if self.o.check:
+                    continue
+                row = rows[name]
+                if result.ok:
+                    states.finish(row, stage)
+                    for item in evidence.get(name, []):
+                        session.add(
+                            EvidenceItem(
+                                host_name=name,
+                                path=item["path"],
+                                sha256=item["sha256"],
+                                size=int(item.get("size") or 0),
+                                collected_by=self.o.operator,
+                                collected_at=now,
+                                stage_run_id=run_id,
+                                stored_at=item.get("stored_at"),
+                            )
+                        )
+                else:
+                    states.fail(row, stage, _reason(result))
+                session.add(row)
+            audit.record(
+                session,
+                self.o.operator,
+                "run stage",
+                details={
+                    "plan": self.plan_id,
+                    "wave": wave,
+                    "stage": stage,
+                    "attempt": attempt,
+                    "check": self.o.check,
+                    "runner_dir": str(private),
+                    "ok": sorted(h for h, r in results.items() if r.ok),
+                    "failed": {h: _reason(r) for h, r in sorted(results.items()) if not r.ok},
+                },
+            )
+
+    def _fail_without_running(self, wave: int, stage: str, failed: dict[str, HostResult]) -> None:
+        """Hosts refused before their playbook (no clean restore point): entered and failed at once."""
+        with self.store.write() as session:
+            for name, result in failed.items():
+                row = session.exec(select(Host).where(Host.name == name)).one()
+                session.add(
+                    StageRun(plan_id=self.plan_id, wave=wave, host_name=name, stage=stage, status="failed",
+                             check_mode=self.o.check, finished_at=utcnow(), message=result.message)
+                )  # fmt: skip
+                if not self.o.check:
+                    states.begin(row, stage, self.paths[name])
+                    states.fail(row, stage, _reason(result))
+                    session.add(row)
+            audit.record(
+                session,
+                self.o.operator,
+                "run stage",
+                details={"plan": self.plan_id, "wave": wave, "stage": stage, "check": self.o.check,
+                         "failed": {h: _reason(r) for h, r in failed.items()}},
+            )  # fmt: skip
+
+    # --- stage specifics -------------------------------------------------------------------------
+
+    def _extravars(
+        self,
+        wave: int,
+        stage: str,
+        attempt: int,
+        hosts: list[str],
+        private: Path,
+        points: dict[str, restore_points.Choice],
+    ) -> dict[str, Any]:
+        per_host: dict[str, dict[str, Any]] = {}
+        for name in hosts:
+            triage = self.triage.get(name, {})
+            entry: dict[str, Any] = {
+                "action": self.members[name].action,
+                "compromise_time": _iso(triage.get("compromise_time")),
+            }
+            if stage == "collect":
+                entry["triage"] = json.loads(json.dumps(triage, default=_iso))
+            if stage == "restore":
+                choice = points.get(name)
+                if choice is not None and choice.snapshot is not None:
+                    entry["snapshot_id"] = choice.snapshot.id
+            per_host[name] = entry
+        extravars: dict[str, Any] = {
+            "recovery_run": {
+                "plan_id": self.plan_id,
+                "wave": wave,
+                "stage": stage,
+                "attempt": attempt,
+                "operator": self.o.operator,
+                "check": self.o.check,
+            },
+            "recovery_staging_dir": str(private / "staging"),
+            "recovery_hosts": per_host,
+        }
+        if stage == "collect":
+            extravars["recovery_evidence_host"] = self._evidence_host()
+            extravars["recovery_evidence_path"] = self.o.evidence_path
+        return extravars
+
+    def _restore_points(
+        self, hosts: list[str]
+    ) -> tuple[dict[str, restore_points.Choice], dict[str, HostResult]]:
+        """Choose (or, for a resumed restore, keep) each restic host's snapshot; refuse hosts without one."""
+        points: dict[str, restore_points.Choice] = {}
+        refused: dict[str, HostResult] = {}
+        with self.store.read() as session:
+            rows = {h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(hosts)))}
+            kept = {}
+            for name in hosts:
+                if rows[name].state in ("restoring", "failed"):
+                    point = session.exec(
+                        select(RestorePoint)
+                        .where(RestorePoint.host_name == name)
+                        .order_by(col(RestorePoint.id).desc())
+                    ).first()
+                    if point is not None:
+                        kept[name] = point
+        fleet_times = [t["compromise_time"] for t in self.triage.values() if t.get("compromise_time")]
+        scanner = self.o.scanner or restore_points.pack_scanner(self.o.packs)
+        for name in hosts:
+            host = self.inventory.hosts[name]
+            if (host.restore_method or "none") != "restic":
+                continue
+            if name in kept and not self.o.check:
+                point = kept[name]
+                snap = restore_points.Snapshot(point.snapshot_id, point.snapshot_time or utcnow(), name)
+                points[name] = restore_points.Choice(
+                    name, point.cutoff or utcnow(), snap, list(point.skipped)
+                )
+                continue
+            compromise = self.triage.get(name, {}).get("compromise_time") or (
+                min(fleet_times) if fleet_times else None
+            )
+            if compromise is None:
+                refused[name] = HostResult(
+                    False, None, "no compromise time from triage: cannot choose a clean restore point"
+                )
+                continue
+            try:
+                repo = host.vars.get("recovery_restic_repository")
+                password_file = host.vars.get("recovery_restic_password_file")
+                if not repo or not password_file:
+                    raise restore_points.RestoreError(
+                        "set recovery_restic_repository and recovery_restic_password_file in the inventory"
+                    )
+                restic = restore_points.Restic(str(repo), str(password_file))
+                points[name] = restore_points.choose(
+                    restic, name, _aware(compromise), scanner, self.o.restore_margin, scratch_parent=self.root
+                )
+                self.new_points.add(name)
+            except restore_points.RestoreError as exc:
+                refused[name] = HostResult(False, None, f"restore point: {exc}")
+        return points, refused
+
+    def _evidence(
+        self, stage: str, results: dict[str, HostResult], private: Path
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The manifest each host's collect wrote; a host without one did not finish collecting."""
+        if stage != "collect" or self.o.check:
+            return {}
+        out: dict[str, list[dict[str, Any]]] = {}
+        for name, result in results.items():
+            if not result.ok:
+                continue
+            manifest = private / "staging" / name / "manifest.json"
+            try:
+                out[name] = json.loads(manifest.read_text(encoding="utf-8"))["items"]
+            except (OSError, ValueError, KeyError) as exc:
+                results[name] = HostResult(
+                    False, "Report the stored items to the orchestrator", f"no evidence manifest: {exc}"
+                )
+        return out
+
+    def _retriage(self, results: dict[str, HostResult]) -> None:
+        """A host passes validate only if the triage checks now find it clean."""
+        ok = [self.inventory.hosts[h] for h, r in results.items() if r.ok]
+        if self.o.check:
+            ok = [h for h in ok if self.paths[h.name] is states.VERIFY]
+        if not ok:
+            return
+        validator = self.o.validator or _triage_validator(self.o.packs, self.o.forks)
+        for name, (clean, reason) in validator(ok).items():
+            if not clean:
+                results[name] = HostResult(False, "triage re-check", reason)
+
+
+def _triage_validator(packs: list[str], forks: int) -> Validator:
+    def validate(hosts: list[inventory_lib.Host]) -> dict[str, tuple[bool, str]]:
+        from orchestrator.triage import engine as triage_engine
+        from orchestrator.triage import packs as packs_lib
+
+        loaded = packs_lib.load(packs)
+        results = triage_engine.Triage(hosts, loaded, triage_engine.Settings(forks=forks)).run()
+        out = {}
+        for r in results:
+            found = ", ".join(h.check_id for h in r.hits if h.severity != "info")
+            out[r.host] = (
+                r.verdict == "clean",
+                f"triage re-check: {r.verdict}"
+                + (f" ({found})" if found else "")
+                + (f": {r.reason}" if r.reason else ""),
+            )
+        return out
+
+    return validate
+
+
+def _reason(result: HostResult) -> str:
+    task = f"{result.task}: " if result.task else ""
+    return f"{task}{result.message or 'failed'}"
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def run(store: Store, options: RunOptions) -> RunReport:
+    """Run the approved plan (see the module docstring); raises RefusedError when it may not."""
+    return Engine(store, options).run()
+
+
+def reset_host(
+    store: Store, operator: str, host: str, to_stage: str, args: dict[str, Any]
+) -> tuple[str, str]:
+    """An operator's explicit decision to run `to_stage` next for `host` (the only way backwards, e.g.
+    back to wipe after restore began). Audited with the state it left. Returns (old, new) state."""
+    with store.write() as session:
+        view = load_approved_plan(session)
+        member = next((m for m in view.members if m.host_name == host), None)
+        if member is None or member.action not in EXECUTABLE_ACTIONS:
+            raise RefusedError(f"host {host} is not rebuilt or verified by the approved plan {view.plan.id}")
+        row = session.exec(select(Host).where(Host.name == host)).first()
+        if row is None:
+            raise RefusedError(f"no host {host} in the database")
+        path = states.path_for(member.action, row.protected)
+        before = (row.state, row.stage)
+        began_restore = states.restore_begun(row, path)
+        new = states.reset(row, to_stage, path)
+        session.add(row)
+        audit.record(
+            session,
+            operator,
+            "host reset",
+            args,
+            {"from_state": before[0], "from_stage": before[1], "to_state": new, "to_stage": to_stage,
+             "after_restore_began": began_restore, "plan": view.plan.id},
+            host=host,
+        )  # fmt: skip
+    return before[0], new

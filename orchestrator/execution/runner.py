@@ -1,0 +1,325 @@
+"""One stage over a set of hosts: one ansible-runner run, its events queued and written in batches.
+
+ansible-runner calls the event handler on the thread that reads the playbook's output, so the handler
+only appends to a queue: a writer thread turns events into StageEvent rows (one transaction per batch),
+follows each host to its end (the playbook's last task, "Stage done", or a failure) and tells the
+observer, which drives the progress bars. What a host's stage *ended as* is decided from those events
+after the run; the engine commits it.
+
+Nothing secret is handed to ansible-runner: extra vars hold paths and ids only (the restic password is
+a file path), and environment variables whose names say they are secrets travel to ansible-playbook
+through `playbook_exec` in a private file, because ansible-runner writes its environment into the
+artifacts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shlex
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import insert
+
+from orchestrator.store import Store
+from orchestrator.store.audit import SECRET_NAME
+from orchestrator.store.models import StageEvent
+
+DONE_TASK = "Stage done"
+# Events kept as StageEvent rows: enough for a timeline and per-task durations.
+KEPT_EVENTS = frozenset(
+    {"runner_on_start", "runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"}
+)
+BATCH_SECONDS = 0.25
+BATCH_EVENTS = 500
+MESSAGE_LIMIT = 500
+
+
+class Observer(Protocol):
+    """Receives progress from the writer thread (never from ansible-runner's thread)."""
+
+    def task(self, host: str, task: str) -> None: ...
+
+    def host_done(self, host: str, ok: bool) -> None: ...
+
+
+@dataclass
+class HostResult:
+    ok: bool
+    task: str | None = None
+    message: str | None = None
+
+
+@dataclass
+class StageSpec:
+    """Everything one ansible-runner run needs. `private_dir` becomes StageRun.runner_dir."""
+
+    stage: str
+    playbook: Path
+    inventory: list[str]
+    hosts: list[str]
+    extravars: dict[str, Any]
+    private_dir: Path
+    forks: int = 50
+    check: bool = False
+    stage_run_ids: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class StageOutcome:
+    rc: int
+    status: str
+    hosts: dict[str, HostResult]
+    seconds: float
+
+
+def _message(res: Any) -> str | None:
+    if not isinstance(res, dict):
+        return None
+    if res.get("censored"):
+        return "output hidden (no_log)"
+    msg = res.get("msg")
+    if not msg and res.get("stderr"):
+        msg = str(res["stderr"]).strip().splitlines()[-1:]
+        msg = msg[0] if msg else None
+    if not msg and "rc" in res:
+        msg = f"exit code {res['rc']}"
+    if msg is None:
+        return None
+    text = msg if isinstance(msg, str) else json.dumps(msg, default=str)
+    return text.strip()[:MESSAGE_LIMIT]
+
+
+@dataclass
+class _Tracker:
+    """Per-host end of the stage, followed from the events in the writer thread."""
+
+    hosts: set[str]
+    done: set[str] = field(default_factory=set)
+    failed: dict[str, HostResult] = field(default_factory=dict)
+
+    def feed(self, event: str, host: str, task: str | None, message: str | None) -> bool | None:
+        """Returns True/False when `host` just ended ok/failed, None otherwise."""
+        if host not in self.hosts or host in self.done or host in self.failed:
+            return None
+        if event == "runner_on_failed":
+            self.failed[host] = HostResult(False, task, message)
+            return False
+        if event == "runner_on_unreachable":
+            self.failed[host] = HostResult(False, task, f"unreachable: {message or ''}".strip())
+            return False
+        if event in ("runner_on_ok", "runner_on_skipped") and task == DONE_TASK:
+            self.done.add(host)
+            return True
+        return None
+
+    def results(self, rc: int) -> dict[str, HostResult]:
+        out: dict[str, HostResult] = {}
+        for host in sorted(self.hosts):
+            if host in self.failed:
+                out[host] = self.failed[host]
+            elif host in self.done:
+                out[host] = HostResult(True)
+            else:
+                out[host] = HostResult(
+                    False, None, f"did not finish the stage (ansible-playbook exit code {rc})"
+                )
+        return out
+
+
+class EventWriter(threading.Thread):
+    """Drains the queue: StageEvent rows in batches, host ends to the tracker and the observer."""
+
+    def __init__(self, store: Store | None, spec: StageSpec, observer: Observer | None) -> None:
+        super().__init__(name=f"events-{spec.stage}", daemon=True)
+        self.queue: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
+        self.store = store
+        self.spec = spec
+        self.observer = observer
+        self.tracker = _Tracker(set(spec.hosts))
+        self.error: BaseException | None = None
+
+    def handler(self, event: dict[str, Any]) -> bool:
+        """ansible-runner's event_handler: cheap, never blocks, keeps the event file on disk."""
+        name = event.get("event")
+        if name in KEPT_EVENTS:
+            data = event.get("event_data") or {}
+            res = data.get("res") if name in ("runner_on_failed", "runner_on_unreachable") else None
+            if name == "runner_on_failed" and data.get("ignore_errors"):
+                name = "runner_on_failed_ignored"
+            self.queue.put((name, data.get("host"), data.get("task"), res, event.get("created")))
+        return True
+
+    def stop(self) -> None:
+        self.queue.put(None)
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # surfaced by stop(): the run's result must not be lost silently
+            self.error = exc
+
+    def _loop(self) -> None:
+        pending: list[dict[str, Any]] = []
+        last = time.monotonic()
+        finished = False
+        while not finished:
+            try:
+                item = self.queue.get(timeout=BATCH_SECONDS)
+            except queue.Empty:
+                item = ()
+            if item is None:
+                finished = True
+            elif item:
+                pending.append(self._consume(*item))
+            if pending and (
+                finished or len(pending) >= BATCH_EVENTS or time.monotonic() - last >= BATCH_SECONDS
+            ):
+                self._write(pending)
+                pending = []
+                last = time.monotonic()
+
+    def _consume(
+        self, name: str, host: str | None, task: str | None, res: Any, created: Any
+    ) -> dict[str, Any]:
+        message = _message(res)
+        if host and self.observer is not None and name == "runner_on_start" and task:
+            self.observer.task(host, task)
+        if host:
+            ended = self.tracker.feed(name, host, task, message)
+            if ended is not None and self.observer is not None:
+                self.observer.host_done(host, ended)
+        return {
+            "stage_run_id": self.spec.stage_run_ids.get(host or ""),
+            "host_name": host or "",
+            "event": name,
+            "task": task,
+            "created_at": _parse_created(created),
+        }
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        if self.store is None:
+            return
+        rows = [r for r in rows if r["host_name"]]
+        if rows:
+            with self.store.write() as session:
+                session.execute(insert(StageEvent), rows)
+
+
+def _parse_created(value: Any) -> datetime:
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    return datetime.now(UTC)
+
+
+def split_secret_env(environ: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(safe, secret): variables whose names say they hold a secret go the private way."""
+    safe, secret = {}, {}
+    for key, value in environ.items():
+        (secret if SECRET_NAME.search(key) else safe)[key] = value
+    return safe, secret
+
+
+def _playbook_shim(private_dir: Path) -> Path:
+    """The executable ansible-runner starts in place of ansible-playbook (see playbook_exec)."""
+    shim = private_dir / "ansible-playbook"
+    shim.write_text(
+        f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m orchestrator.execution.playbook_exec "$@"\n',
+        encoding="utf-8",
+    )
+    shim.chmod(0o700)
+    return shim
+
+
+def ansible_playbook_path() -> str:
+    """The ansible-playbook next to this Python (the venv's), else the one on PATH."""
+    local = Path(sys.executable).parent / "ansible-playbook"
+    return str(local) if local.exists() else "ansible-playbook"
+
+
+def run_stage(
+    spec: StageSpec,
+    store: Store | None = None,
+    observer: Observer | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> StageOutcome:
+    """Run the stage's playbook on `spec.hosts` and return how each host ended.
+
+    Must be called from the main thread: the playbook's parent-death signal is tied to the thread
+    that starts it.
+    """
+    import ansible_runner
+
+    private = spec.private_dir
+    (private / "env").mkdir(parents=True, exist_ok=True)
+    (private / "env" / "extravars").write_text(
+        json.dumps(spec.extravars, indent=1, default=str), encoding="utf-8"
+    )
+    limit_file = private / "limit"
+    limit_file.write_text("".join(f"{h}\n" for h in spec.hosts), encoding="utf-8")
+    _, secret_env = split_secret_env(dict(os.environ))
+    secret_dir = Path(tempfile.mkdtemp(prefix="orchestrator-secrets-"))
+    secret_file = secret_dir / "env.json"
+    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(secret_env, f)
+    envvars = {
+        "ANSIBLE_CONFIG": str(spec.playbook.parent / "ansible.cfg"),
+        # ansible-runner turns host key checking off unless told otherwise: never.
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
+        "ORCHESTRATOR_SECRET_ENV_FILE": str(secret_file),
+        "ORCHESTRATOR_PARENT_PID": str(os.getpid()),
+        "ORCHESTRATOR_ANSIBLE_PLAYBOOK": ansible_playbook_path(),
+    }
+    writer = EventWriter(store, spec, observer)
+    writer.start()
+    started = time.monotonic()
+    try:
+        runner = ansible_runner.interface.init_runner(
+            private_data_dir=str(private),
+            project_dir=str(spec.playbook.parent),
+            playbook=str(spec.playbook),
+            inventory=[str(Path(i).absolute()) for i in spec.inventory],
+            limit=f"@{limit_file}",
+            forks=spec.forks,
+            # With `binary` set, ansible-runner leaves the playbook to the command line.
+            cmdline=shlex.join([*(["--check"] if spec.check else []), str(spec.playbook)]),
+            ident="run",
+            quiet=True,
+            envvars=envvars,
+            binary=str(_playbook_shim(private)),
+            event_handler=writer.handler,
+            cancel_callback=cancel,
+        )
+        # The environment ansible-runner records in its artifacts: without the secrets it was built
+        # from (they reach ansible-playbook through the private file).
+        runner.config.env = {k: v for k, v in runner.config.env.items() if k not in secret_env}
+        runner.run()
+        rc = runner.rc if runner.rc is not None else 255
+        status = runner.status
+    finally:
+        writer.stop()
+        for path in (secret_file, secret_dir):
+            with contextlib.suppress(OSError):
+                path.unlink() if path.is_file() else path.rmdir()
+    return StageOutcome(
+        rc=rc, status=status, hosts=writer.tracker.results(rc), seconds=time.monotonic() - started
+    )
