@@ -115,7 +115,8 @@ def test_every_plan_respects_dependencies_limits_and_places_every_host_once(flee
     for m in draft.members:
         h, v = by_name[m.host], verdicts.get(m.host)
         if h.protected:
-            assert m.action == PROTECTED
+            triaged = v is not None and v.verdict in ("clean", "infected", "suspicious")
+            assert m.action == (PROTECTED if triaged and "waits for" not in m.reason else HOLD)
         elif v is None or v.verdict in ("unreachable", "error"):
             assert m.action == HOLD
         elif m.action != HOLD:
@@ -197,25 +198,34 @@ def test_tier_0_found_infected_is_rebuilt_and_a_hold_spreads_naming_its_root() -
     assert [w.tier for w in draft.waves] == [0, 0, 1, 1]
 
 
-def test_protected_hosts_are_never_wiped_and_block_their_dependants_unless_clean() -> None:
+def test_protected_hosts_are_only_verified_and_block_their_dependants_unless_clean() -> None:
     hosts = [
         host("bkp1", 0, protected=True),
         host("bkp2", 0, protected=True),
         host("a", 2, ["bkp1"]),
         host("b", 2, ["bkp2"]),
+        host("lost", 0, protected=True),
+        host("c", 0, ["lost"], protected=True),
     ]
     verdicts = {
         "bkp1": Verdict("infected"),
         "bkp2": Verdict("clean"),
         "a": Verdict("clean"),
         "b": Verdict("infected"),
+        "lost": Verdict("unreachable"),
+        "c": Verdict("clean"),
     }
     m = {x.host: x for x in build(hosts, verdicts, Limits(), DURATIONS).members}
-    assert m["bkp1"].action == PROTECTED and m["bkp1"].wave is None
+    assert (m["bkp1"].action, m["bkp1"].wave, m["bkp1"].estimated_s) == (PROTECTED, 1, 40 * 60)
     assert m["bkp1"].reason.startswith("PROTECTED HOST FOUND INFECTED")
-    assert m["bkp2"].action == PROTECTED and "found clean" in m["bkp2"].reason
-    assert m["a"].action == HOLD and "waits for bkp1 (protected, infected)" in m["a"].reason
-    assert (m["b"].action, m["b"].wave) == (REBUILD, 1)
+    assert (m["bkp2"].action, m["bkp2"].wave) == (PROTECTED, 1)
+    assert m["bkp2"].reason == "protected, never wiped: clean; verified only"
+    assert m["a"].action == HOLD and m["a"].reason == "clean; waits for bkp1 (protected, infected)"
+    assert (m["b"].action, m["b"].wave) == (REBUILD, 2)
+    assert m["lost"].action == HOLD and m["lost"].reason.startswith("protected, never wiped: unreachable")
+    assert (
+        m["c"].action == HOLD and m["c"].reason == "protected, clean; waits for lost (protected, unreachable)"
+    )
 
 
 def test_a_dependency_on_a_later_tier_moves_the_host_after_it() -> None:

@@ -117,7 +117,7 @@ def test_plan_show_approve_and_the_execution_gate(cli: Cli, fleet: str) -> None:
     assert doc["plan"]["status"] == "draft" and doc["plan"]["triage_run_id"] == run
     assert doc["summary"] == {"hosts": 10, "rebuild": 5, "verify": 3, "hold": 1, "protected": 1, "waves": 5}
     assert [(w["tier"], w["hosts"]) for w in doc["waves"]] == [
-        (0, ["dc1", "dc2"]),
+        (0, ["dc1", "dc2", "bkp1"]),
         (1, ["db1"]),
         (1, ["app2", "app1"]),
         (3, ["ws2", "ws1"]),  # one north rebuild per wave: ws3 waits
@@ -140,10 +140,10 @@ def test_plan_show_approve_and_the_execution_gate(cli: Cli, fleet: str) -> None:
     assert audit_commands(cli.db) == ["plan", "plan approve"]
     view = approved_plan(cli.db)
     assert view.plan.approved_by == "Dr Martin" and view.plan.approved_hash == doc["plan"]["content_hash"]
-    assert [m.host_name for m in view.wave_members()[1]] == ["dc1", "dc2"]
+    assert [m.host_name for m in view.wave_members()[1]] == ["dc1", "dc2", "bkp1"]
 
     con = sqlite3.connect(cli.db)
-    con.execute("UPDATE plan_member SET action = 'rebuild', wave = 1 WHERE host_name = 'bkp1'")
+    con.execute("UPDATE plan_member SET action = 'rebuild' WHERE host_name = 'bkp1'")
     con.commit()
     con.close()
     with pytest.raises(RefusedError, match="changed since Dr Martin approved it"):
@@ -161,7 +161,7 @@ def test_waves_respect_the_site_limit_and_the_hold_spreads(cli: Cli, fleet: str)
         and members["app1"]["reason"] == "clean; waits for db1 (unreachable)"
     )
     assert members["ws1"]["reason"] == "clean; waits for db1 (unreachable) via app1"
-    assert [w["hosts"] for w in doc["waves"]] == [["dc1", "dc2"]]
+    assert [w["hosts"] for w in doc["waves"]] == [["dc1", "dc2", "bkp1"]]
 
 
 def test_capacity_spreads_rebuilds_across_waves(cli: Cli, fleet: str) -> None:
@@ -173,6 +173,7 @@ def test_capacity_spreads_rebuilds_across_waves(cli: Cli, fleet: str) -> None:
         assert sum(1 for h in wave["hosts"] if by_host[h]["action"] == "rebuild" and h in NORTH) <= 1
     assert [w["hosts"] for w in doc["waves"]] == [
         ["dc1", "dc2"],
+        ["bkp1"],
         ["db1"],
         ["app2", "app1"],
         ["ws2", "ws1"],

@@ -216,7 +216,7 @@ def _render_plan(view: plan_store.PlanView, only_wave: int | None, summary: bool
     out.print(_estimate_line(view), highlight=False)
     doc = document.plan_document(view)
     waves = Table(title=f"{len(view.waves)} wave(s)")
-    for column in ("wave", "tier", "rebuild", "verify", "estimated", "starts", "ends"):
+    for column in ("wave", "tier", "rebuild", "verify", "protected", "estimated", "starts", "ends"):
         waves.add_column(column, justify="right" if column != "wave" else "left")
     for w in doc["waves"]:
         waves.add_row(
@@ -224,19 +224,21 @@ def _render_plan(view: plan_store.PlanView, only_wave: int | None, summary: bool
             str(w["tier"]),
             str(w["rebuild"]),
             str(w["verify"]),
+            str(w["protected"]),
             _hm(w["estimated_s"]),
             _hm(w["start_s"]),
             _hm(w["end_s"]),
         )
     out.print(waves)
-    people = [m for m in view.members if m.action in (PROTECTED, HOLD)]
+    people = [m for m in view.members if m.action == HOLD or (m.action == PROTECTED and m.verdict != "clean")]
     if people:
         table = Table(title=f"{len(people)} host(s) need a person")
-        for column in ("host", "action", "tier", "verdict", "reason"):
+        for column in ("host", "action", "wave", "tier", "verdict", "reason"):
             table.add_column(column, overflow="fold")
         for m in people:
             style = "bold red" if m.action == PROTECTED and m.verdict != "clean" else None
-            table.add_row(m.host_name, m.action, str(m.tier), m.verdict or "", m.reason, style=style)
+            wave = str(m.wave) if m.wave is not None else ""
+            table.add_row(m.host_name, m.action, wave, str(m.tier), m.verdict or "", m.reason, style=style)
         out.print(table)
     if summary:
         return

@@ -3,7 +3,9 @@
 Infected or suspicious hosts are rebuilt, never cleaned (tier 0 included: the trust core is
 reinstalled). Clean hosts are verified. Hosts nobody could triage wait for a person, and so does every
 host that needs them. Protected hosts (backups, evidence store) are never wiped whatever their verdict:
-a found infection there is a decision for a person, flagged as such.
+they take the verify path in their wave (whose re-scan stops a dirty one before it reconnects), and a
+found infection there is a decision for a person, flagged as such, that the hosts depending on it
+wait for.
 """
 
 from __future__ import annotations
@@ -45,17 +47,17 @@ def _own(host: Host, verdict: Verdict | None) -> Decision:
     detail = _detail(verdict)
     if host.protected:
         if name == CLEAN:
-            return Decision(PROTECTED, "protected, never wiped: found clean; verify it by hand", name)
+            return Decision(PROTECTED, f"protected, never wiped: clean{detail}; verified only", name)
         if name in (INFECTED, SUSPICIOUS):
             return Decision(
                 PROTECTED,
-                f"PROTECTED HOST FOUND {name.upper()}{detail}: never wiped by the plan; a person must decide",
+                f"PROTECTED HOST FOUND {name.upper()}{detail}: never wiped, verified only; a person must decide",
                 name,
                 blocks=f"protected, {name}",
             )
         status = name or "not triaged"
         return Decision(
-            PROTECTED,
+            HOLD,
             f"protected, never wiped: {status}{detail}; a person must check it",
             name,
             blocks=f"protected, {status}",
@@ -97,6 +99,8 @@ def decide(
                 root = root_of[via]
                 path = f" via {via}" if via != root else ""
                 own = decision.verdict or "not triaged"
+                if decision.action == PROTECTED:
+                    own = f"protected, {own}"
                 decision = Decision(
                     HOLD,
                     f"{own}; waits for {root} ({decisions[root].blocks}){path}",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.planning.model import ACTIONS, REBUILD, VERIFY
+from orchestrator.planning.model import ACTIONS, PROTECTED, REBUILD, VERIFY
 from orchestrator.planning.store import Change, PlanDiff, PlanView
 from orchestrator.store.models import Host, PlanMember
 
@@ -102,6 +102,7 @@ def plan_document(view: PlanView) -> dict[str, Any]:
                 "end_s": schedule[w.number][1],
                 "rebuild": sum(1 for m in by_wave[w.number] if m.action == REBUILD),
                 "verify": sum(1 for m in by_wave[w.number] if m.action == VERIFY),
+                "protected": sum(1 for m in by_wave[w.number] if m.action == PROTECTED),
                 "hosts": [m.host_name for m in by_wave[w.number]],
             }
             for w in view.waves
@@ -111,7 +112,7 @@ def plan_document(view: PlanView) -> dict[str, Any]:
 
 
 def csv_rows(view: PlanView, hosts: Mapping[str, Host]) -> list[dict[str, Any]]:
-    """One row per host, in running order; hosts on hold and protected ones last, without a wave."""
+    """One row per host, in running order; hosts on hold last, without a wave."""
     schedule = _schedule(view)
     tiers = {w.number: w.tier for w in view.waves}
     rows = []

@@ -12,14 +12,16 @@ from typing import Any
 import yaml
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.planning.model import REBUILD, VERIFY
+from orchestrator.execution import states
+from orchestrator.planning.model import PROTECTED, REBUILD, VERIFY
 
-# The stage sequences of the two recovery paths (architecture: the host state machine).
+# The stages of each action's path, as the execution engine runs them (protected hosts: verify).
 STAGES_BY_ACTION: dict[str, tuple[str, ...]] = {
-    REBUILD: ("isolate", "collect", "wipe", "reimage", "restore", "validate", "reconnect"),
-    VERIFY: ("validate", "harden", "reconnect"),
+    REBUILD: states.REBUILD,
+    VERIFY: states.VERIFY,
+    PROTECTED: states.VERIFY,
 }
-STAGES = ("isolate", "collect", "wipe", "reimage", "restore", "validate", "harden", "reconnect")
+STAGES = states.STAGE_ORDER
 # Stages whose duration depends on the host's method, and the host attribute naming it.
 METHOD_STAGES = {"reimage": "reimage_method", "restore": "restore_method"}
 
@@ -47,7 +49,7 @@ class Durations:
         return self.stages[stage].seconds
 
     def host_seconds(self, action: str, reimage_method: str | None, restore_method: str | None) -> float:
-        """One host's time through its path; hold and protected hosts take no wave time."""
+        """One host's time through its path; a host on hold takes no wave time."""
         methods = {"reimage": reimage_method, "restore": restore_method}
         return sum(self.stage_seconds(s, methods.get(s)) for s in STAGES_BY_ACTION.get(action, ()))
 

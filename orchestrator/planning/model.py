@@ -10,7 +10,7 @@ VERIFY = "verify"
 HOLD = "hold"
 PROTECTED = "protected"
 ACTIONS = (REBUILD, VERIFY, HOLD, PROTECTED)
-SCHEDULED = (REBUILD, VERIFY)  # the actions that take a place in a wave
+SCHEDULED = (REBUILD, VERIFY, PROTECTED)  # the actions that take a place in a wave
 
 CLEAN = "clean"
 SUSPICIOUS = "suspicious"

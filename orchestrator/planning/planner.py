@@ -9,9 +9,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.inventory import Host, find_cycles
 from orchestrator.planning import actions, bounds, capacity, waves
 from orchestrator.planning.durations import Durations
-from orchestrator.planning.model import HOLD, PROTECTED, SCHEDULED, Draft, Limits, Member, Verdict
-
-_UNSCHEDULED_ORDER = {PROTECTED: 0, HOLD: 1}
+from orchestrator.planning.model import SCHEDULED, Draft, Limits, Member, Verdict
 
 
 def dependency_order(deps: Mapping[str, Sequence[str]]) -> list[str]:
@@ -83,10 +81,7 @@ def build(
                     job.seconds,
                 )
             )
-    waiting = sorted(
-        (n for n in by_name if n not in in_plan), key=lambda n: (_UNSCHEDULED_ORDER[decisions[n].action], n)
-    )
-    for name in waiting:
+    for name in sorted(n for n in by_name if n not in in_plan):
         host, decision = by_name[name], decisions[name]
         members.append(
             Member(name, decision.action, None, host.tier, host.priority, decision.verdict, decision.reason)

@@ -135,7 +135,7 @@ class PlanWave(SQLModel, table=True):
 
 
 class PlanMember(SQLModel, table=True):
-    """A host's place in a plan: its action, its wave (none when on hold or protected) and why."""
+    """A host's place in a plan: its action, its wave (none when on hold) and why."""
 
     __tablename__ = "plan_member"
     __table_args__ = (
