@@ -103,13 +103,23 @@ def _register() -> None:
         audit_cmd,
         completion_cmd,
         inventory_cmd,
+        lab_cmd,
         plan_cmd,
         report_cmd,
         run_cmd,
         status_cmd,
     )
 
-    for module in (inventory_cmd, plan_cmd, status_cmd, report_cmd, audit_cmd, run_cmd, completion_cmd):
+    for module in (
+        inventory_cmd,
+        plan_cmd,
+        status_cmd,
+        report_cmd,
+        audit_cmd,
+        run_cmd,
+        lab_cmd,
+        completion_cmd,
+    ):
         for command in module.commands:
             main.add_command(command)
 

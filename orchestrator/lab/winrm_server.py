@@ -85,7 +85,7 @@ def start(
     pid_file.unlink(missing_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "orchestrator.lab.winrm_server", "--credentials", str(credentials)]
+    argv = [sys.executable, "-m", "orchestrator.lab.winrm", "--credentials", str(credentials)]
     for ep in endpoints:
         argv += ["--listen", ep.listen(), "--state", str(ep.state)]
         if ep.credentials is not None:
