@@ -33,7 +33,12 @@ BUCKET_LABELS = {
     "other": "other",
 }
 BUCKET_STYLES = {"recovered": "green", "failed": "bold red", "hold": "yellow", "in_progress": "cyan"}
-WHY_LABELS = {"failed": "failed", "hold": "on hold", "protected_infected": "protected, infected"}
+WHY_LABELS = {
+    "failed": "failed",
+    "hold": "on hold",
+    "protected_infected": "protected, infected",
+    "protected_suspicious": "protected, suspicious",
+}
 TABLE_ROWS = 20  # hosts needing a person shown in the table; --json lists them all
 
 
@@ -150,9 +155,8 @@ def render_fleet(data: dict[str, Any]) -> RenderableType:
             Text(BUCKET_LABELS[bucket], style=BUCKET_STYLES.get(bucket, "")), str(count), pct, detail
         )
 
-    waves = _progress_table("Waves", "wave", data["waves"], with_eta=True)
-    tiers = _progress_table("Tiers", "tier", data["tiers"], with_eta=False)
-    parts: list[RenderableType] = [head, buckets, waves, tiers]
+    # Who needs a person comes before the long tables: --watch crops what does not fit the screen.
+    parts: list[RenderableType] = [head, buckets]
     attention = data["attention"]
     if attention["count"]:
         table = Table(title=f"Needs a person: {attention['count']} host(s)", title_justify="left")
@@ -173,7 +177,9 @@ def render_fleet(data: dict[str, Any]) -> RenderableType:
         parts.append(table)
         if attention["count"] > len(attention["hosts"]):
             more = attention["count"] - len(attention["hosts"])
-            parts.append(Text(f"... and {more} more: orchestrator status --state failed --json", style="dim"))
+            parts.append(Text(f"... and {more} more: all are in orchestrator status --json", style="dim"))
+    parts.append(_progress_table("Waves", "wave", data["waves"], with_eta=True))
+    parts.append(_progress_table("Tiers", "tier", data["tiers"], with_eta=False))
     return Group(*parts)
 
 

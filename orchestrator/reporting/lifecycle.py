@@ -30,9 +30,15 @@ PENDING_STATES = tuple(sorted(states.START_STATES))
 IN_PROGRESS_STATES = (*ACTIVE_STATE, *DONE_STATE)
 
 
-def category(state: str) -> str:
+# Plan actions that keep a host where it is until a person acts: the host's state stays `new` or
+# `planned`, and the plan says why.
+WAITING_ACTIONS = ("hold", "protected")
+
+
+def category(state: str, action: str | None = None) -> str:
+    """The bucket of a host in `state` whose current plan gives it `action`."""
     if state in states.START_STATES:
-        return "pending"
+        return action if action in WAITING_ACTIONS else "pending"
     if state in ACTIVE_STATE or state in DONE_STATE:
         return "in_progress"
     if state in (states.RECOVERED, states.FAILED, "hold", "protected"):
@@ -51,6 +57,8 @@ def remaining_stages(action: str | None, state: str, protected: bool = False) ->
     Hosts that wait for a person (failed, hold, protected state) and hosts the plan does not run
     have none: no estimate can say when a person will act.
     """
+    if state in states.START_STATES and action not in states.PATHS:
+        return ()  # held, protected (verified by hand) or not planned: nothing scheduled
     try:
         path = states.path_for(action or "", protected)
     except RefusedError:

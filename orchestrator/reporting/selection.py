@@ -12,11 +12,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.reporting import lifecycle
 from orchestrator.store.models import Host
 
 # SQLite accepts 32,766 bound parameters per statement; stay well below.
@@ -36,17 +34,6 @@ class HostFilter:
         return {"wave": self.wave, "tier": self.tier, "state": self.state, "limit": self.pattern}
 
 
-def state_condition(state: str) -> ColumnElement[bool]:
-    """A state name, or a bucket name standing for all its states."""
-    if state in lifecycle.STATE_ORDER:
-        return col(Host.state) == state
-    if state in lifecycle.CATEGORIES and state != "other":
-        members = [s for s in lifecycle.STATE_ORDER if lifecycle.category(s) == state]
-        return col(Host.state).in_(members)
-    known = ", ".join((*lifecycle.CATEGORIES[:-1], *lifecycle.STATE_ORDER))
-    raise OrchestratorError(f"--state {state!r}: not a state or bucket (one of: {known})")
-
-
 def match_pattern(session: Session, pattern: str) -> list[str]:
     """Names of the recorded hosts an Ansible pattern selects; refuses a pattern that selects none."""
     from ansible.inventory.manager import InventoryManager
@@ -63,10 +50,29 @@ def match_pattern(session: Session, pattern: str) -> list[str]:
                 manager.add_group(group)
                 known_groups.add(group)
             manager.add_host(name, group=group)
-    names = [h.name for h in manager.get_hosts(pattern=pattern)]
+    names = _quietly(manager, pattern)
     if not names:
         raise OrchestratorError(f"-l {pattern!r} matches no host recorded in the database")
     return names
+
+
+def _quietly(manager: Any, pattern: str) -> list[str]:
+    """Ansible warns on stderr for each part of a pattern that matches nothing; we say it once, as
+    an error, and only when the whole pattern matches nothing."""
+    from ansible.inventory import manager as manager_module
+
+    display = manager_module.display
+    original = display.warning
+
+    def warning(msg: str, *args: Any, **kwargs: Any) -> None:
+        if not msg.startswith("Could not match supplied host pattern"):
+            original(msg, *args, **kwargs)
+
+    display.warning = warning  # type: ignore[method-assign]
+    try:
+        return [h.name for h in manager.get_hosts(pattern=pattern)]
+    finally:
+        display.warning = original  # type: ignore[method-assign]
 
 
 def chunks(names: Sequence[str] | None) -> Iterator[Sequence[str] | None]:

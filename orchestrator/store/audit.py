@@ -127,8 +127,6 @@ def verify(session: Session) -> ChainProblem | None:
         if head is None or entry.id > head.last_id:
             after = f"the newest recorded entry, {head.last_id}" if head else "an empty log"
             return ChainProblem(entry.id, "inserted", f"entry {entry.id} was inserted after {after}")
-        if entry.prev_hash != prev_hash:
-            return _broken_link(entry.id, prev_id)
         expected = _digest(
             entry.prev_hash,
             entry.ts,
@@ -140,8 +138,13 @@ def verify(session: Session) -> ChainProblem | None:
         )
         if entry.hash != expected:
             return ChainProblem(
-                entry.id, "altered", f"entry {entry.id} was altered: its hash does not match its content"
+                entry.id,
+                "altered",
+                f"entry {entry.id} was altered or forged: its hash does not match its content",
             )
+        # Consistent in itself but not linked to the entry before: rows went missing, or it was put here.
+        if entry.prev_hash != prev_hash:
+            return _broken_link(entry.id, prev_id)
         prev_hash, prev_id = entry.hash, entry.id
     if head is not None and (prev_id, prev_hash) != (head.last_id, head.last_hash):
         return ChainProblem(

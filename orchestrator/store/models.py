@@ -140,7 +140,7 @@ class PlanMember(SQLModel, table=True):
     __tablename__ = "plan_member"
     __table_args__ = (
         UniqueConstraint("plan_id", "host_name"),
-        Index("ix_plan_member_progress", "plan_id", "wave", "action", "host_name"),  # status per wave
+        Index("ix_plan_member_progress", "plan_id", "action", "wave", "host_name"),  # status per wave
     )
     id: int | None = Field(default=None, primary_key=True)
     plan_id: int = Field(foreign_key="plan.id", index=True)
