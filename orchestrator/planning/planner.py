@@ -13,11 +13,10 @@ from orchestrator.planning.model import SCHEDULED, Draft, Limits, Member, Verdic
 
 
 def dependency_order(deps: Mapping[str, Sequence[str]]) -> list[str]:
-    """Every host after the hosts it depends on; a cycle is refused with its path."""
+    """Every host after the hosts it depends on; a cycle is refused with its path. Which of the
+    valid orders this is changes nothing downstream: every choice there is made by an explicit key."""
     try:
-        return list(
-            graphlib.TopologicalSorter({n: sorted(d) for n, d in sorted(deps.items())}).static_order()
-        )
+        return list(graphlib.TopologicalSorter(deps).static_order())
     except graphlib.CycleError:
         cycle = find_cycles(dict(deps), limit=1)[0]
         raise OrchestratorError(f"dependency cycle: {' -> '.join(cycle)}") from None
@@ -36,7 +35,7 @@ def build(
 
     scheduled = [n for n in order if decisions[n].action in SCHEDULED]
     in_plan = set(scheduled)
-    sched_deps = {n: tuple(sorted(d for d in deps[n] if d in in_plan)) for n in scheduled}
+    sched_deps = {n: tuple(d for d in deps[n] if d in in_plan) for n in scheduled}
     effective = waves.effective_tiers(scheduled, {n: by_name[n].tier for n in scheduled}, sched_deps)
     resource_limits = dict(limits.capacities)
     if limits.max_wave_size is not None:
@@ -67,7 +66,7 @@ def build(
             host, decision, job = by_name[name], decisions[name], jobs[name]
             reason = decision.reason
             if job.tier != host.tier:
-                later = next(d for d in job.deps if jobs[d].tier == job.tier)
+                later = min(d for d in job.deps if jobs[d].tier == job.tier)
                 reason += f"; scheduled with tier {job.tier}: depends on {later}"
             members.append(
                 Member(
