@@ -108,10 +108,12 @@ def _register() -> None:
         report_cmd,
         run_cmd,
         status_cmd,
+        triage_cmd,
     )
 
     for module in (
         inventory_cmd,
+        triage_cmd,
         plan_cmd,
         status_cmd,
         report_cmd,

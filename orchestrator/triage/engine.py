@@ -1,0 +1,205 @@
+"""Hosts x packs: every host checked concurrently (a bounded thread pool), each with one connection and
+one script, its output read into a verdict, evidence and an estimated compromise time.
+
+The verdict is the worst severity among the checks that matched (info never changes it); the
+compromise time is the earliest timestamp among the indicators that made the host suspicious or
+infected, which later decides the newest restore point that is still clean. A host that cannot be
+checked is `unreachable` (refused, timed out, no such name) or `error` (authentication, host key,
+command failure): never silently `clean`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from orchestrator.inventory import Host
+from orchestrator.triage import evidence, packs, scripts, transports
+from orchestrator.triage.packs import SEVERITY_RANK, Pack
+
+VERDICTS = ("clean", "suspicious", "infected", "unreachable", "error")
+DEFAULT_FORKS = 50
+DEFAULT_TIMEOUT = 60.0
+
+
+@dataclass
+class Hit:
+    """A check that matched on a host."""
+
+    check_id: str
+    title: str
+    severity: str
+    evidence: str
+    first_seen: datetime | None
+
+
+@dataclass
+class HostResult:
+    host: str
+    os: str
+    verdict: str
+    reason: str | None = None
+    duration_s: float = 0.0
+    compromise_time: datetime | None = None
+    hits: list[Hit] = field(default_factory=list)
+    new_key: str | None = None  # a host key accepted with --trust-new-keys
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "os": self.os,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "duration_s": round(self.duration_s, 3),
+            "compromise_time": self.compromise_time.isoformat() if self.compromise_time else None,
+            "matches": [
+                {
+                    "check": h.check_id,
+                    "title": h.title,
+                    "severity": h.severity,
+                    "first_seen": h.first_seen.isoformat() if h.first_seen else None,
+                    "evidence": h.evidence,
+                }
+                for h in self.hits
+            ],
+        }
+
+
+@dataclass
+class Settings:
+    forks: int = DEFAULT_FORKS
+    timeout: float = DEFAULT_TIMEOUT
+    trust_new_keys: bool = False
+
+
+class Triage:
+    """One triage run's fixed parts: the rendered scripts, the checks behind them, the secrets to scrub."""
+
+    def __init__(self, hosts: Sequence[Host], loaded: Sequence[Pack], settings: Settings) -> None:
+        self.hosts = list(hosts)
+        self.settings = settings
+        self.checks = {os_name: packs.checks_for(loaded, os_name) for os_name in packs.OSES}
+        self.scripts = {
+            os_name: scripts.render(os_name, checks) for os_name, checks in self.checks.items() if checks
+        }
+        self.scrub = evidence.Scrubber(_secrets(self.hosts))
+        self.ssh = transports.SSHOptions(trust_new_keys=settings.trust_new_keys)
+        # authorized_keys entries that are not a foothold: our own login keys and the packs' trusted keys.
+        self.trusted_keys = {k for p in loaded for k in p.trusted_keys} | transports.login_key_fingerprints(
+            [h for h in self.hosts if h.os == "linux"], self.ssh
+        )
+
+    def run(self, on_result: Callable[[HostResult], None] | None = None) -> list[HostResult]:
+        """Check every host; `on_result` is called in the calling thread as each host finishes."""
+        results: list[HostResult] = []
+        workers = max(1, min(self.settings.forks, len(self.hosts) or 1))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="triage") as pool:
+            futures = [pool.submit(self.check_host, host) for host in self.hosts]
+            for future in as_completed(futures):
+                result = future.result()
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+        order = {h.name: i for i, h in enumerate(self.hosts)}
+        results.sort(key=lambda r: order[r.host])
+        return results
+
+    def check_host(self, host: Host) -> HostResult:
+        started = time.monotonic()
+        try:
+            result = self._check(host)
+        except Exception as exc:  # one host's surprise must not stop the other 1,849
+            result = HostResult(host.name, host.os, "error", f"internal error: {type(exc).__name__}: {exc}")
+        result.duration_s = time.monotonic() - started
+        if result.reason:
+            result.reason = self.scrub(result.reason)
+        return result
+
+    def _check(self, host: Host) -> HostResult:
+        script = self.scripts.get(host.os)
+        if script is None:
+            return HostResult(host.name, host.os, "error", f"no check in the packs for {host.os} hosts")
+        transport = transports.for_host(host, self.ssh)
+        try:
+            rc, stdout, stderr = transport.run(script.text, self.settings.timeout)
+        except transports.TransportError as exc:
+            if exc.kind == "command_timeout" and exc.stdout:
+                partial, _ = self._read(host, script, exc.stdout)
+                if partial.verdict in ("suspicious", "infected"):
+                    partial.reason = f"incomplete: {exc.reason}"
+                    return partial
+            return HostResult(host.name, host.os, exc.verdict, exc.reason, new_key=transport.new_key)
+        result, output = self._read(host, script, stdout)
+        result.new_key = transport.new_key
+        if result.verdict in ("suspicious", "infected"):
+            return result
+        if rc != 0 or not output.finished:
+            detail = _first_line(stderr) or (f"exit status {rc}" if rc else "output ended early")
+            return HostResult(
+                host.name, host.os, "error", f"command failed: {detail}", new_key=transport.new_key
+            )
+        failures = output.failures()
+        if failures:
+            result.verdict = "error"
+            result.reason = "command failed: " + "; ".join(failures[:3])
+        return result
+
+    def _read(self, host: Host, script: scripts.Script, stdout: str) -> tuple[HostResult, scripts.Output]:
+        output = scripts.parse(script, stdout)
+        hits: list[Hit] = []
+        for check in self.checks[host.os]:
+            probe = output.results.get(check.probe_id)
+            if probe is None or not probe.complete or (probe.error and check.match.absent):
+                continue
+            if check.match.absent and probe.truncated:
+                continue  # a partial listing cannot prove that something is missing
+            matched = packs.evaluate(check, [self._derive(item) for item in probe.items])
+            if matched is None:
+                continue
+            hits.append(
+                Hit(
+                    check_id=check.id,
+                    title=check.title,
+                    severity=check.severity,
+                    evidence=evidence.render(matched, self.scrub, absent=check.match.absent),
+                    first_seen=evidence.earliest(matched),
+                )
+            )
+        ranked = [h for h in hits if h.severity != "info"]
+        verdict = max((h.severity for h in ranked), key=SEVERITY_RANK.__getitem__, default="clean")
+        times = [h.first_seen for h in ranked if h.first_seen is not None]
+        compromise = min(times) if times else None
+        return HostResult(host.name, host.os, verdict, None, hits=hits, compromise_time=compromise), output
+
+    def _derive(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Fields known only here, not on the host: whether an authorized key is one we trust."""
+        if "fingerprint" in item:
+            return {**item, "trusted": "yes" if item["fingerprint"] in self.trusted_keys else "no"}
+        return item
+
+
+def _secrets(hosts: Sequence[Host]) -> set[str]:
+    """Every secret value of every host, templated once per distinct raw value."""
+    found: set[str] = set()
+    seen: set[tuple[str, str]] = set()
+    for host in hosts:
+        fresh = {name: value for name, value in host.vars.items() if (name, str(value)) not in seen}
+        seen.update((name, str(value)) for name, value in fresh.items())
+        if fresh:
+            found |= transports.HostVars(host).secrets(only=set(fresh))
+    return found
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return ""
+
+
+def counts(results: Sequence[HostResult]) -> dict[str, int]:
+    return {v: sum(1 for r in results if r.verdict == v) for v in VERDICTS}
