@@ -63,6 +63,8 @@ COLUMNS = (
 )
 _SEVERITY = {"infected": 3, "suspicious": 2, "error": 1, "unreachable": 1, "clean": 0}
 AFFECTED = ("infected", "suspicious")
+# Failures first, then protected hosts found affected, then holds (as `orchestrator status`).
+_URGENCY = {"failed": 0, "hold": 2}
 
 
 @dataclass
@@ -122,7 +124,10 @@ def build(store: Store, now: datetime | None = None) -> Report:
     report.summary = _summary(rows, now)
     report.tiers = _tiers(rows, report.summary["recovery_started_at"])
     report.waves = _waves(rows, wave_meta)
-    report.attention = [r for r in rows if r["outcome"] in ("failed", "hold") or _protected_infected(r)]
+    report.attention = sorted(
+        (r for r in rows if r["outcome"] in ("failed", "hold") or _protected_flagged(r)),
+        key=lambda r: (_URGENCY.get(r["outcome"], 1), r["tier"], r["host"]),
+    )
     report.regulator = _regulator(rows)
     return report
 
@@ -209,7 +214,7 @@ def _row(
     if host.state == "recovered":
         recovered = ends.get("reconnect") or host.state_changed_at
     snapshot = snapshots.get(host.name)
-    outcome = lifecycle.category(host.state)
+    outcome = lifecycle.category(host.state, member.action if member else None)
     reason = host.state_reason or (stages["failure"] if stages and outcome == "failed" else None)
     return {
         "host": host.name,
@@ -241,8 +246,9 @@ def _row(
     }
 
 
-def _protected_infected(row: dict[str, Any]) -> bool:
-    return bool(row["protected"]) and row["verdict"] == "infected" and row["outcome"] != "recovered"
+def _protected_flagged(row: dict[str, Any]) -> bool:
+    """A protected host whose latest triage is infected or suspicious: a person must decide."""
+    return bool(row["protected"]) and row["verdict"] in AFFECTED and row["outcome"] != "recovered"
 
 
 def _summary(rows: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
