@@ -23,7 +23,9 @@ class Cli:
 
     def __call__(self, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
         full_env = {"ORCHESTRATOR_OPERATOR": "tester", **(env or {})}
-        return self.runner.invoke(main, ["--db", str(self.db), *args], input=input, env=full_env, catch_exceptions=False)
+        return self.runner.invoke(
+            main, ["--db", str(self.db), *args], input=input, env=full_env, catch_exceptions=False
+        )
 
     def json(self, *args: str) -> dict:
         result = self(*args, "--json")
