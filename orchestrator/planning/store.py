@@ -238,9 +238,10 @@ def approve(session: Session, by: str, expect_hash: str | None = None) -> tuple[
         )
     newest = session.exec(select(TriageRun).order_by(col(TriageRun.id).desc()).limit(1)).first()
     if newest is not None and newest.id != plan.triage_run_id:
+        then = "once it finishes" if newest.finished_at is None else "again"
         raise RefusedError(
             f"draft plan {plan.id} comes from triage run {plan.triage_run_id}, but run {newest.id} is newer: "
-            "run 'orchestrator plan' again"
+            f"run 'orchestrator plan' {then}"
         )
     if expect_hash and not digest.startswith(expect_hash.lower()):
         raise RefusedError(
