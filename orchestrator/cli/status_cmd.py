@@ -96,20 +96,19 @@ def status_command(
         raise click.UsageError("--watch redraws tables; for JSON, poll 'orchestrator status --json'")
     store = app.store()
     flt = HostFilter(wave=wave, tier=tier, state=state, pattern=limit)
-    if host:
-        build: Callable[[], RenderableType] = lambda: render_host(host_view.timeline(store, host))  # noqa: E731
-        if as_json:
-            emit_json(host_view.timeline(store, host))
-            return
-    else:
-        build = lambda: render_fleet(fleet.status(store, flt, attention_limit=TABLE_ROWS))  # noqa: E731
-        if as_json:
-            emit_json(fleet.status(store, flt))
-            return
-    if not watch:
-        console().print(build())
+    if as_json:
+        emit_json(host_view.timeline(store, host) if host else fleet.status(store, flt))
         return
-    _watch(build, interval)
+
+    def build() -> RenderableType:
+        if host:
+            return render_host(host_view.timeline(store, host))
+        return render_fleet(fleet.status(store, flt, attention_limit=TABLE_ROWS))
+
+    if watch:
+        _watch(build, interval)
+    else:
+        console().print(build())
 
 
 def _watch(build: Callable[[], RenderableType], interval: float) -> None:

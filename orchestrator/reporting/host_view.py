@@ -21,7 +21,6 @@ from orchestrator.store.models import (
     CheckMatch,
     EvidenceItem,
     Host,
-    Plan,
     PlanMember,
     RestorePoint,
     StageEvent,
@@ -171,25 +170,14 @@ def _plan(session: Session, name: str) -> dict[str, Any] | None:
     member = session.exec(
         select(PlanMember).where(PlanMember.plan_id == plan.id, PlanMember.host_name == name)
     ).first()
-    if member is None:
-        return {
-            "plan_id": plan.id,
-            "plan_status": plan.status,
-            "action": None,
-            "wave": None,
-            "reason": "not in plan",
-        }
-    return _member(plan, member)
-
-
-def _member(plan: Plan, member: PlanMember) -> dict[str, Any]:
     return {
         "plan_id": plan.id,
         "plan_status": plan.status,
-        "action": member.action,
-        "wave": member.wave,
-        "reason": member.reason,
-        "verdict": member.verdict,
+        "approved_at": iso(plan.approved_at),
+        "action": member.action if member else None,
+        "wave": member.wave if member else None,
+        "reason": member.reason if member else "not in the plan",
+        "verdict": member.verdict if member else None,
     }
 
 
@@ -271,7 +259,8 @@ def _merge(
         )
     for a in audit:
         items.append({"at": a["ts"], "kind": "audit", "text": f"{a['command']} by {a['operator']}"})
-    if plan and plan.get("action"):
+    if plan and plan["action"]:
         wave = f" in wave {plan['wave']}" if plan["wave"] is not None else ""
-        items.append({"at": None, "kind": "plan", "text": f"plan {plan['plan_id']}: {plan['action']}{wave}"})
+        text = f"plan {plan['plan_id']} ({plan['plan_status']}): {plan['action']}{wave}"
+        items.append({"at": plan["approved_at"], "kind": "plan", "text": text})
     return sorted(items, key=lambda i: (i["at"] is None, i["at"] or ""))

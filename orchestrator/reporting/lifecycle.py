@@ -46,9 +46,9 @@ def category(state: str, action: str | None = None) -> str:
     return "other"
 
 
-def stage_of(state: str, stage: str | None = None) -> str | None:
-    """The stage a host is in or has just finished; for `failed` the stage it failed in."""
-    return ACTIVE_STATE.get(state) or DONE_STATE.get(state) or (stage if state == states.FAILED else None)
+def stage_of(state: str) -> str | None:
+    """The stage a host is in or has just finished."""
+    return ACTIVE_STATE.get(state) or DONE_STATE.get(state)
 
 
 def remaining_stages(action: str | None, state: str, protected: bool = False) -> tuple[str, ...]:

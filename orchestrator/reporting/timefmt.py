@@ -31,9 +31,6 @@ def duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
-def short(value: str | datetime | None) -> str:
-    """`2025-03-01 06:00` (UTC) from an ISO string or a datetime, for table cells."""
-    if value is None:
-        return "-"
-    text = iso(value) if isinstance(value, datetime) else value
-    return text.replace("T", " ")[:16] if text else "-"
+def short(value: str | None) -> str:
+    """`2025-03-01 06:00` (UTC) from the ISO strings the views hold, for table cells."""
+    return value.replace("T", " ")[:16] if value else "-"
