@@ -83,6 +83,7 @@ def test_hosts_needing_a_person_come_with_their_reason(recovery_db: Path) -> Non
     assert by_host["backup01"]["why"] == "protected_infected" and by_host["backup01"]["verdict"] == "infected"
     assert "PROTECTED HOST FOUND INFECTED" in by_host["backup01"]["reason"]
     assert by_host["pacs01"]["why"] == "hold" and "unreachable" in by_host["pacs01"]["reason"]
+    assert by_host["pacs01"]["since"] == "2025-03-01T05:30:00Z"  # set aside by the plan approved then
 
 
 def test_elapsed_and_estimate_come_from_measured_stage_durations(recovery_db: Path) -> None:

@@ -55,7 +55,7 @@ def status(
         waiting = _waiting_counts(session, scope)
         waves = _wave_counts(session, scope)
         moving = _in_progress_by_wave(session, scope)
-        attention, flagged = _attention(session, scope, attention_limit)
+        attention, flagged = _attention(session, scope, attention_limit, plan.approved_at if plan else None)
         medians = durations.stage_medians(session)
         wave_times = _wave_times(session, scope.plan_id)
         planned_s = _wave_estimates(session, scope.plan_id)
@@ -297,10 +297,13 @@ def _in_progress_by_wave(session: Session, scope: Scope) -> dict[int, set[tuple[
     return found
 
 
-def _attention(session: Session, scope: Scope, limit: int | None) -> tuple[list[dict[str, Any]], int]:
+def _attention(
+    session: Session, scope: Scope, limit: int | None, planned_at: datetime | None
+) -> tuple[list[dict[str, Any]], int]:
     """Hosts a person must look at, most urgent first (the first `limit` when given): failed ones,
     protected ones whose latest triage is infected or suspicious (all of them), held ones. Returns
-    them and how many protected ones were flagged (failed and held are counted by bucket)."""
+    them and how many protected ones were flagged (failed and held are counted by bucket). A host the
+    plan set aside without a state change has waited since the plan's approval (`planned_at`)."""
     latest = (
         select(func.max(TriageResult.id))
         .where(col(TriageResult.host_name) == col(Host.name))
@@ -353,13 +356,13 @@ def _attention(session: Session, scope: Scope, limit: int | None) -> tuple[list[
         found += [(None, row) for row in session.exec(stuck)]
         found += [("protected_" + row[-1], row) for row in flagged_rows]
         found += [("hold", row) for row in session.exec(held)] if scope.plan_id else []
-    rows = [_attention_row(why, row) for why, row in found]
+    rows = [_attention_row(why, row, planned_at) for why, row in found]
     rank = {"failed": 0, "protected_infected": 1, "protected_suspicious": 2, "hold": 3}
     rows.sort(key=lambda r: (rank.get(r["why"], 4), r["tier"], r["host"]))
     return (rows if limit is None else rows[:limit]), flagged
 
 
-def _attention_row(why: str | None, row: Any) -> dict[str, Any]:
+def _attention_row(why: str | None, row: Any, planned_at: datetime | None) -> dict[str, Any]:
     name, state, stage, reason, since, tier, wave, plan_reason, verdict = row
     return {
         "host": name,
@@ -367,7 +370,7 @@ def _attention_row(why: str | None, row: Any) -> dict[str, Any]:
         "state": state,
         "stage": stage if state == "failed" else None,
         "reason": reason or plan_reason,
-        "since": iso(since),
+        "since": iso(since or planned_at),
         "tier": tier,
         "wave": wave,
         "verdict": verdict,
