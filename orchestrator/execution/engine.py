@@ -727,28 +727,53 @@ class Engine:
             ok = [h for h in ok if self.paths[h.name] is states.VERIFY]
         if not ok:
             return
-        validator = self.o.validator or _triage_validator(self.o.packs, self.o.forks)
+        prune = (
+            {self._evidence_host(): [self.o.evidence_path]}
+            if self.inventory.groups.get(EVIDENCE_GROUP) or self.o.evidence_host
+            else {}
+        )
+        validator = self.o.validator or _triage_validator(self.o.packs, self.o.forks, prune)
         for name, (clean, reason) in validator(ok).items():
             if not clean:
                 results[name] = HostResult(False, "triage re-check", reason)
 
 
-def _triage_validator(packs: list[str], forks: int) -> Validator:
+def _pruned(loaded: list[Any], paths: list[str]) -> list[Any]:
+    """The packs with `paths` left out of every Linux tree walk (the evidence store keeps samples)."""
+    out = []
+    for pack in loaded:
+        checks = []
+        for check in pack.checks:
+            if check.os == "linux" and check.kind in ("files", "extensions"):
+                value = getattr(check.probe, check.kind)
+                probe = check.probe.model_copy(
+                    update={check.kind: value.model_copy(update={"prune": [*value.prune, *paths]})}
+                )
+                check = check.model_copy(update={"probe": probe})
+            checks.append(check)
+        out.append(pack.model_copy(update={"checks": checks}))
+    return out
+
+
+def _triage_validator(packs: list[str], forks: int, prune: dict[str, list[str]]) -> Validator:
+    """The triage engine itself, over the hosts that passed the playbook; `prune` leaves paths out
+    per host (the evidence directory on the evidence store, which holds ransom notes on purpose)."""
+
     def validate(hosts: list[inventory_lib.Host]) -> dict[str, tuple[bool, str]]:
         from orchestrator.triage import engine as triage_engine
         from orchestrator.triage import packs as packs_lib
 
         loaded = packs_lib.load(packs)
-        results = triage_engine.Triage(hosts, loaded, triage_engine.Settings(forks=forks)).run()
+        groups: dict[tuple[str, ...], list[inventory_lib.Host]] = {}
+        for host in hosts:
+            groups.setdefault(tuple(prune.get(host.name, ())), []).append(host)
         out = {}
-        for r in results:
-            found = ", ".join(h.check_id for h in r.hits if h.severity != "info")
-            out[r.host] = (
-                r.verdict == "clean",
-                f"triage re-check: {r.verdict}"
-                + (f" ({found})" if found else "")
-                + (f": {r.reason}" if r.reason else ""),
-            )
+        for paths, members in groups.items():
+            checks = _pruned(loaded, list(paths)) if paths else loaded
+            for r in triage_engine.Triage(members, checks, triage_engine.Settings(forks=forks)).run():
+                found = ", ".join(h.check_id for h in r.hits if h.severity != "info")
+                detail = (f" ({found})" if found else "") + (f": {r.reason}" if r.reason else "")
+                out[r.host] = (r.verdict == "clean", f"{r.verdict}{detail}")
         return out
 
     return validate
