@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from orchestrator.reporting import fleet, host_view
+from orchestrator.reporting import durations, fleet, host_view
 from orchestrator.reporting.selection import HostFilter
 from orchestrator.store import Store, audit
 from orchestrator.store.models import Host
@@ -107,6 +107,23 @@ def test_estimate_without_measurements_says_what_it_lacks(tmp_path: Path) -> Non
     store.close()
     assert data["by_category"]["pending"] == 1 and data["plan"] is None
     assert data["timing"]["elapsed_s"] is None and data["timing"]["basis"] == "done"
+
+
+def test_estimate_falls_back_to_the_plan_then_says_it_is_a_lower_bound() -> None:
+    medians = {"validate": 100.0, "reconnect": 50.0}
+    planned = {1: 900.0, 2: 800.0}
+    verify = ("validate", "harden", "reconnect")
+    measured = durations.estimate({1: ("validate", "reconnect")}, medians, planned, started_waves={1})
+    assert (measured.eta_s, measured.basis) == (150.0, "measured")
+    planned_only = durations.estimate({1: ("validate", "reconnect"), 2: verify}, medians, planned, {1})
+    assert (planned_only.eta_s, planned_only.basis, planned_only.per_wave_s) == (
+        950.0,
+        "plan",
+        {1: 150, 2: 800},
+    )
+    partial = durations.estimate({2: verify}, medians, planned, started_waves={2})
+    assert (partial.eta_s, partial.basis, partial.unmeasured_stages) == (150.0, "partial", ["harden"])
+    assert durations.estimate({}, medians, planned, set()).basis == "done"
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlmodel import Session, col, select
@@ -49,40 +50,43 @@ def remaining_in_wave(hosts: Iterable[tuple[str | None, str]]) -> tuple[str, ...
     return tuple(s for s in lifecycle.STAGES if s in needed)
 
 
+@dataclass
+class Estimate:
+    eta_s: float
+    basis: str  # measured | plan | partial | done
+    unmeasured_stages: list[str]
+    per_wave_s: dict[int, float]
+
+
 def estimate(
     stages_by_wave: Mapping[int, tuple[str, ...]],
     medians: Mapping[str, float],
     planned_s: Mapping[int, float],
     started_waves: set[int],
-) -> dict[str, object]:
+) -> Estimate:
     """Seconds to completion and how it was obtained.
 
     A wave whose stages were all measured costs their medians (`measured`). A wave not yet started
     with an unmeasured stage falls back to the plan's own estimate for it (`plan`). Otherwise only the
     measured stages count and the figure is a lower bound (`partial`, with the stages it lacks).
     """
-    total = 0.0
-    basis = "measured"
+    basis = "measured" if stages_by_wave else "done"
     missing: set[str] = set()
     per_wave: dict[int, float] = {}
     for wave, stages in sorted(stages_by_wave.items()):
         unmeasured = [s for s in stages if s not in medians]
         if not unmeasured:
-            seconds_left = sum(medians[s] for s in stages)
+            per_wave[wave] = sum(medians[s] for s in stages)
         elif wave not in started_waves and planned_s.get(wave):
-            seconds_left = planned_s[wave]
+            per_wave[wave] = planned_s[wave]
             basis = "plan" if basis == "measured" else basis
         else:
-            seconds_left = sum(medians[s] for s in stages if s in medians)
+            per_wave[wave] = sum(medians[s] for s in stages if s in medians)
             missing.update(unmeasured)
             basis = "partial"
-        per_wave[wave] = seconds_left
-        total += seconds_left
-    if not stages_by_wave:
-        basis = "done"
-    return {
-        "eta_s": round(total, 1),
-        "basis": basis,
-        "unmeasured_stages": [s for s in lifecycle.STAGES if s in missing],
-        "per_wave_s": per_wave,
-    }
+    return Estimate(
+        eta_s=round(sum(per_wave.values()), 1),
+        basis=basis,
+        unmeasured_stages=[s for s in lifecycle.STAGES if s in missing],
+        per_wave_s=per_wave,
+    )

@@ -63,7 +63,6 @@ def status(
     wave_rows, eta = _waves(waves, moving, wave_times, planned_s, medians)
     starts = [t[0] for t in wave_times.values()]
     started_at = min(starts) if starts else None
-    eta_s = eta["eta_s"]
     return {
         "generated_at": iso(now),
         "filters": flt.as_dict(),
@@ -85,8 +84,10 @@ def status(
             "started_at": iso(started_at),
             "last_activity_at": iso(max(t[1] for t in wave_times.values())) if wave_times else None,
             "elapsed_s": round((now - started_at).total_seconds(), 1) if started_at else None,
-            **eta,
-            "finish_at": iso(now + timedelta(seconds=eta_s)) if eta_s else None,
+            "eta_s": eta.eta_s,
+            "basis": eta.basis,
+            "unmeasured_stages": eta.unmeasured_stages,
+            "finish_at": iso(now + timedelta(seconds=eta.eta_s)) if eta.eta_s else None,
             "stage_medians_s": {s: round(v, 1) for s, v in medians.items()},
         },
     }
@@ -404,7 +405,7 @@ def _waves(
     wave_times: dict[int, tuple[datetime, datetime]],
     planned_s: dict[int, float],
     medians: dict[str, float],
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], durations.Estimate]:
     """Per-wave progress rows and the estimate: a wave still runs every stage one of its hosts needs."""
     merged: dict[int | None, Counter[str]] = defaultdict(Counter)
     pending_actions: dict[int, set[str]] = defaultdict(set)
@@ -420,7 +421,7 @@ def _waves(
         if stages := durations.remaining_in_wave(pairs):
             stages_by_wave[wave] = stages
     eta = durations.estimate(stages_by_wave, medians, planned_s, set(wave_times))
-    per_wave = eta.pop("per_wave_s")
+    per_wave = eta.per_wave_s
     rows = []
     for wave, counter in sorted(merged.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
         del counter["total"]
