@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator.store.audit import SECRET_NAME
 from orchestrator.triage.packs import TIME_FIELDS, item_time, parse_time
 
 MAX_ITEMS = 20
@@ -59,9 +60,16 @@ def _value(name: str, value: Any) -> str:
 
 def format_item(item: dict[str, Any]) -> str:
     keys = [k for k in _ORDER if k in item] + sorted(k for k in item if k not in _ORDER)
+    # A registry value named like a password (Winlogon DefaultPassword) is evidence that it is set,
+    # not a value to copy: LockBit stores real, stolen credentials there.
+    secret_value = bool(item.get("value")) and bool(SECRET_NAME.search(str(item.get("name") or "")))
     parts = []
     for key in keys:
-        value = item[key]
+        value = (
+            REDACTED + f" ({len(str(item[key]))} characters)"
+            if key == "value" and secret_value
+            else item[key]
+        )
         if value is None or value == "" or value == []:
             continue
         text = _value(key, value)

@@ -492,7 +492,7 @@ class WinRMTransport:
             username=self.user,
             password=str(password) if password is not None else None,
             server_cert_validation="validate" if self.validate else "ignore",
-            ca_trust_path=str(self.vars.get("ansible_winrm_ca_trust_path") or "legacy_requests"),
+            ca_trust_path=str(self.vars.get("ansible_winrm_ca_trust_path") or "") or None,
             read_timeout_sec=operation + 1,
             operation_timeout_sec=operation,
             message_encryption=str(self.vars.get("ansible_winrm_message_encryption") or "auto"),

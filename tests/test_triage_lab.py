@@ -1,0 +1,246 @@
+"""Triage against the local lab: real sshd hosts with every scenario and WinRM stand-ins reached through
+pywinrm's real protocol path. The lab's manifest is the ground truth.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.lab import keys as lab_keys
+from tests.conftest import Cli
+
+pytestmark = pytest.mark.lab
+
+TIMEOUT = 6
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory):  # TEMPORARY until the shared session fixture lands
+    from types import SimpleNamespace
+
+    from orchestrator.lab import LabConfig, down, load_manifest, up
+
+    directory = tmp_path_factory.mktemp("lab")
+    up(LabConfig(dir=directory, hosts=24, windows=4, seed=11, net="127.73.0.0/16"))
+    yield SimpleNamespace(dir=directory, manifest=load_manifest(directory))
+    down(directory)
+
+
+def _env(lab: Any) -> dict[str, str]:
+    line = (Path(lab.dir) / "winrm.env").read_text().strip()
+    name, _, value = line.partition("=")
+    return {name: value}
+
+
+def _run(cli: Cli, lab: Any, *args: str) -> tuple[int, dict, float]:
+    started = time.monotonic()
+    result = cli(
+        "triage",
+        "-i",
+        str(Path(lab.dir) / "inventory"),
+        "--timeout",
+        str(TIMEOUT),
+        *args,
+        "--json",
+        env=_env(lab),
+    )
+    elapsed = time.monotonic() - started
+    assert result.exit_code in (0, 1), result.output + result.stderr
+    return result.exit_code, json.loads(result.stdout), elapsed
+
+
+@pytest.fixture(scope="module")
+def lab_run(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Cli, int, dict, float]:
+    """One triage of the whole lab, shared by the checks below (a run costs a few seconds)."""
+    cli = Cli(tmp_path_factory.mktemp("triage") / "recovery.db")
+    return (cli, *_run(cli, lab))
+
+
+def test_every_host_gets_the_verdict_the_manifest_expects(lab: Any, lab_run: tuple) -> None:
+    _, code, data, elapsed = lab_run
+    results = {r["host"]: r for r in data["results"]}
+    manifest = lab.manifest
+    wrong = []
+    for host in manifest["hosts"]:
+        scenario = host["scenario"]
+        got = results[host["name"]]
+        expected_reason = scenario["expected_reason"] or ""
+        if got["verdict"] != scenario["expected_verdict"] or not (got["reason"] or "").startswith(
+            expected_reason
+        ):
+            wrong.append(
+                (host["name"], scenario["kind"], scenario["expected_verdict"], got["verdict"], got["reason"])
+            )
+        if scenario["compromise_time"]:
+            assert (got["compromise_time"] or "")[:19] == scenario["compromise_time"][:19], host["name"]
+        assert got["duration_s"] <= TIMEOUT + 1, host["name"]
+    assert not wrong
+    assert {h["os"] for h in manifest["hosts"]} == {"linux", "windows"}  # Windows went through pywinrm
+    kinds = {h["scenario"]["kind"] for h in manifest["hosts"]}
+    assert {"lockbit3", "lockbit2", "linux_locker", "persistence", "lookalikes", "sshd_stopped"} <= kinds
+    # Faulty hosts are checked alongside the others: the whole run takes about one timeout, not one per fault.
+    assert elapsed < 2 * TIMEOUT + 10
+    assert code == 1  # some hosts could not be checked: scripts notice
+
+
+def test_the_run_is_stored_with_evidence_history_and_one_audit_row(lab: Any, lab_run: tuple) -> None:
+    cli, _, data, _ = lab_run
+    con = sqlite3.connect(cli.db)
+    assert con.execute("SELECT COUNT(*) FROM triage_run").fetchone()[0] >= 1
+    run_id = data["run_id"]
+    stored = dict(
+        con.execute("SELECT host_name, verdict FROM triage_result WHERE run_id = ?", (run_id,)).fetchall()
+    )
+    assert stored == {r["host"]: r["verdict"] for r in data["results"]}
+    counts = json.loads(con.execute("SELECT counts FROM triage_run WHERE id = ?", (run_id,)).fetchone()[0])
+    assert counts == data["counts"] and sum(counts.values()) == len(lab.manifest["hosts"])
+    audit = con.execute("SELECT command, details FROM audit_log WHERE command = 'triage'").fetchall()
+    assert any(json.loads(details)["run_id"] == run_id for _, details in audit)
+    infected = next(
+        h for h in lab.manifest["hosts"] if h["scenario"]["kind"] == "lockbit3" and h["os"] == "linux"
+    )
+    shown = cli.json("triage", "show", infected["name"])
+    assert shown["latest"]["verdict"] == "infected"
+    note = next(m for m in shown["latest"]["matches"] if m["check"] == "lockbit3-note-linux")
+    assert infected["scenario"]["details"]["note_name"] in note["evidence"]
+    longest = con.execute("SELECT MAX(LENGTH(evidence)) FROM check_match").fetchone()[0]
+    assert longest <= 5000
+
+
+def test_evidence_is_bounded_with_a_marker(lab: Any, cli: Cli, tmp_path: Path) -> None:
+    host = next(h for h in lab.manifest["hosts"] if h["scenario"]["kind"] == "clean" and h["os"] == "linux")
+    noisy = tmp_path / "noisy.yml"
+    noisy.write_text(
+        "pack: noisy\ntitle: A check with far too much to say\ntrusted_keys: []\nchecks:\n"
+        "  - id: noisy\n    title: noisy\n    os: linux\n    severity: info\n"
+        "    probe: {command: \"head -c 5000 /dev/zero | tr '\\\\0' x; echo; seq 1 300\"}\n"
+    )
+    result = cli(
+        "triage", "-i", str(Path(lab.dir) / "inventory"), "-l", host["name"], "--pack", str(noisy), "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    (match,) = json.loads(result.stdout)["results"][0]["matches"]
+    text = match["evidence"]
+    assert text.startswith("line=" + "x" * 300 + "[truncated]")
+    assert "[truncated] " in text.splitlines()[-1] and "more item(s) not shown" in text
+    assert len(text) <= 5000
+    stored = (
+        sqlite3.connect(cli.db)
+        .execute("SELECT evidence FROM check_match WHERE check_id = 'noisy'")
+        .fetchone()
+    )
+    assert stored == (text,)
+
+
+def test_faults_get_distinct_reasons_within_the_timeout(lab: Any, cli: Cli, tmp_path: Path) -> None:
+    """Wrong key, unknown host key, a command that hangs and a name that does not resolve, next to a
+    healthy host: each gets its own reason, within the timeout, without holding the others up."""
+    hosts = {h["scenario"]["kind"]: h for h in lab.manifest["hosts"] if h["os"] == "linux"}
+    clean = [h for h in lab.manifest["hosts"] if h["scenario"]["kind"] == "clean" and h["os"] == "linux"]
+    wrong_key = tmp_path / "wrong_key"
+    lab_keys.write_keypair(wrong_key, "not-authorized")
+    empty_known_hosts = tmp_path / "known_hosts"
+    empty_known_hosts.write_text("")
+    lab_dir = Path(lab.dir)
+    common = f"-o UserKnownHostsFile={lab_dir / 'known_hosts'} -o StrictHostKeyChecking=yes"
+    inventory = tmp_path / "faults.yml"
+    inventory.write_text(
+        json.dumps(
+            {
+                "all": {
+                    "vars": {
+                        "ansible_user": "root",
+                        "ansible_ssh_private_key_file": str(lab_dir / "id_ed25519"),
+                        "ansible_ssh_common_args": common,
+                    },
+                    "hosts": {
+                        "healthy": {"ansible_host": clean[0]["address"]},
+                        "hangs": {"ansible_host": clean[1]["address"]},
+                        "wrongkey": {
+                            "ansible_host": clean[2]["address"],
+                            "ansible_ssh_private_key_file": str(wrong_key),
+                        },
+                        "newkey": {
+                            "ansible_host": clean[3]["address"],
+                            "ansible_ssh_common_args": f"-o UserKnownHostsFile={empty_known_hosts}",
+                        },
+                        "noname": {"ansible_host": "-no-such-host.invalid"},
+                        "stopped": {"ansible_host": hosts["sshd_stopped"]["address"]},
+                        "down": {"ansible_host": hosts["sshd_down"]["address"]},
+                    },
+                }
+            }
+        )
+    )
+    hang = tmp_path / "hang.yml"
+    hang.write_text(
+        "pack: hang\ntitle: A check that never ends on one host\nchecks:\n"
+        "  - id: hang\n    title: hang\n    os: linux\n    severity: info\n"
+        f"    probe: {{command: 'if [ \"$(hostname)\" = {clean[1]['name']} ]; then sleep 600; fi'}}\n"
+    )
+    started = time.monotonic()
+    result = cli("triage", "-i", str(inventory), "--pack", str(hang), "--timeout", "4", "--json")
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 1, result.stderr
+    got = {r["host"]: r for r in json.loads(result.stdout)["results"]}
+    assert got["healthy"]["verdict"] == "clean"
+    assert (got["hangs"]["verdict"], got["hangs"]["reason"]) == ("error", "command timed out after 4s")
+    assert got["wrongkey"]["verdict"] == "error" and got["wrongkey"]["reason"].startswith("auth failure")
+    assert got["newkey"]["verdict"] == "error"
+    assert got["newkey"]["reason"] == f"host key unknown: {clean[3]['address']} is not in {empty_known_hosts}"
+    assert got["noname"]["verdict"] == "unreachable" and got["noname"]["reason"].startswith("DNS failure")
+    assert got["stopped"]["verdict"] == "unreachable" and got["stopped"]["reason"].startswith("timeout")
+    assert got["down"]["verdict"] == "unreachable" and got["down"]["reason"].startswith("connection refused")
+    assert len({r["reason"].split(":")[0] for r in got.values() if r["reason"]}) == 6
+    assert all(r["duration_s"] <= 5 for r in got.values())
+    assert elapsed < 12
+
+    trusted = cli("triage", "-i", str(inventory), "-l", "newkey", "--trust-new-keys", "--json")
+    assert trusted.exit_code == 0, trusted.stderr
+    assert json.loads(trusted.stdout)["results"][0]["verdict"] == "clean"
+    details = json.loads(
+        sqlite3.connect(cli.db)
+        .execute("SELECT details FROM audit_log ORDER BY id DESC LIMIT 1")
+        .fetchone()[0]
+    )
+    assert details["trust_new_keys"] is True
+    assert details["new_host_keys_accepted"]["newkey"].startswith("ssh-ed25519 SHA256:")
+
+
+def test_no_inventory_secret_reaches_the_database(lab: Any, cli: Cli, tmp_path: Path) -> None:
+    """A secret the inventory holds (here: the value of a become password that an attacker also wrote
+    into the host's files) is scrubbed from evidence; the WinRM password never appears at all."""
+    host = next(
+        h for h in lab.manifest["hosts"] if h["scenario"]["kind"] == "lockbit3" and h["os"] == "linux"
+    )
+    planted = host["scenario"]["details"][
+        "extension"
+    ]  # appears in the notes and renamed files triage reports
+    extra = tmp_path / "secrets.yml"
+    extra.write_text(json.dumps({"all": {"hosts": {host["name"]: {"ansible_become_password": planted}}}}))
+    windows = [h["name"] for h in lab.manifest["hosts"] if h["os"] == "windows"]
+    result = cli(
+        "triage",
+        "-i",
+        str(Path(lab.dir) / "inventory"),
+        "-i",
+        str(extra),
+        "-l",
+        ":".join([host["name"], *windows]),
+        "--json",
+        env=_env(lab),
+    )
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["counts"]["infected"] >= 1
+    blob = cli.db.read_bytes() + b"".join(p.read_bytes() for p in cli.db.parent.glob("recovery.db-*"))
+    assert planted.encode() not in blob
+    assert next(iter(_env(lab).values())).encode() not in blob
+    shown = cli.json("triage", "show", host["name"])
+    assert "***" in json.dumps(shown)
