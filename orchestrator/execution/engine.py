@@ -183,6 +183,11 @@ class Engine:
                 rows[name].protected or self.inventory.hosts[name].protected or member.action == "protected"
             )
             self.paths[name] = states.path_for(member.action, protected)
+        self.evidence_host = self._evidence_host()
+        if self.evidence_host is None and any(p is states.REBUILD for p in self.paths.values()):
+            raise RefusedError(
+                f"no evidence store: name one with --evidence-host or put it in the '{EVIDENCE_GROUP}' group"
+            )
         self.waves = sorted({m.wave for m in self.members.values() if m.wave is not None})
         if self.o.wave is not None:
             if self.o.wave not in self.waves:
@@ -221,17 +226,13 @@ class Engine:
                 )
         return out
 
-    def _evidence_host(self) -> str:
+    def _evidence_host(self) -> str | None:
         if self.o.evidence_host:
             if self.o.evidence_host not in self.inventory.hosts:
                 raise RefusedError(f"evidence host {self.o.evidence_host} is not in the inventory")
             return self.o.evidence_host
         group = self.inventory.groups.get(EVIDENCE_GROUP) or []
-        if not group:
-            raise RefusedError(
-                f"no evidence store: name one with --evidence-host or put it in the '{EVIDENCE_GROUP}' group"
-            )
-        return group[0]
+        return group[0] if group else None
 
     def _mark_interrupted(self) -> int:
         with self.store.write() as session:
@@ -642,7 +643,7 @@ class Engine:
             "recovery_hosts": per_host,
         }
         if stage == "collect":
-            extravars["recovery_evidence_host"] = self._evidence_host()
+            extravars["recovery_evidence_host"] = self.evidence_host
             extravars["recovery_evidence_path"] = self.o.evidence_path
         return extravars
 
@@ -727,11 +728,7 @@ class Engine:
             ok = [h for h in ok if self.paths[h.name] is states.VERIFY]
         if not ok:
             return
-        prune = (
-            {self._evidence_host(): [self.o.evidence_path]}
-            if self.inventory.groups.get(EVIDENCE_GROUP) or self.o.evidence_host
-            else {}
-        )
+        prune = {self.evidence_host: [self.o.evidence_path]} if self.evidence_host else {}
         validator = self.o.validator or _triage_validator(self.o.packs, self.o.forks, prune)
         for name, (clean, reason) in validator(ok).items():
             if not clean:
