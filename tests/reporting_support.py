@@ -62,8 +62,8 @@ PLAN: dict[str, tuple[str, timedelta | None, str, int | None, str]] = {
         "infected",
         timedelta(days=1),
         "protected",
-        None,
-        "PROTECTED HOST FOUND INFECTED: never wiped by the plan; a person must decide",
+        1,
+        "PROTECTED HOST FOUND INFECTED: never wiped, verified only; a person must decide",
     ),
     "ehr-db01": ("infected", timedelta(days=2), "rebuild", 2, "infected"),
     "ehr-app01": ("suspicious", None, "rebuild", 2, "suspicious"),
@@ -81,9 +81,9 @@ EXPECTED_BUCKETS = {
     "hold": 1,
     "protected": 1,
 }
-# Remaining after NOW: wave 2 (restore, validate, reconnect: 3 x 600 s), wave 3 (7 rebuild stages x
-# 600 s), wave 4 (validate 600 + harden 300 + reconnect 600).
-EXPECTED_ETA_S = 1800 + 4200 + 1500
+# Remaining after NOW: wave 1 (backup01's verify path: validate 600 + harden 300 + reconnect 600),
+# wave 2 (restore, validate, reconnect: 3 x 600 s), wave 3 (7 rebuild stages x 600 s), wave 4 (verify).
+EXPECTED_ETA_S = 1500 + 1800 + 4200 + 1500
 
 
 def write_inventory(directory: Path, secrets: bool = False) -> Path:

@@ -58,10 +58,15 @@ def test_fleet_counts_by_bucket_stage_wave_and_tier(recovery_db: Path) -> None:
     assert data["failed_by_stage"] == {"reimage": 1}
     assert data["plan"]["id"] == 1 and data["plan"]["status"] == "approved"  # not the newer draft
     waves = {w["wave"]: w for w in data["waves"]}
-    assert (waves[1]["total"], waves[1]["recovered"], waves[1]["failed"]) == (2, 1, 1)
+    assert (waves[1]["total"], waves[1]["recovered"], waves[1]["failed"], waves[1]["protected"]) == (
+        3,
+        1,
+        1,
+        1,
+    )
     assert (waves[2]["recovered"], waves[2]["in_progress"], waves[2]["percent_recovered"]) == (2, 1, 66.7)
     assert (waves[3]["pending"], waves[4]["pending"]) == (1, 2)
-    assert (waves[None]["hold"], waves[None]["protected"]) == (1, 1)
+    assert (waves[None]["total"], waves[None]["hold"]) == (1, 1)  # held: no wave
     tiers = {t["tier"]: t for t in data["tiers"]}
     assert (tiers[0]["total"], tiers[0]["recovered"], tiers[0]["failed"], tiers[0]["protected"]) == (
         3,
@@ -93,10 +98,11 @@ def test_elapsed_and_estimate_come_from_measured_stage_durations(recovery_db: Pa
     assert timing["stage_medians_s"]["reimage"] == 600.0 and timing["stage_medians_s"]["harden"] == 300.0
     assert timing["basis"] == "measured" and timing["unmeasured_stages"] == []
     assert timing["eta_s"] == scenario.EXPECTED_ETA_S
-    assert timing["finish_at"] == "2025-03-01T10:15:00Z"
+    assert timing["finish_at"] == "2025-03-01T10:40:00Z"
     waves = {w["wave"]: w for w in _status(recovery_db)["waves"]}
     assert waves[2]["remaining_stages"] == ["restore", "validate", "reconnect"] and waves[2]["eta_s"] == 1800
-    assert waves[1]["eta_s"] is None  # a failed host waits for a person, not for the clock
+    # The failed host waits for a person, not for the clock; the protected one will be verified.
+    assert waves[1]["remaining_stages"] == ["validate", "harden", "reconnect"] and waves[1]["eta_s"] == 1500
 
 
 def test_estimate_without_measurements_says_what_it_lacks(tmp_path: Path) -> None:
@@ -149,7 +155,7 @@ def test_filters(recovery_db: Path, filters: dict, hosts: int, buckets: dict) ->
 
 def test_cli_json_equals_the_library_and_filters_apply(status_cli: Cli, recovery_db: Path) -> None:
     data = status_cli.json("status", "--wave", "1")
-    assert data["total"] == 2 and data["by_category"]["failed"] == 1
+    assert data["total"] == 3 and data["by_category"]["failed"] == 1
     assert data["filters"] == {"wave": 1, "tier": None, "state": None, "limit": None}
     full = status_cli.json("status")
     library = _status(recovery_db)
@@ -176,7 +182,7 @@ def test_table_shows_buckets_waves_tiers_and_who_needs_a_person(status_cli: Cli)
     for text in ("Hosts by state", "in progress", "restore 1", "Waves", "Tiers", "life-critical clinical"):
         assert text in out
     assert "Needs a person: 3 host(s)" in out and "PXE boot timed out" in out and "protected, infected" in out
-    assert "ETA 2h 05m" in out
+    assert "ETA 2h 30m" in out
 
 
 def test_host_timeline_tells_the_whole_story(recovery_db: Path) -> None:

@@ -411,7 +411,8 @@ def _waves(
     pending_actions: dict[int, set[str]] = defaultdict(set)
     for (wave, action), counter in waves.items():
         merged[wave].update(counter)
-        if wave is not None and counter["pending"]:
+        not_started = counter["pending"] + (counter[action] if action in lifecycle.WAITING_ACTIONS else 0)
+        if wave is not None and not_started:
             pending_actions[wave].add(action)
     stages_by_wave: dict[int, tuple[str, ...]] = {}
     for wave in merged:

@@ -30,8 +30,8 @@ PENDING_STATES = tuple(sorted(states.START_STATES))
 IN_PROGRESS_STATES = (*ACTIVE_STATE, *DONE_STATE)
 
 
-# Plan actions that keep a host where it is until a person acts: the host's state stays `new` or
-# `planned`, and the plan says why.
+# Plan actions that have their own bucket while the host has not started: `hold` waits for a person,
+# `protected` will only be verified (in its wave). The host's state stays `new` or `planned`.
 WAITING_ACTIONS = ("hold", "protected")
 
 
@@ -54,11 +54,9 @@ def stage_of(state: str) -> str | None:
 def remaining_stages(action: str | None, state: str, protected: bool = False) -> tuple[str, ...]:
     """Stages still to run for a host on its plan path; a stage in progress counts as a whole one.
 
-    Hosts that wait for a person (failed, hold, protected state) and hosts the plan does not run
-    have none: no estimate can say when a person will act.
+    Hosts that wait for a person (failed, held) and hosts the plan does not run have none: no
+    estimate can say when a person will act. Protected hosts take the verify path in their wave.
     """
-    if state in states.START_STATES and action not in states.PATHS:
-        return ()  # held, protected (verified by hand) or not planned: nothing scheduled
     try:
         path = states.path_for(action or "", protected)
     except RefusedError:
