@@ -29,7 +29,7 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from orchestrator.cli import main
-from orchestrator.execution.states import ACTIVE, DONE, PATHS
+from orchestrator.execution.states import ACTIVE, DONE, path_for
 from orchestrator.reporting import fleet, host_view
 from orchestrator.store import Store
 
@@ -38,6 +38,10 @@ T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
 WAVES = 20
 TIERS = ((0, 0.03), (1, 0.12), (2, 0.30), (3, 0.55))
 GROUPS_BY_TIER = {0: "domain_controllers", 1: "ehr_app", 2: "file_servers", 3: "ws_wards"}
+PLAN_REASONS = {
+    "hold": "unreachable: a person must check it",
+    "protected": "PROTECTED HOST FOUND INFECTED: never wiped, verified only; a person must decide",
+}
 STAGE_S = {
     "isolate": 20,
     "collect": 300,
@@ -114,7 +118,14 @@ def fill(db: Path, hosts: int, events: int, seed: int = 7) -> dict[str, int]:
             )
         )
         member_rows.append(
-            (None if action in ("hold", "protected") else wave, name, action, reason or "", tier, verdict)
+            (
+                None if action == "hold" else wave,
+                name,
+                action,
+                PLAN_REASONS.get(action, verdict),
+                tier,
+                verdict,
+            )
         )
         triage_rows.append((i + 1, name, verdict, compromise, now))
         if verdict == "infected":
@@ -195,11 +206,9 @@ def _progress(
     rnd: random.Random, action: str, wave: int, current_wave: int
 ) -> tuple[str, str | None, str | None, list[tuple[str, str]]]:
     """A host's state and the stage runs behind it: earlier waves done, the current one midway."""
-    if action == "hold":
-        return "hold", None, "suspicious, owner unreachable", []
-    if action == "protected":
-        return "protected", None, "protected host: verify only", []
-    path = PATHS[action]
+    if action == "hold":  # set aside by the plan: the host's state does not change
+        return "planned", None, None, []
+    path = path_for(action, action == "protected")
     if wave > current_wave:
         return "planned", None, None, []
     reached = len(path) if wave < current_wave else rnd.randint(0, len(path) - 1)
