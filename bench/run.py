@@ -1,0 +1,142 @@
+"""The orchestrator's overhead on a stage: the same stage playbooks on the same lab hosts, through
+`orchestrator run` and through plain `ansible-playbook`, alternately, in one run.
+
+A lab of N hosts is brought up (its own directory and loopback network), triaged, planned and
+approved; the verify-path hosts are then put at "validated" in the database before each
+`orchestrator run --all`, so each run is exactly the harden and reconnect stages on those hosts (both
+idempotent: every round does the same work). The baseline runs `ansible-playbook harden.yml` then
+`reconnect.yml` with the same ansible.cfg, forks and host list. Everything the orchestrator adds is in
+its figure: start-up, the approved plan's check, inventory loading, the state and StageRun commits
+before each playbook, ansible-runner and its events, the batched event writer, the audit rows.
+
+    .venv/bin/python bench/run.py                   # 20 hosts, 3 rounds
+    .venv/bin/python bench/run.py --hosts 40 --rounds 5
+
+Goal: overhead under 10% (ratio orchestrator / ansible-playbook under 1.10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlmodel import col, select  # noqa: E402
+
+from orchestrator.lab import LabConfig, down, up  # noqa: E402
+from orchestrator.planning.store import load_approved_plan  # noqa: E402
+from orchestrator.store import Store  # noqa: E402
+from orchestrator.store.models import Host  # noqa: E402
+
+BIN = Path(sys.executable).parent
+PLAYBOOKS = ROOT / "playbooks"
+STAGES = ("harden", "reconnect")
+
+
+def sh(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=False, capture_output=True, text=True, **kwargs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--hosts", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--forks", type=int, default=50)
+    parser.add_argument("--net", default="127.96.0.0/16")
+    parser.add_argument("--dir", type=Path, default=None, help="lab directory (default: a temporary one)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-run-"))
+    lab = (args.dir or work / "lab").absolute()
+    db = work / "bench.db"
+    env = {**os.environ, "ORCHESTRATOR_DB": str(db), "ORCHESTRATOR_OPERATOR": "bench"}
+    orchestrator = str(BIN / "orchestrator")
+    print(f"lab: {args.hosts} hosts in {lab} ({args.net})", flush=True)
+    up(LabConfig(dir=lab, hosts=args.hosts, seed=31, net=args.net, infected=0.0))
+    try:
+        inv = str(lab / "inventory")
+        sh(orchestrator, "triage", "-i", inv, "--timeout", "15", env=env)
+        for step in (("plan", "-i", inv), ("plan", "approve")):
+            result = sh(orchestrator, *step, env=env)
+            if result.returncode != 0:
+                print(result.stdout + result.stderr, file=sys.stderr)
+                return 2
+        store = Store.open(str(db))
+        with store.read() as session:
+            view = load_approved_plan(session)
+            hosts = sorted(
+                m.host_name
+                for m in view.members
+                if m.wave is not None and m.action in ("verify", "protected")
+            )
+        print(
+            f"{len(hosts)} hosts on the verify path; stages: {', '.join(STAGES)}; forks {args.forks}",
+            flush=True,
+        )
+
+        def position() -> None:
+            with store.write() as session:
+                for row in session.exec(select(Host).where(col(Host.name).in_(hosts))):
+                    row.state, row.stage = "validated", "validate"
+                    session.add(row)
+
+        def through_orchestrator() -> float:
+            position()
+            started = time.perf_counter()
+            result = sh(orchestrator, "run", "-i", inv, "--all", "--yes", "--forks", str(args.forks),
+                        "--runs-dir", str(work / "runs"), "--json", env=env)  # fmt: skip
+            elapsed = time.perf_counter() - started
+            if result.returncode != 0:
+                raise SystemExit(f"orchestrator run failed: {result.stderr[-2000:]}")
+            return elapsed
+
+        limit = work / "limit"
+        limit.write_text("".join(f"{h}\n" for h in hosts))
+        playbook_env = {
+            **env,
+            "ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg"),
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+        }
+
+        def through_ansible() -> float:
+            started = time.perf_counter()
+            for stage in STAGES:
+                result = sh(str(BIN / "ansible-playbook"), "-i", inv, "--limit", f"@{limit}", "--forks",
+                            str(args.forks), str(PLAYBOOKS / f"{stage}.yml"), cwd=PLAYBOOKS, env=playbook_env)  # fmt: skip
+                if result.returncode != 0:
+                    raise SystemExit(f"ansible-playbook {stage} failed: {result.stdout[-2000:]}")
+            return time.perf_counter() - started
+
+        through_ansible()  # warm-up: caches, first SSH connections
+        ours, theirs = [], []
+        for n in range(args.rounds):
+            theirs.append(through_ansible())
+            ours.append(through_orchestrator())
+            print(
+                f"round {n + 1}: ansible-playbook {theirs[-1]:.2f} s, orchestrator run {ours[-1]:.2f} s",
+                flush=True,
+            )
+        a, o = statistics.median(theirs), statistics.median(ours)
+        print(f"\nmedian: ansible-playbook {a:.2f} s, orchestrator run {o:.2f} s")
+        print(
+            f"ratio orchestrator / ansible-playbook: {o / a:.3f} (overhead {100 * (o / a - 1):+.1f}%; goal < 10%)"
+        )
+        print(f"per host and stage: ansible {1000 * a / len(hosts) / len(STAGES):.0f} ms, "
+              f"orchestrator {1000 * o / len(hosts) / len(STAGES):.0f} ms")  # fmt: skip
+        return 0
+    finally:
+        down(lab)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
