@@ -730,7 +730,11 @@ class Engine:
             return
         prune = {self.evidence_host: [self.o.evidence_path]} if self.evidence_host else {}
         validator = self.o.validator or _triage_validator(self.o.packs, self.o.forks, prune)
-        for name, (clean, reason) in validator(ok).items():
+        try:
+            verdicts = validator(ok)
+        except Exception as exc:  # a triage that cannot run proves nothing: those hosts are not validated
+            verdicts = {h.name: (False, f"could not run: {type(exc).__name__}: {exc}") for h in ok}
+        for name, (clean, reason) in verdicts.items():
             if not clean:
                 results[name] = HostResult(False, "triage re-check", reason)
 
