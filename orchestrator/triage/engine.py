@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.inventory import Host
 from orchestrator.triage import evidence, packs, scripts, transports
 from orchestrator.triage.packs import SEVERITY_RANK, Pack
 
+DERIVED = frozenset({"trusted", "age_days"})  # fields computed here, not on the host
 VERDICTS = ("clean", "suspicious", "infected", "unreachable", "error")
 DEFAULT_FORKS = 50
 DEFAULT_TIMEOUT = 60.0
@@ -83,11 +84,13 @@ class Triage:
         self.hosts = list(hosts)
         self.settings = settings
         self.checks = {os_name: packs.checks_for(loaded, os_name) for os_name in packs.OSES}
+        self.probe_ids = {c.id: c.probe_id for checks in self.checks.values() for c in checks}
         self.scripts = {
             os_name: scripts.render(os_name, checks) for os_name, checks in self.checks.items() if checks
         }
         self.scrub = evidence.Scrubber(_secrets(self.hosts))
         self.ssh = transports.SSHOptions(trust_new_keys=settings.trust_new_keys)
+        self.started = datetime.now(UTC)
         # authorized_keys entries that are not a foothold: our own login keys and the packs' trusted keys.
         self.trusted_keys = {k for p in loaded for k in p.trusted_keys} | transports.login_key_fingerprints(
             [h for h in self.hosts if h.os == "linux"], self.ssh
@@ -152,12 +155,15 @@ class Triage:
         output = scripts.parse(script, stdout)
         hits: list[Hit] = []
         for check in self.checks[host.os]:
-            probe = output.results.get(check.probe_id)
+            probe = output.results.get(self.probe_ids[check.id])
             if probe is None or not probe.complete or (probe.error and check.match.absent):
                 continue
             if check.match.absent and probe.truncated:
                 continue  # a partial listing cannot prove that something is missing
-            matched = packs.evaluate(check, [self._derive(item) for item in probe.items])
+            items = (
+                probe.items if not check.match.fields() & DERIVED else [self._derive(i) for i in probe.items]
+            )
+            matched = packs.evaluate(check, items)
             if matched is None:
                 continue
             hits.append(
@@ -176,10 +182,15 @@ class Triage:
         return HostResult(host.name, host.os, verdict, None, hits=hits, compromise_time=compromise), output
 
     def _derive(self, item: dict[str, Any]) -> dict[str, Any]:
-        """Fields known only here, not on the host: whether an authorized key is one we trust."""
+        """Fields known only here, not on the host: whether an authorized key is one we trust, and
+        how old an item is (relative to the start of the run, so every host is measured alike)."""
+        derived = dict(item)
         if "fingerprint" in item:
-            return {**item, "trusted": "yes" if item["fingerprint"] in self.trusted_keys else "no"}
-        return item
+            derived["trusted"] = "yes" if item["fingerprint"] in self.trusted_keys else "no"
+        moment = packs.parse_time(item.get("mtime"))
+        if moment is not None:
+            derived["age_days"] = round((self.started - moment).total_seconds() / 86400, 3)
+        return derived
 
 
 def _secrets(hosts: Sequence[Host]) -> set[str]:

@@ -127,7 +127,7 @@ def _each(check: Any) -> Any:
 ROOT_ALIASES = {
     # Every user's home (from the passwd database) plus the places data and applications live.
     "@homes": None,
-    "@data": ("@homes", "/root", "/home", "/srv", "/opt", "/var/www", "/var/lib"),
+    "@data": ("@homes", "/root", "/home", "/srv", "/opt", "/var/www", "/var/lib", "/var/log"),
     "@temp": ("/tmp", "/var/tmp", "/dev/shm"),
 }
 
@@ -283,18 +283,27 @@ class WindowsProbe(_OneKind):
 
 # The fields each probe kind yields per item: match rules may only name these.
 FIELDS = {
-    ("linux", "files"): ("path", "name", "size", "mtime", "mode", "sha256", "strings", "magic"),
-    ("linux", "lines"): ("path", "line_no", "line", "mtime", "fingerprint", "key_comment", "trusted"),
-    ("linux", "extensions"): ("ext", "count", "data_files", "mtime", "sample", "entropy"),
+    ("linux", "files"): ("path", "name", "size", "mtime", "age_days", "mode", "sha256", "strings", "magic"),
+    ("linux", "lines"): (
+        "path",
+        "line_no",
+        "line",
+        "mtime",
+        "age_days",
+        "fingerprint",
+        "key_comment",
+        "trusted",
+    ),
+    ("linux", "extensions"): ("ext", "count", "data_files", "mtime", "age_days", "sample", "entropy"),
     ("linux", "command"): ("line",),
-    ("windows", "files"): ("path", "name", "size", "mtime", "sha256"),
+    ("windows", "files"): ("path", "name", "size", "mtime", "age_days", "sha256"),
     ("windows", "registry"): ("path", "name", "value"),
     ("windows", "services"): ("name", "status", "start_type"),
     ("windows", "eventlog"): ("log", "id", "time"),
     ("windows", "shadow_copies"): ("id", "created"),
     ("windows", "scheduled_tasks"): ("name", "path", "action", "created"),
 }
-NUMERIC_FIELDS = frozenset({"size", "count", "data_files", "entropy", "line_no", "id"})
+NUMERIC_FIELDS = frozenset({"size", "count", "data_files", "entropy", "line_no", "id", "age_days"})
 
 
 class Match(_Strict):

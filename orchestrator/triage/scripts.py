@@ -64,6 +64,9 @@ def _env() -> jinja2.Environment:
     env.filters["q"] = lambda value: shlex.quote(str(value))
     env.filters["globq"] = _globq
     env.filters["expand_roots"] = _expand_roots
+    env.filters["awkstr"] = lambda value: (
+        '"' + str(value).replace("\\", "\\\\").replace('"', '\\"').replace("'", "\\047") + '"'
+    )
     env.filters["ere"] = lambda value: re.sub(r"([.^$+?*{}()|\[\]\\/])", r"\\\1", str(value).lower())
     return env
 
@@ -77,6 +80,7 @@ class Script:
     nonce: str
     probes: dict[str, dict[str, Any]]  # probe id -> {"kind": ..., parameters}
     groups: dict[str, list[str]]  # output block id -> the probes it carries
+    line_paths: dict[str, list[re.Pattern[str]]] = field(default_factory=dict)  # lines probe -> its files
 
 
 def probes_of(checks: list[AnyCheck]) -> list[dict[str, Any]]:
@@ -115,37 +119,98 @@ def glob_to_ere(pattern: str) -> str:
     return "".join(out)
 
 
+def _depth_below(path: str, root: str) -> int | None:
+    """How many directory levels `path` is below `root` (0: the same), None when it is not below."""
+    if path == root:
+        return 0
+    prefix = root.rstrip("/") + "/"
+    return path[len(prefix) :].count("/") + 1 if path.startswith(prefix) else None
+
+
+def _covered(roots: list[str], depth: int, group: dict[str, Any]) -> bool:
+    """True when walking the group's roots to its depth already reaches everything these roots would."""
+    for root in roots:
+        below = [d for r in group["roots"] if (d := _depth_below(root, r)) is not None]
+        if root.startswith("@") or not below or min(below) + depth > group["max_depth"]:
+            return False
+    return True
+
+
 def _find_groups(probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """File and extension probes grouped by where they look: one tree walk per group."""
-    groups: dict[str, dict[str, Any]] = {}
-    for probe in probes:
-        if probe["kind"] not in ("files", "extensions"):
-            continue
-        roots = _expand_roots(probe["roots"])
-        key = json.dumps([roots, probe["max_depth"], sorted(probe["prune"])])
-        group = groups.setdefault(
-            key,
-            {
-                "id": "walk-" + hashlib.sha256(key.encode()).hexdigest()[:10],
-                "roots": roots,
-                "max_depth": probe["max_depth"],
-                "prune": sorted(probe["prune"]),
-                "time_budget": 0,
-                "files": [],
-                "extensions": [],
-            },
-        )
+    """File and extension probes grouped so that each tree is walked once.
+
+    Probes naming the same roots (aliases such as @data included), depth and prune list form a group.
+    A probe with explicit roots that such a walk already reaches joins it, with an awk filter keeping
+    only its own roots and depth; the others form walks of their own.
+    """
+    groups: list[dict[str, Any]] = []
+
+    def new_group(roots: list[str], depth: int, prune: list[str]) -> dict[str, Any]:
+        key = json.dumps([roots, depth, prune])
+        group = {
+            "id": "walk-" + hashlib.sha256(key.encode()).hexdigest()[:10],
+            "roots": roots,
+            "max_depth": depth,
+            "prune": prune,
+            "time_budget": 0,
+            "files": [],
+            "extensions": [],
+            "exact": True,  # every member walks exactly the group's roots and depth
+        }
+        groups.append(group)
+        return group
+
+    def add(group: dict[str, Any], probe: dict[str, Any], within: list[str] | None) -> None:
         group["time_budget"] = max(group["time_budget"], probe["time_budget"])
+        member = {**probe, "within": within}
         if probe["kind"] == "files":
             regex = "|".join(glob_to_ere(p) for p in probe["patterns"])
-            group["files"].append({**probe, "regex": regex if len(probe["patterns"]) == 1 else f"({regex})"})
+            group["files"].append({**member, "regex": regex if len(probe["patterns"]) == 1 else f"({regex})"})
         else:
-            group["extensions"].append(probe)
-    for group in groups.values():
+            group["extensions"].append(member)
+
+    walks = [p for p in probes if p["kind"] in ("files", "extensions")]
+    for probe in walks:  # first the probes that define walks: same roots, depth and prune
+        roots, prune = _expand_roots(probe["roots"]), sorted(probe["prune"])
+        if not any(r.startswith("@") for r in roots):
+            continue
+        group = next(
+            (
+                g
+                for g in groups
+                if (g["roots"], g["max_depth"], g["prune"]) == (roots, probe["max_depth"], prune)
+            ),
+            None,
+        ) or new_group(roots, probe["max_depth"], prune)
+        add(group, probe, None)
+    for probe in walks:  # then probes with explicit roots: inside an existing walk when it reaches them
+        roots, prune = _expand_roots(probe["roots"]), sorted(probe["prune"])
+        if any(r.startswith("@") for r in roots):
+            continue
+        compatible = [
+            g
+            for g in groups
+            if g["prune"] == prune
+            or (not prune and not any(_depth_below(x, r) is not None for x in g["prune"] for r in roots))
+        ]
+        group = next((g for g in compatible if _covered(roots, probe["max_depth"], g)), None)
+        if group is None:
+            group = next((g for g in compatible if not g["exact"] and g["prune"] == prune), None)
+            if group is None:
+                group = new_group(roots, probe["max_depth"], prune)
+                group["exact"] = False
+            group["roots"] = group["roots"] + [r for r in roots if r not in group["roots"]]
+            group["max_depth"] = max(group["max_depth"], probe["max_depth"])
+        exact = roots == group["roots"] and probe["max_depth"] == group["max_depth"]
+        add(group, probe, None if exact else roots)
+    for group in groups:
+        if not group["exact"]:  # a walk grown for several explicit-root probes: each keeps its own
+            for member in group["files"] + group["extensions"]:
+                member["within"] = member["roots"]
         group["post"] = bool(group["extensions"]) or any(
             p["hash"] or p["strings"] or p["magic"] for p in group["files"]
         )
-    return list(groups.values())
+    return groups
 
 
 def _lines_group(probes: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -196,7 +261,8 @@ def render(os_name: str, checks: list[AnyCheck]) -> Script:
             max_command_lines=MAX_COMMAND_LINES,
         )
     )
-    return Script(os_name, text, nonce, by_id, groups)
+    line_paths = {p["id"]: [path_regex(x) for x in p["paths"]] for p in probes if p["kind"] == "lines"}
+    return Script(os_name, text, nonce, by_id, groups, line_paths)
 
 
 @dataclass
@@ -265,7 +331,7 @@ def _linux_item(line: str, mtimes: dict[str, float]) -> tuple[str | None, dict[s
     if tag == "L" and len(parts) >= 4:
         text = "\t".join(parts[3:])
         item = {"path": parts[1], "line_no": _int(parts[2]), "line": text, "mtime": mtimes.get(parts[1])}
-        key = authorized_key(text)
+        key = authorized_key(text) if "/authorized_keys" in parts[1] else None
         if key is not None:
             item["fingerprint"], item["key_comment"] = key
         return None, item
@@ -301,10 +367,16 @@ def path_regex(pattern: str) -> re.Pattern[str]:
 
 def _parse_linux(script: Script, stdout: str) -> Output:
     results = {pid: ProbeResult(p["kind"]) for pid, p in script.probes.items()}
-    matchers = {
-        pid: [path_regex(x) for x in p["paths"]] for pid, p in script.probes.items() if p["kind"] == "lines"
-    }
+    matchers = script.line_paths
     nonce = script.nonce
+
+    @cache
+    def owners(block: str, path: str) -> list[str]:
+        """The lines probes whose path patterns name this file (a file has many lines: asked once)."""
+        return [
+            p for p in script.groups[block] if p not in matchers or any(m.match(path) for m in matchers[p])
+        ]
+
     members: list[ProbeResult] = []
     block: str | None = None
     mtimes: dict[str, float] = {}
@@ -350,15 +422,7 @@ def _parse_linux(script: Script, stdout: str) -> Output:
         if parsed is None:
             continue
         pid, item = parsed
-        targets = (
-            [pid]
-            if pid is not None
-            else [
-                p
-                for p in script.groups[block]
-                if p not in matchers or any(m.match(item.get("path", "")) for m in matchers[p])
-            ]
-        )
+        targets = [pid] if pid is not None else owners(block, item.get("path", ""))
         for target in targets:
             key = (
                 target,
