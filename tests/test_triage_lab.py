@@ -4,6 +4,7 @@ pywinrm's real protocol path. The lab's manifest is the ground truth.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -244,3 +245,148 @@ def test_no_inventory_secret_reaches_the_database(lab: Any, cli: Cli, tmp_path: 
     assert next(iter(_env(lab).values())).encode() not in blob
     shown = cli.json("triage", "show", host["name"])
     assert "***" in json.dumps(shown)
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "winhost.lab")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, key_file
+
+
+def _tls_front(address: str, backend: tuple[str, int], cert: Path, key: Path) -> tuple[int, Any]:
+    """HTTPS in front of a WinRM stand-in (which speaks HTTP): a real TLS handshake for pywinrm."""
+    import socket
+    import ssl
+    import threading
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server((address, 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def pump(src: Any, dst: Any) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                raw, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                raw.settimeout(10)
+                client = context.wrap_socket(raw, server_side=True)
+                client.settimeout(None)
+            except (OSError, ssl.SSLError):
+                raw.close()
+                continue
+            upstream = socket.create_connection(backend)
+            threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1], lambda: (stop.set(), listener.close())
+
+
+def test_winrm_https_is_validated_by_default_and_bad_passwords_are_auth_failures(
+    lab: Any, cli: Cli, tmp_path: Path
+) -> None:
+    win = next(h for h in lab.manifest["hosts"] if h["os"] == "windows" and h["scenario"]["kind"] == "clean")
+    cert, key = _self_signed(tmp_path)
+    port, stop = _tls_front("127.71.201.1", (win["address"], win["port"]), cert, key)
+    port2, stop2 = _tls_front("127.71.201.2", (win["address"], win["port"]), cert, key)
+    try:
+        inventory = tmp_path / "winrm.yml"
+        common = {
+            "ansible_connection": "winrm",
+            "ansible_port": port,
+            "ansible_winrm_transport": "ntlm",
+            "ansible_user": "Administrator",
+            "ansible_password": "{{ lookup('env', 'LAB_WINRM_PASSWORD') }}",
+        }
+        inventory.write_text(
+            json.dumps(
+                {
+                    "windows": {
+                        "hosts": {
+                            "validated": {"ansible_host": "127.71.201.1", **common},
+                            "trusted": {
+                                "ansible_host": "127.71.201.2",
+                                **common,
+                                "ansible_port": port2,
+                                "ansible_winrm_server_cert_validation": "ignore",
+                                "ansible_winrm_path": "/wsman/",
+                            },
+                            "wrongpw": {
+                                "ansible_host": win["address"],
+                                **common,
+                                "ansible_port": win["port"],
+                                "ansible_winrm_scheme": "http",
+                                "ansible_password": "not-the-password",
+                            },
+                        }
+                    }
+                }
+            )
+        )
+        result = cli("triage", "-i", str(inventory), "--timeout", "8", "--json", env=_env(lab))
+    finally:
+        stop()
+        stop2()
+    assert result.exit_code == 1, result.stderr
+    got = {r["host"]: r for r in json.loads(result.stdout)["results"]}
+    assert got["validated"]["verdict"] == "error"
+    assert got["validated"]["reason"].startswith("TLS certificate not trusted for https://127.71.201.1:")
+    assert got["trusted"]["verdict"] == "clean", got["trusted"]
+    assert got["wrongpw"]["verdict"] == "error" and got["wrongpw"]["reason"].startswith("auth failure")
+    assert "not-the-password" not in cli.db.read_bytes().decode("latin-1")
+
+
+def test_history_is_kept_and_shown_on_request(lab: Any, cli: Cli) -> None:
+    host = next(h for h in lab.manifest["hosts"] if h["scenario"]["kind"] == "persistence")
+    for _ in range(2):
+        result = cli("triage", "-i", str(Path(lab.dir) / "inventory"), "-l", host["name"], "--json")
+        assert result.exit_code == 0, result.stderr
+    latest = cli.json("triage", "show", host["name"])
+    assert latest["history"] == [] and latest["latest"]["verdict"] == "infected"
+    both = cli.json("triage", "show", host["name"], "--history", "5")
+    assert [r["verdict"] for r in both["history"]] == ["infected"]
+    assert both["history"][0]["run_id"] < both["latest"]["run_id"]
+    text = cli("triage", "show", host["name"], "--history", "1")
+    assert text.exit_code == 0 and "earlier runs" in text.stdout and "hidden-binary-in-temp" in text.stdout

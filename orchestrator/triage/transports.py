@@ -496,6 +496,8 @@ class WinRMTransport:
             read_timeout_sec=operation + 1,
             operation_timeout_sec=operation,
             message_encryption=str(self.vars.get("ansible_winrm_message_encryption") or "auto"),
+            cert_pem=self.vars.get("ansible_winrm_cert_pem"),
+            cert_key_pem=self.vars.get("ansible_winrm_cert_key_pem"),
         )
         shell = None
         try:
