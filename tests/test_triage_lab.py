@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -390,3 +391,36 @@ def test_history_is_kept_and_shown_on_request(lab: Any, cli: Cli) -> None:
     assert both["history"][0]["run_id"] < both["latest"]["run_id"]
     text = cli("triage", "show", host["name"], "--history", "1")
     assert text.exit_code == 0 and "earlier runs" in text.stdout and "hidden-binary-in-temp" in text.stdout
+
+
+def test_become_runs_the_script_under_sudo(lab: Any, cli: Cli, tmp_path: Path) -> None:
+    if shutil.which("sudo") is None:
+        pytest.skip("sudo is not installed (Debian package sudo)")
+    infected = next(h for h in lab.manifest["hosts"] if h["scenario"]["kind"] == "persistence")
+    clean = next(h for h in lab.manifest["hosts"] if h["scenario"]["kind"] == "clean" and h["os"] == "linux")
+    extra = tmp_path / "become.yml"
+    extra.write_text(
+        json.dumps(
+            {
+                "all": {
+                    "hosts": {
+                        infected["name"]: {"ansible_become": True},
+                        clean["name"]: {"ansible_become": "yes", "ansible_become_method": "su"},
+                    }
+                }
+            }
+        )
+    )
+    result = cli(
+        "triage",
+        "-i",
+        str(Path(lab.dir) / "inventory"),
+        "-i",
+        str(extra),
+        "-l",
+        f"{infected['name']}:{clean['name']}",
+        "--json",
+    )
+    got = {r["host"]: r for r in json.loads(result.stdout)["results"]}
+    assert got[infected["name"]]["verdict"] == "infected"
+    assert got[clean["name"]]["reason"] == "command failed: become method 'su' is not supported (use sudo)"

@@ -275,10 +275,29 @@ class SSHTransport:
         try:
             self._handshake(transport, deadline)
             self._authenticate(transport, deadline)
-            return self._execute(transport, script, deadline)
+            command, stdin = self._become(script)
+            return self._execute(transport, command, stdin, deadline)
         finally:
             transport.close()
             sock.close()
+
+    def _become(self, script: str) -> tuple[str, str | None]:
+        """The command line, and what it reads on stdin: the script itself, or under sudo when the
+        inventory says `ansible_become` (a non-root login cannot read /root or other users' homes)."""
+        become = str(self.vars.get("ansible_become") or "").strip().lower() in ("1", "true", "yes", "on")
+        if not become:
+            return script, None
+        method = str(self.vars.get("ansible_become_method") or "sudo")
+        if method != "sudo":
+            raise TransportError(
+                "command_failed", f"command failed: become method {method!r} is not supported (use sudo)"
+            )
+        user = shlex.quote(str(self.vars.get("ansible_become_user") or "root"))
+        password = self.vars.get("ansible_become_password", "ansible_become_pass")
+        prompt = "-S -p ''" if password else "-n"
+        return f"sudo {prompt} -H -u {user} -- /bin/sh -c {shlex.quote(script)}", (
+            f"{password}\n" if password else None
+        )
 
     def _handshake(self, transport: paramiko.Transport, deadline: Deadline) -> None:
         files = known_hosts_files(self.vars)
@@ -389,12 +408,14 @@ class SSHTransport:
         return keys
 
     def _execute(
-        self, transport: paramiko.Transport, script: str, deadline: Deadline
+        self, transport: paramiko.Transport, command: str, stdin: str | None, deadline: Deadline
     ) -> tuple[int, str, str]:
         try:
             channel = transport.open_session(timeout=max(deadline.left(), 0.01))
-            channel.exec_command(script)
-            channel.shutdown_write()  # the script never reads stdin: EOF at once, nothing can wait on it
+            channel.exec_command(command)
+            if stdin:
+                channel.sendall(stdin.encode())
+            channel.shutdown_write()  # then EOF: nothing on the host can wait for more input
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if deadline.expired():
                 raise TransportError(
