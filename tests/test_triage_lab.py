@@ -424,3 +424,37 @@ def test_become_runs_the_script_under_sudo(lab: Any, cli: Cli, tmp_path: Path) -
     got = {r["host"]: r for r in json.loads(result.stdout)["results"]}
     assert got[infected["name"]]["verdict"] == "infected"
     assert got[clean["name"]]["reason"] == "command failed: become method 'su' is not supported (use sudo)"
+
+
+def test_an_interrupted_run_keeps_what_is_done_and_reads_as_incomplete(lab: Any, tmp_path: Path) -> None:
+    from orchestrator import inventory, triage
+    from orchestrator.store import Store
+    from orchestrator.triage import packs
+
+    inv = inventory.load([str(Path(lab.dir) / "inventory")])
+    hosts = [h for h in inv.hosts.values() if h.os == "linux"][:6]
+    store = Store.open(str(tmp_path / "recovery.db"))
+    seen: list[str] = []
+
+    def interrupt(result: Any) -> None:
+        seen.append(result.host)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        triage.run(
+            store,
+            "tester",
+            hosts,
+            packs.load(),
+            triage.Settings(forks=2, timeout=TIMEOUT),
+            on_result=interrupt,
+        )
+    assert time.monotonic() - started < TIMEOUT + 5
+    store.close()
+    con = sqlite3.connect(tmp_path / "recovery.db")
+    assert con.execute("SELECT finished_at FROM triage_run").fetchall() == [(None,)]
+    assert sorted(r for (r,) in con.execute("SELECT host_name FROM triage_result")) == sorted(seen)
+    (details,) = con.execute("SELECT details FROM audit_log WHERE command = 'triage'").fetchone()
+    assert json.loads(details)["interrupted"] is True

@@ -57,7 +57,17 @@ def run(
         if on_result is not None:
             on_result(result)
 
-    results = triage.run(record)
+    done: list[HostResult] = []
+
+    def record_and_keep(result: HostResult) -> None:
+        done.append(result)
+        record(result)
+
+    try:
+        results = triage.run(record_and_keep)
+    except BaseException:
+        recorder.finish(done, COMMAND, args or {}, complete=False)
+        raise
     row = recorder.finish(results, COMMAND, args or {})
     return Outcome(run_id, results, counts(results), row.started_at, row.finished_at)
 

@@ -100,13 +100,20 @@ class Triage:
         """Check every host; `on_result` is called in the calling thread as each host finishes."""
         results: list[HostResult] = []
         workers = max(1, min(self.settings.forks, len(self.hosts) or 1))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="triage") as pool:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="triage")
+        try:
             futures = [pool.submit(self.check_host, host) for host in self.hosts]
             for future in as_completed(futures):
                 result = future.result()
                 results.append(result)
                 if on_result is not None:
                     on_result(result)
+        except BaseException:
+            # Interrupted (Ctrl-C): hosts not yet started are dropped, those in flight end within
+            # their timeout; the caller stores what is done.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         order = {h.name: i for i, h in enumerate(self.hosts)}
         results.sort(key=lambda r: order[r.host])
         return results

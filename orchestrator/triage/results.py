@@ -92,18 +92,23 @@ class RunRecorder:
         self._pending = []
         self._last_flush = time.monotonic()
 
-    def finish(self, results: Sequence[HostResult], command: str, args: dict[str, Any]) -> TriageRun:
-        """Write what is left, close the run and append the command's audit row, in one transaction."""
+    def finish(
+        self, results: Sequence[HostResult], command: str, args: dict[str, Any], complete: bool = True
+    ) -> TriageRun:
+        """Write what is left, close the run and append the command's audit row, in one transaction.
+        An interrupted run keeps its results and counts but no finish time: it reads as incomplete."""
         tally = counts(results)
         trusted = {r.host: r.new_key for r in results if r.new_key}
         with self.store.write() as session:
             self._flush(session)
             run = session.get(TriageRun, self.run_id)
             assert run is not None
-            run.finished_at = utcnow()
+            run.finished_at = utcnow() if complete else None
             run.counts = tally
             session.add(run)
             details: dict[str, Any] = {"run_id": self.run_id, "hosts": len(results), "counts": tally}
+            if not complete:
+                details["interrupted"] = True
             if args.get("trust_new_keys"):
                 details["trust_new_keys"] = True
                 details["new_host_keys_accepted"] = trusted
