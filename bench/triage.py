@@ -162,7 +162,7 @@ def main() -> None:
     print(f"lab up in {time.monotonic() - started:.0f}s", flush=True)
     inventory = lab_dir / "inventory"
     script = scripts.render("linux", packs.checks_for(packs.load(), "linux")).text
-    out_dir = lab_dir / "bench-out"
+    out_dir = Path(tempfile.mkdtemp(prefix="triage-bench-out-"))
     try:
         rows = []
         run_ours(inventory, _reachable(manifest, 10), args.forks)  # warm caches on both sides
@@ -206,6 +206,7 @@ def main() -> None:
                 f"(goal < {MEMORY_GOAL_MB} MB: {verdict}), {big['n'] / big['seconds']:.1f} hosts/s"
             )
     finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
         if not args.keep:
             lab_lib.down(lab_dir)
 
