@@ -63,7 +63,6 @@ def _env() -> jinja2.Environment:
     )
     env.filters["q"] = lambda value: shlex.quote(str(value))
     env.filters["globq"] = _globq
-    env.filters["expand_roots"] = _expand_roots
     env.filters["awkstr"] = lambda value: (
         '"' + str(value).replace("\\", "\\\\").replace('"', '\\"').replace("'", "\\047") + '"'
     )

@@ -505,7 +505,8 @@ class WinRMTransport:
 
         deadline = Deadline(timeout)
         resolve(self.host.address, self.port, deadline)
-        operation = max(min(20, int(timeout) - 1), 1)
+        # Each WinRM receive waits at most this long, so the deadline is checked at least that often.
+        operation = max(1, min(20, int(timeout // 3)))
         password = self.vars.get("ansible_winrm_password", "ansible_password")
         protocol = winrm.Protocol(
             endpoint=self.endpoint,
