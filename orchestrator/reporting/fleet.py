@@ -24,8 +24,6 @@ from orchestrator.reporting.timefmt import iso
 from orchestrator.store import Store
 from orchestrator.store.models import Host, Plan, PlanMember, PlanWave, StageRun, TriageResult, utcnow
 
-# Per-wave buckets counted in SQL; in_progress is what remains of the wave's total.
-_WAVE_BUCKETS = ("pending", "recovered", "failed", "hold", "protected")
 # Latest triage verdicts that make a protected host wait for a person's decision.
 AFFECTED = ("infected", "suspicious")
 
@@ -54,7 +52,7 @@ def status(
         hosts = _host_counts(session, scope)
         waiting = _waiting_counts(session, scope)
         waves = _wave_counts(session, scope)
-        moving = _in_progress_by_wave(session, scope)
+        moving = _moving(session, scope)
         attention, flagged = _attention(session, scope, attention_limit, plan.approved_at if plan else None)
         medians = durations.stage_medians(session)
         wave_times = _wave_times(session, scope.plan_id)
@@ -227,40 +225,34 @@ def _progress(
 
 # (wave, action) -> bucket -> hosts
 WaveCounts = dict[tuple[int | None, str], Counter[str]]
+# (wave, action, state) -> hosts, for the hosts that have started and are not recovered
+Moving = Counter[tuple[int | None, str, str]]
+_MOVING_STATES = (*lifecycle.IN_PROGRESS_STATES, "failed", "hold", "protected")
 
 
 def _wave_counts(session: Session, scope: Scope) -> WaveCounts:
-    """Plan members per action and wave (the index's order: no sort), their hosts' buckets counted
-    in the same pass."""
+    """Plan members per action and wave (the index's order: no sort) with, in the same pass, how
+    many of their hosts have not started and how many are recovered; the rest come from `_moving`."""
     if scope.plan_id is None:
         return {}
     state = col(Host.state)
-    bucket_filters = {
-        "pending": state.in_(lifecycle.PENDING_STATES),
-        "recovered": state == "recovered",
-        "failed": state == "failed",
-        "hold": state == "hold",
-        "protected": state == "protected",
-    }
     keys = (col(PlanMember.action), col(PlanMember.wave))
     counts: WaveCounts = defaultdict(Counter)
     for chunk in chunks(scope.names):
         query = (
-            select(*keys, func.count(), *(func.count().filter(bucket_filters[b]) for b in _WAVE_BUCKETS))
+            select(
+                *keys,
+                func.count(),
+                func.count().filter(state.in_(lifecycle.PENDING_STATES)),
+                func.count().filter(state == "recovered"),
+            )
             .select_from(PlanMember)
             .join(Host, _host_by_name())
             .where(col(PlanMember.plan_id) == scope.plan_id, *scope.conditions(chunk))
             .group_by(*keys)
         )
-        for action, wave, total, *bucket_counts in session.exec(query):
-            counter = counts[(wave, action)]
-            counter["total"] += total
-            for bucket, n in zip(_WAVE_BUCKETS, bucket_counts, strict=True):
-                counter[bucket] += n
-    for (_, action), counter in counts.items():
-        counter["in_progress"] = counter["total"] - sum(counter[b] for b in _WAVE_BUCKETS)
-        if action in lifecycle.WAITING_ACTIONS:  # not started: the plan says which bucket
-            counter[action] += counter.pop("pending")
+        for action, wave, total, pending, recovered in session.exec(query):
+            counts[(wave, action)].update(total=total, pending=pending, recovered=recovered)
     return counts
 
 
@@ -271,30 +263,30 @@ def _host_by_name() -> ColumnElement[bool]:
     return and_(col(Host.name) == col(PlanMember.host_name), col(Host.state) > "")
 
 
-def _in_progress_by_wave(session: Session, scope: Scope) -> dict[int, set[tuple[str, str]]]:
-    """(action, state) pairs of the hosts midway through their path, per wave.
+def _moving(session: Session, scope: Scope) -> Moving:
+    """Hosts started and not recovered (on their way, failed), by wave, action and state.
 
-    The plan membership is read through correlated subqueries so that every planner, with or without
-    statistics, starts from the few hosts in those states rather than from all plan members.
+    They are few, and the state index finds them; their plan membership is read through correlated
+    subqueries so that every planner, with or without statistics, starts from them rather than
+    from all plan members.
     """
     if scope.plan_id is None:
-        return {}
+        return Counter()
 
     def member(column: Any) -> Any:
         return select(column).where(scope.member_join()).correlate(Host).scalar_subquery()
 
     wave, action = member(PlanMember.wave), member(PlanMember.action)
-    found: dict[int, set[tuple[str, str]]] = defaultdict(set)
+    found: Moving = Counter()
     for chunk in chunks(scope.names):
         query = (
-            select(Host.state, wave, action)
-            .distinct()
-            .where(col(Host.state).in_(lifecycle.IN_PROGRESS_STATES))
+            select(wave.label("member_wave"), action.label("member_action"), Host.state, func.count())
+            .where(col(Host.state).in_(_MOVING_STATES))
             .where(*scope.conditions(chunk, wave=wave, action=action))
+            .group_by("member_wave", "member_action", col(Host.state))
         )
-        for state, host_wave, host_action in session.exec(query):
-            if host_wave is not None:
-                found[host_wave].add((host_action, state))
+        for host_wave, host_action, state, count in session.exec(query):
+            found[(host_wave, host_action, state)] += count
     return found
 
 
@@ -323,6 +315,11 @@ def _attention(
         TriageResult.verdict,
     )
     order = (col(Host.tier), col(Host.name))
+    # The held hosts, found on the plan's side and then by name: joined the other way round, a
+    # planner without statistics starts from every host still in a start state.
+    held_names = session.exec(
+        select(PlanMember.host_name).where(PlanMember.plan_id == scope.plan_id, PlanMember.action == "hold")
+    ).all()
     found: list[tuple[str, Any]] = []
     flagged = 0
     for chunk in chunks(scope.names):
@@ -340,23 +337,23 @@ def _attention(
             col(TriageResult.verdict).in_(AFFECTED),
             col(Host.state).not_in((*lifecycle.NEEDS_PERSON, "recovered")),
         ).order_by(*order)
-        # From the plan's side, so the (plan, action) index finds the few held hosts.
-        held = (
-            select(*columns)
-            .select_from(PlanMember)
-            .join(Host, col(Host.name) == col(PlanMember.host_name))
-            .outerjoin(TriageResult, col(TriageResult.id) == latest)
-            .where(col(PlanMember.plan_id) == scope.plan_id, PlanMember.action == "hold")
-            .where(col(Host.state).in_(lifecycle.PENDING_STATES), *conditions)
-            .order_by(*order)
-        )
         if limit is not None:
-            stuck, held = stuck.limit(limit), held.limit(limit)
+            stuck = stuck.limit(limit)
         flagged_rows = session.exec(protected).all()
         flagged += len(flagged_rows)
         found += [(None, row) for row in session.exec(stuck)]
         found += [("protected_" + row[-1], row) for row in flagged_rows]
-        found += [("hold", row) for row in session.exec(held)] if scope.plan_id else []
+        for names in chunks(held_names):
+            held = (
+                select(*columns)
+                .select_from(Host)
+                .join(PlanMember, scope.member_join())
+                .outerjoin(TriageResult, col(TriageResult.id) == latest)
+                .where(col(Host.name).in_(names), col(Host.state).in_(lifecycle.PENDING_STATES))
+                .where(*conditions)
+                .order_by(*order)
+            )
+            found += [("hold", row) for row in session.exec(held if limit is None else held.limit(limit))]
     rows = [_attention_row(why, row, planned_at) for why, row in found]
     rank = {"failed": 0, "protected_infected": 1, "protected_suspicious": 2, "hold": 3}
     rows.sort(key=lambda r: (rank.get(r["why"], 4), r["tier"], r["host"]))
@@ -401,35 +398,40 @@ def _wave_estimates(session: Session, plan_id: int | None) -> dict[int, float]:
 
 def _waves(
     waves: WaveCounts,
-    moving: dict[int, set[tuple[str, str]]],
+    moving: Moving,
     wave_times: dict[int, tuple[datetime, datetime]],
     planned_s: dict[int, float],
     medians: dict[str, float],
 ) -> tuple[list[dict[str, Any]], durations.Estimate]:
     """Per-wave progress rows and the estimate: a wave still runs every stage one of its hosts needs."""
-    merged: dict[int | None, Counter[str]] = defaultdict(Counter)
-    pending_actions: dict[int, set[str]] = defaultdict(set)
+    buckets: dict[int | None, Counter[str]] = defaultdict(Counter)
+    on_path: dict[int, set[tuple[str, str]]] = defaultdict(set)  # (action, state) still to run
+    for (wave, action, state), count in moving.items():
+        buckets[wave][lifecycle.category(state)] += count
+        if wave is not None:
+            on_path[wave].add((action, state))
     for (wave, action), counter in waves.items():
-        merged[wave].update(counter)
-        not_started = counter["pending"] + (counter[action] if action in lifecycle.WAITING_ACTIONS else 0)
-        if wave is not None and not_started:
-            pending_actions[wave].add(action)
-    stages_by_wave: dict[int, tuple[str, ...]] = {}
-    for wave in merged:
-        if wave is None:
-            continue
-        pairs = [(action, "planned") for action in pending_actions[wave]] + sorted(moving.get(wave, ()))
-        if stages := durations.remaining_in_wave(pairs):
-            stages_by_wave[wave] = stages
+        # Not started: pending, unless the plan holds the host or leaves it protected.
+        buckets[wave][action if action in lifecycle.WAITING_ACTIONS else "pending"] += counter["pending"]
+        buckets[wave]["recovered"] += counter["recovered"]
+        seen = (
+            counter["pending"]
+            + counter["recovered"]
+            + sum(n for (w, a, _), n in moving.items() if (w, a) == (wave, action))
+        )
+        buckets[wave]["other"] += counter["total"] - seen  # states this version does not know
+        if wave is not None and counter["pending"]:
+            on_path[wave].add((action, "planned"))
+    stages_by_wave = {
+        wave: stages for wave, pairs in on_path.items() if (stages := durations.remaining_in_wave(pairs))
+    }
     eta = durations.estimate(stages_by_wave, medians, planned_s, set(wave_times))
-    per_wave = eta.per_wave_s
     rows = []
-    for wave, counter in sorted(merged.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
-        del counter["total"]
+    for wave, counter in sorted(buckets.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
         extra = {
             "started_at": iso(wave_times[wave][0]) if wave in wave_times else None,
             "remaining_stages": list(stages_by_wave.get(wave, ())) if wave is not None else [],
-            "eta_s": round(per_wave[wave], 1) if wave in per_wave else None,
+            "eta_s": round(eta.per_wave_s[wave], 1) if wave in eta.per_wave_s else None,
         }
-        rows.append(_progress({"wave": wave}, counter, extra))
+        rows.append(_progress({"wave": wave}, +counter, extra))
     return rows, eta
