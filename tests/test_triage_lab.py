@@ -381,9 +381,12 @@ def test_winrm_https_is_validated_by_default_and_bad_passwords_are_auth_failures
 
 def test_history_is_kept_and_shown_on_request(lab: Any, cli: Cli) -> None:
     host = next(h for h in lab.manifest["hosts"] if h["scenario"]["kind"] == "persistence")
-    for _ in range(2):
-        result = cli("triage", "-i", str(Path(lab.dir) / "inventory"), "-l", host["name"], "--json")
-        assert result.exit_code == 0, result.stderr
+    first = cli("triage", "-i", str(Path(lab.dir) / "inventory"), "-l", host["name"])
+    assert first.exit_code == 0, first.stderr
+    assert "hosts that are not clean" in first.stdout and host["name"] in first.stdout
+    assert "infected" in first.stdout and "hidden-binary-in-temp" in first.stdout
+    second = cli("triage", "-i", str(Path(lab.dir) / "inventory"), "-l", host["name"], "--json")
+    assert second.exit_code == 0, second.stderr
     latest = cli.json("triage", "show", host["name"])
     assert latest["history"] == [] and latest["latest"]["verdict"] == "infected"
     both = cli.json("triage", "show", host["name"], "--history", "5")
