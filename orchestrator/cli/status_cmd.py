@@ -177,8 +177,14 @@ def render_fleet(data: dict[str, Any]) -> RenderableType:
         if attention["count"] > len(attention["hosts"]):
             more = attention["count"] - len(attention["hosts"])
             parts.append(Text(f"... and {more} more: all are in orchestrator status --json", style="dim"))
-    parts.append(_progress_table("Waves", "wave", data["waves"], with_eta=True))
-    parts.append(_progress_table("Tiers", "tier", data["tiers"], with_eta=False))
+    if data["waves"]:
+        parts.append(_progress_table("Waves", "wave", data["waves"], with_eta=True))
+    if data["tiers"]:
+        parts.append(_progress_table("Tiers", "tier", data["tiers"], with_eta=False))
+    if not data["total"] and not any(data["filters"].values()):
+        parts.append(
+            Text("No host recorded yet: run 'orchestrator inventory sync -i INVENTORY' or a triage.")
+        )
     return Group(*parts)
 
 
