@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,59 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def cli(db_path: Path) -> Cli:
     return Cli(db_path)
+
+
+class LabHandle:
+    """The session's local lab: its directory, manifest (the ground truth) and the ways in."""
+
+    def __init__(self, directory: Path, manifest: dict) -> None:
+        self.dir = directory
+        self.manifest = manifest
+        self.inventory = directory / "inventory"
+        self.known_hosts = directory / "known_hosts"
+        self.key = directory / "id_ed25519"
+
+    @property
+    def hosts(self) -> list[dict]:
+        return self.manifest["hosts"]
+
+    def host(self, name: str) -> dict:
+        return next(h for h in self.hosts if h["name"] == name)
+
+    def by_kind(self, kind: str, os: str | None = None) -> list[dict]:
+        return [h for h in self.hosts if h["scenario"]["kind"] == kind and os in (None, h["os"])]
+
+    def env(self) -> dict[str, str]:
+        """The environment Ansible needs for the Windows hosts (their password, from winrm.env)."""
+        env = dict(os.environ)
+        winrm_env = self.dir / "winrm.env"
+        if winrm_env.exists():
+            key, _, value = winrm_env.read_text().strip().partition("=")
+            env[key] = value
+        return env
+
+    def ssh_command(self, name: str, command: str, timeout: int = 10) -> list[str]:
+        """An OpenSSH command line to run `command` on a Linux lab host, as Ansible would connect."""
+        host = self.host(name)
+        return [
+            "ssh", "-i", str(self.key), "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={timeout}",
+            f"root@{host['address']}", command,
+        ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
+    """One local lab for the whole session (real sshd hosts; needs root, openssh-server and restic, as
+    CI has): 12 Linux hosts with every scenario, the protected backup host and evidence store, and 2
+    Windows stand-ins. On its own free 127.N.0.0/16; brought down (and checked gone) at the end.
+    Tests that change hosts should reimage them, or use a lab of their own."""
+    from orchestrator import lab as lab_lib
+
+    directory = tmp_path_factory.mktemp("session-lab") / "lab"
+    config = lab_lib.LabConfig(dir=directory, hosts=12, windows=2, seed=7, net=lab_lib.free_net())
+    manifest = lab_lib.up(config)
+    try:
+        yield LabHandle(directory, manifest)
+    finally:
+        lab_lib.down(directory)

@@ -9,7 +9,17 @@ inventory, `known_hosts` the trusted channel for host keys.
 """
 
 from orchestrator.lab.config import LabConfig
-from orchestrator.lab.lifecycle import down, leftovers, reimage, status, up
+from orchestrator.lab.lifecycle import down, free_net, leftovers, reimage, status, up
 from orchestrator.lab.manifest import Manifest, load_manifest
 
-__all__ = ["LabConfig", "Manifest", "down", "leftovers", "load_manifest", "reimage", "status", "up"]
+__all__ = [
+    "LabConfig",
+    "Manifest",
+    "down",
+    "free_net",
+    "leftovers",
+    "load_manifest",
+    "reimage",
+    "status",
+    "up",
+]

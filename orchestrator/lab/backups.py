@@ -67,15 +67,17 @@ class Repository:
             self._restic("--key-hint", fast, "key", "remove", key_id)
 
     def backup(self, host: str, when: datetime, tags: list[str]) -> None:
-        """One snapshot of `host` dated `when`, taken in a mount namespace that shows the host's paths."""
+        """One snapshot of `host` dated `when`, taken in a mount namespace that shows the host's paths.
+        `--force` skips the search for a parent snapshot (which reads every snapshot of the repository,
+        a cost that grows with the lab); the files are read again, and deduplicated all the same."""
         fstab = self.paths.ns / f"{host}.fstab"
         if not fstab.exists():
-            _write_fstab(fstab, self.paths, host)
+            _write_fstab(fstab, self.paths, host, self.backup_host)
         repo = f"{STAGE}/{self.path.relative_to(self.paths.root)}"
         password = f"{STAGE}/{self.paths.restic_password.relative_to(self.paths.root)}"
         excludes = ["--exclude", f"/{REPO_IN_HOST}"] if host == self.backup_host else []
         restic = [
-            "restic", "--no-cache", "-r", repo, "--password-file", password, "--quiet", "backup",
+            "restic", "--no-cache", "-r", repo, "--password-file", password, "--quiet", "backup", "--force",
             "--host", host, "--time", when.strftime("%Y-%m-%d %H:%M:%S"),
             *(f"--tag={t}" for t in tags), *excludes, *(f"/{p}" for p in BACKED_UP),
         ]  # fmt: skip
@@ -100,13 +102,20 @@ class Repository:
         return json.loads(self._restic("snapshots", "--json"))
 
 
-def _write_fstab(fstab: Path, paths: LabPaths, host: str) -> None:
+def _write_fstab(fstab: Path, paths: LabPaths, host: str, backup_host: str) -> None:
     """The lab directory under /mnt first (so binding /srv or /tmp cannot hide a lab living there),
-    then the host's directories from it."""
+    then the host's directories from it, and a private, empty `locks/` for this one restic.
+
+    restic 0.14 (Debian 12) lists the repository's locks when it takes its own, and when another
+    restic removes its lock in between, retries loading it for minutes ("no such file or directory").
+    The lab's concurrent backups only add data (nothing prunes or checks while `up` runs), which is
+    what those locks guard against, so each backup keeps its lock to itself."""
     fstab.parent.mkdir(parents=True, exist_ok=True)
     host_dir = paths.host(host).relative_to(paths.root)
     lines = [f"{_escape(str(paths.root))} {STAGE} none bind 0 0"]
     lines += [f"{_escape(f'{STAGE}/{host_dir}/{rel}')} /{rel} none bind 0 0" for rel in BACKED_UP]
+    repo = paths.host(backup_host).relative_to(paths.root) / REPO_IN_HOST
+    lines.append(f"restic-locks {_escape(f'{STAGE}/{repo}/locks')} tmpfs size=64k,mode=0700 0 0")
     fstab.write_text("\n".join(lines) + "\n")
 
 
