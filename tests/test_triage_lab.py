@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from orchestrator.lab import keys as lab_keys
+from orchestrator.lab import load_manifest
 from tests.conftest import Cli
 
 pytestmark = pytest.mark.lab
@@ -22,65 +23,67 @@ pytestmark = pytest.mark.lab
 TIMEOUT = 6
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory):  # TEMPORARY until the shared session fixture lands
-    from types import SimpleNamespace
-
-    from orchestrator.lab import LabConfig, down, load_manifest, up
-
-    directory = tmp_path_factory.mktemp("lab")
-    up(LabConfig(dir=directory, hosts=24, windows=4, seed=11, net="127.73.0.0/16"))
-    yield SimpleNamespace(dir=directory, manifest=load_manifest(directory))
-    down(directory)
-
-
-def _env(lab: Any) -> dict[str, str]:
-    line = (Path(lab.dir) / "winrm.env").read_text().strip()
-    name, _, value = line.partition("=")
-    return {name: value}
-
-
 def _run(cli: Cli, lab: Any, *args: str) -> tuple[int, dict, float]:
     started = time.monotonic()
     result = cli(
         "triage",
         "-i",
-        str(Path(lab.dir) / "inventory"),
+        str(lab.inventory),
         "--timeout",
         str(TIMEOUT),
         *args,
         "--json",
-        env=_env(lab),
+        env=lab.env(),
     )
     elapsed = time.monotonic() - started
     assert result.exit_code in (0, 1), result.output + result.stderr
     return result.exit_code, json.loads(result.stdout), elapsed
 
 
+def _expected(host: dict) -> tuple[str, str, str | None]:
+    """(verdict, reason prefix, compromise time) the host should get now. Tests that change a shared
+    lab host put it back with a reimage (the lab's contract), which leaves the role's clean golden image
+    and a new, published host key: such a host is clean whatever its scenario was."""
+    scenario = host["scenario"]
+    if host.get("reimages"):
+        return "clean", "", None
+    return scenario["expected_verdict"], scenario["expected_reason"] or "", scenario["compromise_time"]
+
+
+def _untouched(lab: Any, kind: str, os_name: str | None = "linux") -> list[dict]:
+    """Hosts still in their planted scenario (no test has reimaged them), from the current manifest."""
+    hosts = [
+        h
+        for h in load_manifest(lab.dir)["hosts"]
+        if h["scenario"]["kind"] == kind and os_name in (None, h["os"]) and not h.get("reimages")
+    ]
+    assert hosts, f"no {os_name or ''} lab host left in scenario {kind!r}: another test reimaged them all"
+    return hosts
+
+
+def _clean_linux(lab: Any) -> list[dict]:
+    return [h for h in load_manifest(lab.dir)["hosts"] if h["os"] == "linux" and _expected(h)[0] == "clean"]
+
+
 @pytest.fixture(scope="module")
-def lab_run(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Cli, int, dict, float]:
-    """One triage of the whole lab, shared by the checks below (a run costs a few seconds)."""
+def lab_run(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Cli, int, dict, float, dict]:
+    """One triage of the whole lab, shared by the checks below (a run costs a few seconds), with the
+    manifest as it is at that moment."""
     cli = Cli(tmp_path_factory.mktemp("triage") / "recovery.db")
-    return (cli, *_run(cli, lab))
+    return (cli, *_run(cli, lab), load_manifest(lab.dir))
 
 
 def test_every_host_gets_the_verdict_the_manifest_expects(lab: Any, lab_run: tuple) -> None:
-    _, code, data, elapsed = lab_run
+    _, code, data, elapsed, manifest = lab_run
     results = {r["host"]: r for r in data["results"]}
-    manifest = lab.manifest
     wrong = []
     for host in manifest["hosts"]:
-        scenario = host["scenario"]
+        verdict, reason, compromise = _expected(host)
         got = results[host["name"]]
-        expected_reason = scenario["expected_reason"] or ""
-        if got["verdict"] != scenario["expected_verdict"] or not (got["reason"] or "").startswith(
-            expected_reason
-        ):
-            wrong.append(
-                (host["name"], scenario["kind"], scenario["expected_verdict"], got["verdict"], got["reason"])
-            )
-        if scenario["compromise_time"]:
-            assert (got["compromise_time"] or "")[:19] == scenario["compromise_time"][:19], host["name"]
+        if got["verdict"] != verdict or not (got["reason"] or "").startswith(reason):
+            wrong.append((host["name"], host["scenario"]["kind"], verdict, got["verdict"], got["reason"]))
+        if compromise:
+            assert (got["compromise_time"] or "")[:19] == compromise[:19], host["name"]
         assert got["duration_s"] <= TIMEOUT + 1, host["name"]
     assert not wrong
     assert {h["os"] for h in manifest["hosts"]} == {"linux", "windows"}  # Windows went through pywinrm
@@ -92,7 +95,7 @@ def test_every_host_gets_the_verdict_the_manifest_expects(lab: Any, lab_run: tup
 
 
 def test_the_run_is_stored_with_evidence_history_and_one_audit_row(lab: Any, lab_run: tuple) -> None:
-    cli, _, data, _ = lab_run
+    cli, _, data, _, _ = lab_run
     con = sqlite3.connect(cli.db)
     assert con.execute("SELECT COUNT(*) FROM triage_run").fetchone()[0] >= 1
     run_id = data["run_id"]
@@ -104,9 +107,7 @@ def test_the_run_is_stored_with_evidence_history_and_one_audit_row(lab: Any, lab
     assert counts == data["counts"] and sum(counts.values()) == len(lab.manifest["hosts"])
     audit = con.execute("SELECT command, details FROM audit_log WHERE command = 'triage'").fetchall()
     assert any(json.loads(details)["run_id"] == run_id for _, details in audit)
-    infected = next(
-        h for h in lab.manifest["hosts"] if h["scenario"]["kind"] == "lockbit3" and h["os"] == "linux"
-    )
+    infected = _untouched(lab, "lockbit3")[0]
     shown = cli.json("triage", "show", infected["name"])
     assert shown["latest"]["verdict"] == "infected"
     note = next(m for m in shown["latest"]["matches"] if m["check"] == "lockbit3-note-linux")
@@ -116,16 +117,14 @@ def test_the_run_is_stored_with_evidence_history_and_one_audit_row(lab: Any, lab
 
 
 def test_evidence_is_bounded_with_a_marker(lab: Any, cli: Cli, tmp_path: Path) -> None:
-    host = next(h for h in lab.manifest["hosts"] if h["scenario"]["kind"] == "clean" and h["os"] == "linux")
+    host = _clean_linux(lab)[0]
     noisy = tmp_path / "noisy.yml"
     noisy.write_text(
         "pack: noisy\ntitle: A check with far too much to say\ntrusted_keys: []\nchecks:\n"
         "  - id: noisy\n    title: noisy\n    os: linux\n    severity: info\n"
         "    probe: {command: \"head -c 5000 /dev/zero | tr '\\\\0' x; echo; seq 1 300\"}\n"
     )
-    result = cli(
-        "triage", "-i", str(Path(lab.dir) / "inventory"), "-l", host["name"], "--pack", str(noisy), "--json"
-    )
+    result = cli("triage", "-i", str(lab.inventory), "-l", host["name"], "--pack", str(noisy), "--json")
     assert result.exit_code == 0, result.stderr
     (match,) = json.loads(result.stdout)["results"][0]["matches"]
     text = match["evidence"]
@@ -143,8 +142,8 @@ def test_evidence_is_bounded_with_a_marker(lab: Any, cli: Cli, tmp_path: Path) -
 def test_faults_get_distinct_reasons_within_the_timeout(lab: Any, cli: Cli, tmp_path: Path) -> None:
     """Wrong key, unknown host key, a command that hangs and a name that does not resolve, next to a
     healthy host: each gets its own reason, within the timeout, without holding the others up."""
-    hosts = {h["scenario"]["kind"]: h for h in lab.manifest["hosts"] if h["os"] == "linux"}
-    clean = [h for h in lab.manifest["hosts"] if h["scenario"]["kind"] == "clean" and h["os"] == "linux"]
+    hosts = {kind: _untouched(lab, kind)[0] for kind in ("sshd_stopped", "sshd_down")}
+    clean = _clean_linux(lab)
     wrong_key = tmp_path / "wrong_key"
     lab_keys.write_keypair(wrong_key, "not-authorized")
     empty_known_hosts = tmp_path / "known_hosts"
@@ -218,9 +217,7 @@ def test_faults_get_distinct_reasons_within_the_timeout(lab: Any, cli: Cli, tmp_
 def test_no_inventory_secret_reaches_the_database(lab: Any, cli: Cli, tmp_path: Path) -> None:
     """A secret the inventory holds (here: the value of a become password that an attacker also wrote
     into the host's files) is scrubbed from evidence; the WinRM password never appears at all."""
-    host = next(
-        h for h in lab.manifest["hosts"] if h["scenario"]["kind"] == "lockbit3" and h["os"] == "linux"
-    )
+    host = _untouched(lab, "lockbit3")[0]
     planted = host["scenario"]["details"][
         "extension"
     ]  # appears in the notes and renamed files triage reports
@@ -230,20 +227,20 @@ def test_no_inventory_secret_reaches_the_database(lab: Any, cli: Cli, tmp_path: 
     result = cli(
         "triage",
         "-i",
-        str(Path(lab.dir) / "inventory"),
+        str(lab.inventory),
         "-i",
         str(extra),
         "-l",
         ":".join([host["name"], *windows]),
         "--json",
-        env=_env(lab),
+        env=lab.env(),
     )
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["counts"]["infected"] >= 1
     blob = cli.db.read_bytes() + b"".join(p.read_bytes() for p in cli.db.parent.glob("recovery.db-*"))
     assert planted.encode() not in blob
-    assert next(iter(_env(lab).values())).encode() not in blob
+    assert (lab.dir / "winrm.env").read_text().strip().partition("=")[2].encode() not in blob
     shown = cli.json("triage", "show", host["name"])
     assert "***" in json.dumps(shown)
 
@@ -328,7 +325,9 @@ def _tls_front(address: str, backend: tuple[str, int], cert: Path, key: Path) ->
 def test_winrm_https_is_validated_by_default_and_bad_passwords_are_auth_failures(
     lab: Any, cli: Cli, tmp_path: Path
 ) -> None:
-    win = next(h for h in lab.manifest["hosts"] if h["os"] == "windows" and h["scenario"]["kind"] == "clean")
+    win = next(
+        h for h in load_manifest(lab.dir)["hosts"] if h["os"] == "windows" and _expected(h)[0] == "clean"
+    )
     cert, key = _self_signed(tmp_path)
     port, stop = _tls_front("127.71.201.1", (win["address"], win["port"]), cert, key)
     port2, stop2 = _tls_front("127.71.201.2", (win["address"], win["port"]), cert, key)
@@ -366,7 +365,7 @@ def test_winrm_https_is_validated_by_default_and_bad_passwords_are_auth_failures
                 }
             )
         )
-        result = cli("triage", "-i", str(inventory), "--timeout", "8", "--json", env=_env(lab))
+        result = cli("triage", "-i", str(inventory), "--timeout", "8", "--json", env=lab.env())
     finally:
         stop()
         stop2()
@@ -380,12 +379,12 @@ def test_winrm_https_is_validated_by_default_and_bad_passwords_are_auth_failures
 
 
 def test_history_is_kept_and_shown_on_request(lab: Any, cli: Cli) -> None:
-    host = next(h for h in lab.manifest["hosts"] if h["scenario"]["kind"] == "persistence")
-    first = cli("triage", "-i", str(Path(lab.dir) / "inventory"), "-l", host["name"])
+    host = _untouched(lab, "persistence")[0]
+    first = cli("triage", "-i", str(lab.inventory), "-l", host["name"])
     assert first.exit_code == 0, first.stderr
     assert "hosts that are not clean" in first.stdout and host["name"] in first.stdout
     assert "infected" in first.stdout and "hidden-binary-in-temp" in first.stdout
-    second = cli("triage", "-i", str(Path(lab.dir) / "inventory"), "-l", host["name"], "--json")
+    second = cli("triage", "-i", str(lab.inventory), "-l", host["name"], "--json")
     assert second.exit_code == 0, second.stderr
     latest = cli.json("triage", "show", host["name"])
     assert latest["history"] == [] and latest["latest"]["verdict"] == "infected"
@@ -399,8 +398,8 @@ def test_history_is_kept_and_shown_on_request(lab: Any, cli: Cli) -> None:
 def test_become_runs_the_script_under_sudo(lab: Any, cli: Cli, tmp_path: Path) -> None:
     if shutil.which("sudo") is None:
         pytest.skip("sudo is not installed (Debian package sudo)")
-    infected = next(h for h in lab.manifest["hosts"] if h["scenario"]["kind"] == "persistence")
-    clean = next(h for h in lab.manifest["hosts"] if h["scenario"]["kind"] == "clean" and h["os"] == "linux")
+    infected = _untouched(lab, "persistence")[0]
+    clean = _clean_linux(lab)[0]
     extra = tmp_path / "become.yml"
     extra.write_text(
         json.dumps(
@@ -417,7 +416,7 @@ def test_become_runs_the_script_under_sudo(lab: Any, cli: Cli, tmp_path: Path) -
     result = cli(
         "triage",
         "-i",
-        str(Path(lab.dir) / "inventory"),
+        str(lab.inventory),
         "-i",
         str(extra),
         "-l",
@@ -434,8 +433,11 @@ def test_an_interrupted_run_keeps_what_is_done_and_reads_as_incomplete(lab: Any,
     from orchestrator.store import Store
     from orchestrator.triage import packs
 
-    inv = inventory.load([str(Path(lab.dir) / "inventory")])
-    hosts = [h for h in inv.hosts.values() if h.os == "linux"][:6]
+    inv = inventory.load([str(lab.inventory)])
+    reachable = {
+        h["name"] for h in load_manifest(lab.dir)["hosts"] if _expected(h)[0] not in ("unreachable", "error")
+    }
+    hosts = [h for h in inv.hosts.values() if h.os == "linux" and h.name in reachable][:6]
     store = Store.open(str(tmp_path / "recovery.db"))
     seen: list[str] = []
 
