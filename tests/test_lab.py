@@ -375,6 +375,19 @@ def test_addresses_are_valid_loopback_octets() -> None:
             lab_lib.LabConfig(dir=Path("x"), net=bad)
 
 
+def test_the_lab_never_adopts_a_system_or_foreign_directory(tmp_path: Path) -> None:
+    for system in ("/etc/ssh", "/usr/local/lab", "/tmp", "/"):
+        with pytest.raises(OrchestratorError, match="directory of its own"):
+            lab_lib.LabConfig(dir=Path(system))
+    foreign = tmp_path / "repo"
+    (foreign / "inventory").mkdir(parents=True)
+    (foreign / "inventory" / "hosts.yml").write_text("all: {}\n")
+    with pytest.raises(OrchestratorError, match="not a lab directory"):
+        lab_lib.up(lab_lib.LabConfig(dir=foreign, hosts=2))
+    assert sorted(p.name for p in foreign.iterdir()) == ["inventory"]
+    assert lab_lib.down(foreign)["removed"] is False and (foreign / "inventory" / "hosts.yml").exists()
+
+
 def test_small_labs_keep_the_protected_hosts_and_drop_extras_first() -> None:
     now = datetime(2025, 3, 14, 12, tzinfo=UTC)
     two = plan.draw(lab_lib.LabConfig(dir=Path("x"), hosts=2), now)

@@ -172,7 +172,8 @@ def down(directory: Path, as_json: bool) -> None:
     if as_json:
         emit_json(result)
     elif result["removed"]:
-        click.echo(f"lab down: {result['stopped']} process(es) stopped, {result['dir']} removed")
+        where = "removed" if not Path(result["dir"]).exists() else "emptied of the lab's files"
+        click.echo(f"lab down: {result['stopped']} process(es) stopped, {result['dir']} {where}")
     else:
         click.echo(f"no lab in {result['dir']}: nothing to do")
 

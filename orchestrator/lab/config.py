@@ -20,6 +20,10 @@ SSH_PORT = 22
 WINRM_PORT = 5985
 FIRST_HOST_OCTET = 11  # .1-.10 of every /24 stay free, as on a real segment (gateways, appliances)
 MAX_HOSTS = 2000
+SYSTEM_DIRS = (
+    "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/proc", "/sys",
+    "/dev", "/run", "/var/lib", "/var/cache", "/var/log", "/var/spool", "/var/run",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,13 @@ class LabConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dir", Path(self.dir).absolute())
+        # Each host sees the lab directory covered by an empty tmpfs: it must not hold what a host
+        # needs (its programs, /etc), nor be a whole top-level directory.
+        system = any(self.dir == Path(p) or Path(p) in self.dir.parents for p in SYSTEM_DIRS)
+        if len(self.dir.parts) < 3 or system:
+            raise OrchestratorError(
+                f"--dir {self.dir}: use a directory of its own outside the system's, e.g. {Path.cwd() / DEFAULT_DIR}"
+            )
         if self.hosts < 2:
             raise OrchestratorError("--hosts must be at least 2 (the backup host and the evidence store)")
         if self.hosts + self.windows > MAX_HOSTS:

@@ -73,6 +73,13 @@ def up(config: LabConfig, progress: Progress | None = None) -> Manifest:
     require_environment()
     report = progress or _quiet
     paths = LabPaths(config.dir)
+    if not paths.marker.exists() and not paths.manifest.exists():
+        clashes = [p.name for p in paths.owned() if p.exists() or p.is_symlink()]
+        if clashes:  # `down` would remove them: never adopt a directory that is not a lab's
+            raise OrchestratorError(
+                f"{paths.root} is not a lab directory but already has {', '.join(clashes)}: "
+                "choose a new or empty directory"
+            )
     with locked(paths):
         if paths.manifest.exists():
             manifest = load_manifest(paths.root)
