@@ -197,6 +197,25 @@ class SSHOptions:
     trust_new_keys: bool = False
     known_hosts: KnownHosts = field(default_factory=KnownHosts)
     private_keys: PrivateKeys = field(default_factory=PrivateKeys)
+    _defaults: list[paramiko.PKey] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def default_keys(self) -> list[paramiko.PKey]:
+        """The keys OpenSSH would offer when the inventory names none: the agent's, then
+        ~/.ssh/id_ed25519, id_ecdsa, id_rsa (unencrypted ones). Listed once per run."""
+        with self._lock:
+            if self._defaults is None:
+                keys: list[paramiko.PKey] = []
+                if os.environ.get("SSH_AUTH_SOCK"):
+                    with contextlib.suppress(paramiko.SSHException, OSError):
+                        keys.extend(paramiko.Agent().get_keys())
+                for name in ("id_ed25519", "id_ecdsa", "id_rsa"):
+                    path = Path("~/.ssh").expanduser() / name
+                    if path.is_file():
+                        with contextlib.suppress(paramiko.SSHException, ValueError, OSError):
+                            keys.append(self.private_keys.load(str(path), None))
+                self._defaults = keys
+            return self._defaults
 
 
 def _quickack_socket(sock: socket.socket) -> Any:
@@ -365,7 +384,7 @@ class SSHTransport:
                 if self._try(lambda: transport.auth_password(self.user, str(password)), deadline):
                     return
             if not key_file and not password:
-                for key in self._default_keys():
+                for key in self.options.default_keys():
                     tried.append(f"key {getattr(key, 'comment', '') or key.get_name()}")
                     if self._try(lambda key=key: transport.auth_publickey(self.user, key), deadline):
                         return
@@ -393,19 +412,6 @@ class SSHTransport:
                     "timeout", f"timeout: authentication not finished after {deadline.seconds:g}s"
                 ) from None
             raise
-
-    def _default_keys(self) -> list[paramiko.PKey]:
-        keys: list[paramiko.PKey] = (
-            list(paramiko.Agent().get_keys()) if os.environ.get("SSH_AUTH_SOCK") else []
-        )
-        for name in ("id_ed25519", "id_ecdsa", "id_rsa"):
-            path = Path("~/.ssh").expanduser() / name
-            if path.is_file():
-                try:
-                    keys.append(self.options.private_keys.load(str(path), None))
-                except (paramiko.SSHException, ValueError, OSError):
-                    continue
-        return keys
 
     def _execute(
         self, transport: paramiko.Transport, command: str, stdin: str | None, deadline: Deadline
@@ -613,13 +619,17 @@ def _first_line(exc: BaseException) -> str:
 
 
 def login_key_fingerprints(hosts: list[Host], options: SSHOptions) -> set[str]:
-    """SHA256 fingerprints of the public halves of the keys the inventory logs in with."""
+    """SHA256 fingerprints of the public halves of the keys the run logs in with: the inventory's key
+    files, and the agent's and default keys for hosts that name none."""
     found: set[str] = set()
     done: set[str] = set()
     for host in hosts:
         hv = HostVars(host)
         key_file = hv.get("ansible_ssh_private_key_file", "ansible_private_key_file")
-        if not key_file or str(key_file) in done:
+        if not key_file:
+            found.update(key.fingerprint for key in options.default_keys())
+            continue
+        if str(key_file) in done:
             continue
         done.add(str(key_file))
         path = os.path.expanduser(str(key_file))
