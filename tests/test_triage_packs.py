@@ -366,3 +366,23 @@ def test_busybox_sh_reads_the_same_tree(tmp_path: Path, tree: Path) -> None:
     assert [i["name"] for i in packs.evaluate(note, output.results[note.probe_id].items)] == [
         "HLJkNskOq.README.txt"
     ]
+
+
+def test_a_pack_directory_adds_every_pack_in_it(tmp_path: Path) -> None:
+    directory = tmp_path / "incident"
+    directory.mkdir()
+    _pack(directory, HEADER + "    probe: {files: {roots: ['@data'], patterns: ['*.HLJkNskOq']}}\n", "a.yml")
+    _pack(
+        directory,
+        HEADER.replace("incident", "incident-b").replace("our-note", "our-key")
+        + "    probe: {command: id}\n",
+        "b.yaml",
+    )
+    loaded = packs.load([directory])
+    assert {"incident", "incident-b"} <= {p.id for p in loaded}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(packs.PackError, match=r"no \*\.yml pack in this directory"):
+        packs.load([empty])
+    with pytest.raises(packs.PackError, match="no such pack file or directory"):
+        packs.load([tmp_path / "missing.yml"])

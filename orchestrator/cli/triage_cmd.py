@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from orchestrator import inventory as inventory_lib
-from orchestrator import triage as triage_lib
 from orchestrator.cli.context import AppContext
 from orchestrator.cli.options import (
     command_args,
@@ -22,10 +21,14 @@ from orchestrator.cli.options import (
     pass_app,
 )
 from orchestrator.errors import HostsFailed
-from orchestrator.triage import packs as packs_lib
-from orchestrator.triage import results as results_lib
-from orchestrator.triage import scripts as scripts_lib
-from orchestrator.triage.engine import DEFAULT_FORKS, DEFAULT_TIMEOUT, VERDICTS, HostResult, Settings
+from orchestrator.triage import DEFAULT_FORKS, DEFAULT_TIMEOUT, VERDICTS
+
+if TYPE_CHECKING:  # the SSH and database libraries load only when a triage command runs
+    from orchestrator.inventory import Host
+    from orchestrator.store import Store
+    from orchestrator.triage.engine import Settings
+    from orchestrator.triage.packs import Pack
+    from orchestrator.triage.runner import Outcome
 
 STYLES = {
     "clean": "green",
@@ -105,6 +108,11 @@ def triage_group(
     """
     if ctx.invoked_subcommand is not None:
         return
+    from orchestrator.triage import packs as packs_lib
+    from orchestrator.triage import results as results_lib
+    from orchestrator.triage import runner
+    from orchestrator.triage.engine import Settings
+
     packs = packs_lib.load(pack_paths)
     inv = inventory_lib.load(inventory)
     inv.require_valid()
@@ -113,7 +121,7 @@ def triage_group(
     args = command_args(ctx)
     store = app.store()
     if as_json:
-        outcome = triage_lib.run(store, app.operator, hosts, packs, settings, limit=limit, args=args)
+        outcome = runner.run(store, app.operator, hosts, packs, settings, limit=limit, args=args)
     else:
         outcome = _run_with_progress(store, app, hosts, packs, settings, limit, args)
     if as_json:
@@ -138,8 +146,17 @@ def triage_group(
 
 
 def _run_with_progress(
-    store: Any, app: AppContext, hosts: list, packs: list, settings: Settings, limit, args
-):
+    store: Store,
+    app: AppContext,
+    hosts: list[Host],
+    packs: list[Pack],
+    settings: Settings,
+    limit: str | None,
+    args: dict[str, Any],
+) -> Outcome:
+    """The run with a live bar on stderr: hosts done, and counts by verdict as they come in."""
+    from orchestrator.triage import runner
+
     counts = dict.fromkeys(VERDICTS, 0)
     progress = Progress(
         TextColumn("[bold]triage[/]"),
@@ -153,16 +170,18 @@ def _run_with_progress(
     with progress:
         task = progress.add_task("triage", total=len(hosts), counts=_counts_text(counts))
 
-        def on_result(result: HostResult) -> None:
+        def on_result(result: Any) -> None:
             counts[result.verdict] += 1
             progress.update(task, advance=1, counts=_counts_text(counts))
 
-        return triage_lib.run(
+        return runner.run(
             store, app.operator, hosts, packs, settings, limit=limit, args=args, on_result=on_result
         )
 
 
-def _summary(outcome: triage_lib.Outcome) -> None:
+def _summary(outcome: Outcome) -> None:
+    from orchestrator.triage.results import iso
+
     out = console()
     findings = sorted(
         (r for r in outcome.results if r.verdict != "clean"), key=lambda r: (ORDER[r.verdict], r.host)
@@ -176,7 +195,7 @@ def _summary(outcome: triage_lib.Outcome) -> None:
             table.add_row(
                 r.host,
                 f"[{STYLES[r.verdict]}]{r.verdict}[/]",
-                results_lib.iso(r.compromise_time) or "",
+                iso(r.compromise_time) or "",
                 why,
                 f"{r.duration_s:.1f}",
             )
@@ -208,6 +227,8 @@ def show(app: AppContext, host: str, history: int, as_json: bool) -> None:
       orchestrator triage show ehrdb-n01
       orchestrator triage show ehrdb-n01 --history 5 --json
     """
+    from orchestrator.triage import results as results_lib
+
     data = results_lib.host_results(app.store(), host, history)
     if as_json:
         emit_json(data)
@@ -261,6 +282,8 @@ def list_packs(pack_paths: tuple[str, ...], as_json: bool) -> None:
       orchestrator triage packs
       orchestrator triage packs --pack incident.yml --json
     """
+    from orchestrator.triage import packs as packs_lib
+
     packs = packs_lib.load(pack_paths)
     if as_json:
         emit_json(
@@ -297,7 +320,7 @@ def list_packs(pack_paths: tuple[str, ...], as_json: bool) -> None:
 
 
 @triage_group.command("script")
-@click.option("--os", "os_name", type=click.Choice(packs_lib.OSES), default="linux", show_default=True)
+@click.option("--os", "os_name", type=click.Choice(["linux", "windows"]), default="linux", show_default=True)
 @pack_option
 def script(os_name: str, pack_paths: tuple[str, ...]) -> None:
     """Print the one script triage runs on each host of an OS, for review before a run.
@@ -307,6 +330,9 @@ def script(os_name: str, pack_paths: tuple[str, ...]) -> None:
       orchestrator triage script --os linux > triage.sh
       orchestrator triage script --os windows --pack incident.yml
     """
+    from orchestrator.triage import packs as packs_lib
+    from orchestrator.triage import scripts as scripts_lib
+
     packs = packs_lib.load(pack_paths)
     click.echo(scripts_lib.render(os_name, packs_lib.checks_for(packs, os_name)).text, nl=False)
 

@@ -18,13 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.inventory import Host
-from orchestrator.triage import evidence, packs, scripts, transports
+from orchestrator.triage import DEFAULT_FORKS, DEFAULT_TIMEOUT, VERDICTS, evidence, packs, scripts, transports
 from orchestrator.triage.packs import SEVERITY_RANK, Pack
 
 DERIVED = frozenset({"trusted", "age_days"})  # fields computed here, not on the host
-VERDICTS = ("clean", "suspicious", "infected", "unreachable", "error")
-DEFAULT_FORKS = 50
-DEFAULT_TIMEOUT = 60.0
 
 
 @dataclass

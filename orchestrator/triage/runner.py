@@ -1,0 +1,66 @@
+"""One triage run, stored: the entry point the CLI (or a script) calls."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.inventory import Host
+from orchestrator.store import Store
+from orchestrator.triage.engine import HostResult, Settings, Triage, counts
+from orchestrator.triage.packs import Pack
+from orchestrator.triage.results import RunRecorder
+
+COMMAND = "triage"
+
+
+@dataclass
+class Outcome:
+    run_id: int
+    results: list[HostResult]
+    counts: dict[str, int]
+    started_at: Any
+    finished_at: Any
+
+    @property
+    def failed(self) -> list[HostResult]:
+        """Hosts that could not be checked (unreachable or error): the run is incomplete for them."""
+        return [r for r in self.results if r.verdict in ("unreachable", "error")]
+
+
+def run(
+    store: Store,
+    operator: str,
+    hosts: Sequence[Host],
+    packs: Sequence[Pack],
+    settings: Settings,
+    *,
+    limit: str | None = None,
+    args: dict[str, Any] | None = None,
+    on_result: Callable[[HostResult], None] | None = None,
+) -> Outcome:
+    """Check `hosts` against `packs` and store the run. Packs are validated before this is called, so a
+    bad pack never costs a connection; the run row exists before the first host is contacted."""
+    triage = Triage(hosts, packs, settings)
+    recorder = RunRecorder(store, operator)
+    run_id = recorder.start(hosts, sorted({p.path for p in packs}), settings, limit)
+
+    def record(result: HostResult) -> None:
+        recorder.add(result)
+        if on_result is not None:
+            on_result(result)
+
+    done: list[HostResult] = []
+
+    def record_and_keep(result: HostResult) -> None:
+        done.append(result)
+        record(result)
+
+    try:
+        results = triage.run(record_and_keep)
+    except BaseException:
+        recorder.finish(done, COMMAND, args or {}, complete=False)
+        raise
+    row = recorder.finish(results, COMMAND, args or {})
+    return Outcome(run_id, results, counts(results), row.started_at, row.finished_at)
