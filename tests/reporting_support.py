@@ -120,6 +120,9 @@ def build(url: str, workdir: Path, secrets: bool = False) -> Store:
         plan_id = _plan(session)
         audit.record(session, "bob", "plan approve", {"plan": plan_id}, {"hash": "c0ffee"})
     _run(store, plan_id)
+    with store.write() as session:  # as the engine records a stage over a wave: hosts in details
+        details = {"plan": plan_id, "wave": 2, "stage": "restore", "ok": ["ehr-db01"], "failed": {}}
+        audit.record(session, "alice", "run stage", {"wave": 2}, details)
     with store.write() as session:  # re-triaged after its rebuild: clean now, still affected before
         run = TriageRun(started_at=T0 + timedelta(minutes=155), finished_at=T0 + timedelta(minutes=156))
         session.add(run)

@@ -207,3 +207,7 @@ def test_show_filters_by_host_pattern(logged: Cli, tmp_path: Path) -> None:
     dcs = logged.json("audit", "show", "-l", "domain_controllers", "--last", "0")["entries"]
     assert {e["host"] for e in dcs} == {"dc01", "dc02"}
     assert logged("audit", "show", "-l", "nomatch").exit_code == 2
+    ehr = logged.json("audit", "show", "-l", "ehr*", "--last", "0")["entries"]
+    wide = [e for e in ehr if e["host"] is None]
+    assert [e["command"] for e in wide] == ["run stage"] and wide[0]["details"]["ok"] == ["ehr-db01"]
+    assert logged.json("audit", "show", "-l", "ehr*", "--last", "1")["entries"] == wide

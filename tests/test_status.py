@@ -214,10 +214,9 @@ def test_host_timeline_tells_the_whole_story(recovery_db: Path) -> None:
     ]
     assert data["restore_point"]["snapshot_id"] == scenario.snapshot_id("ehr-db01")
     assert data["restore_point"]["skipped"][0]["id"] == "9d8c7b6a"
-    assert len(data["audit"]) == 14 and data["audit"][-1]["details"] == {
-        "stage": "reconnect",
-        "state": "recovered",
-    }
+    assert len(data["audit"]) == 15
+    assert data["audit"][-2]["details"] == {"stage": "reconnect", "state": "recovered"}
+    assert data["audit"][-1]["command"] == "run stage"  # a wave-wide entry naming the host
     assert data["remaining_stages"] == [] and data["eta_s"] is None
     kinds = [item["kind"] for item in data["timeline"]]
     assert kinds.index("compromise") < kinds.index("triage") < kinds.index("stage")
@@ -225,6 +224,7 @@ def test_host_timeline_tells_the_whole_story(recovery_db: Path) -> None:
 
 def test_host_in_progress_has_its_estimate_and_failed_host_its_message(status_cli: Cli) -> None:
     restoring = status_cli.json("status", "ehr-app01")
+    assert "run stage" not in [a["command"] for a in restoring["audit"]]  # it names ehr-db01 only
     assert (
         restoring["remaining_stages"] == ["restore", "validate", "reconnect"] and restoring["eta_s"] == 1800
     )

@@ -376,12 +376,13 @@ def _attention_row(why: str | None, row: Any, planned_at: datetime | None) -> di
 
 
 def _wave_times(session: Session, plan_id: int | None) -> dict[int, tuple[datetime, datetime]]:
-    """Each started wave's first and latest stage start: two indexed min/max lookups per wave."""
+    """Each started wave's first and latest real (not check-mode) stage start: two indexed min/max
+    lookups per wave."""
     if plan_id is None:
         return {}
     times: dict[int, tuple[datetime, datetime]] = {}
     for wave in session.exec(select(PlanWave.number).where(PlanWave.plan_id == plan_id)):
-        where = (StageRun.plan_id == plan_id, StageRun.wave == wave)
+        where = (StageRun.plan_id == plan_id, StageRun.wave == wave, col(StageRun.check_mode).is_(False))
         first = session.exec(select(func.min(StageRun.started_at)).where(*where)).one()
         if first is not None:
             times[wave] = (first, session.exec(select(func.max(StageRun.started_at)).where(*where)).one())

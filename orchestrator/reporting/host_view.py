@@ -15,9 +15,8 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.reporting import durations, lifecycle
 from orchestrator.reporting.fleet import current_plan
 from orchestrator.reporting.timefmt import iso
-from orchestrator.store import Store
+from orchestrator.store import Store, audit
 from orchestrator.store.models import (
-    AuditEntry,
     CheckMatch,
     EvidenceItem,
     Host,
@@ -65,6 +64,7 @@ def timeline(store: Store, name: str) -> dict[str, Any]:
                 "size": e.size,
                 "collected_by": e.collected_by,
                 "collected_at": iso(e.collected_at),
+                "stored_at": e.stored_at,
                 "stage_run_id": e.stage_run_id,
             }
             for e in session.exec(
@@ -74,7 +74,7 @@ def timeline(store: Store, name: str) -> dict[str, Any]:
         restore = session.exec(
             select(RestorePoint).where(RestorePoint.host_name == name).order_by(col(RestorePoint.id).desc())
         ).first()
-        audit = [
+        audit_rows = [
             {
                 "id": a.id,
                 "ts": iso(a.ts),
@@ -82,9 +82,7 @@ def timeline(store: Store, name: str) -> dict[str, Any]:
                 "command": a.command,
                 "details": a.details,
             }
-            for a in session.exec(
-                select(AuditEntry).where(AuditEntry.host_name == name).order_by(col(AuditEntry.id))
-            )
+            for a in audit.entries(session, [name])
         ]
         medians = durations.stage_medians(session)
     remaining = lifecycle.remaining_stages(plan["action"] if plan else None, host.state, host.protected)
@@ -110,11 +108,11 @@ def timeline(store: Store, name: str) -> dict[str, Any]:
             "chosen_at": iso(restore.chosen_at),
             "skipped": restore.skipped,
         },
-        "audit": audit,
+        "audit": audit_rows,
         "remaining_stages": list(remaining),
         "eta_s": round(sum(medians.get(s, 0.0) for s in remaining), 1) if remaining else None,
         "eta_unmeasured_stages": unmeasured,
-        "timeline": _merge(host, triage, plan, stages, evidence, audit),
+        "timeline": _merge(host, triage, plan, stages, evidence, audit_rows),
     }
 
 

@@ -191,6 +191,7 @@ def _evidence(session: Session) -> dict[str, list[dict[str, Any]]]:
                 "size": e.size,
                 "collected_by": e.collected_by,
                 "collected_at": iso(e.collected_at),
+                "stored_at": e.stored_at,
             }
         )
     return dict(found)

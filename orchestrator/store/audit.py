@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import String, cast, or_, text
 from sqlmodel import Session, col, select
 
 from orchestrator.store.models import AuditEntry, AuditHead, utcnow
@@ -199,15 +199,49 @@ def head(session: Session) -> dict[str, Any]:
 def entries(
     session: Session, hosts: Sequence[str] | None = None, limit: int | None = None
 ) -> list[AuditEntry]:
-    """The newest `limit` entries (all when None), oldest first; only those about `hosts` if given."""
-    found: list[AuditEntry] = []
+    """The newest `limit` entries (all when None), oldest first.
+
+    With `hosts`, only those about them: entries recorded for one of them, and entries for no single
+    host that name one in their details or arguments (a stage over a wave lists its hosts there).
+    """
+    newest_first = select(AuditEntry).order_by(col(AuditEntry.id).desc())
+    if hosts is None:
+        found = list(session.exec(newest_first.limit(limit) if limit is not None else newest_first))
+        return found[::-1]
+    wanted = set(hosts)
+    found = []
     step = 10_000  # bound parameters per statement
-    for start in range(0, len(hosts), step) if hosts is not None else (None,):
-        query = select(AuditEntry).order_by(col(AuditEntry.id).desc())
-        if start is not None:
-            query = query.where(col(AuditEntry.host_name).in_(hosts[start : start + step]))
-        if limit is not None:
-            query = query.limit(limit)
-        found.extend(session.exec(query))
+    for start in range(0, len(hosts), step):
+        query = newest_first.where(col(AuditEntry.host_name).in_(hosts[start : start + step]))
+        found.extend(session.exec(query.limit(limit) if limit is not None else query))
+    shared = newest_first.where(col(AuditEntry.host_name).is_(None))
+    if len(wanted) <= 20:  # let the database skip the entries that cannot name them
+        shared = shared.where(
+            or_(
+                *(
+                    cast(column, String).contains(json.dumps(name))
+                    for name in wanted
+                    for column in (AuditEntry.details, AuditEntry.args)
+                )
+            )
+        )
+    matched = 0
+    for entry in session.exec(shared.execution_options(yield_per=500)):
+        if _names_any(entry.details, wanted) or _names_any(entry.args, wanted):
+            found.append(entry)
+            matched += 1
+            if limit is not None and matched >= limit:
+                break
     found.sort(key=lambda e: e.id or 0)
     return found if limit is None else found[-limit:]
+
+
+def _names_any(value: Any, names: set[str]) -> bool:
+    """Whether one of `names` appears as a string or a key anywhere in a JSON value."""
+    if isinstance(value, str):
+        return value in names
+    if isinstance(value, dict):
+        return any(k in names or _names_any(v, names) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_names_any(v, names) for v in value)
+    return False

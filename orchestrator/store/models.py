@@ -160,7 +160,7 @@ class StageRun(SQLModel, table=True):
     __tablename__ = "stage_run"
     __table_args__ = (
         Index("ix_stage_run_host_stage", "host_name", "stage"),
-        Index("ix_stage_run_plan_wave_start", "plan_id", "wave", "started_at"),  # wave start, elapsed
+        Index("ix_stage_run_plan_wave_start", "plan_id", "wave", "check_mode", "started_at"),  # wave start
         Index("ix_stage_run_stage_status", "stage", "status"),  # recent durations per stage
     )
     id: int | None = Field(default=None, primary_key=True)
