@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**12, 8, 1
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**10, 8, 1
 
 
 def key_file(master_key: dict, password: bytes) -> bytes:
