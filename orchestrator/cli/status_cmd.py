@@ -133,7 +133,8 @@ def render_fleet(data: dict[str, Any]) -> RenderableType:
         head.append(" · no plan yet")
     if timing["started_at"]:
         head.append(f" · started {short(timing['started_at'])} UTC, {duration(timing['elapsed_s'])} ago")
-    head.append(f" · {_eta_text(timing)}")
+    if plan:
+        head.append(f" · {_eta_text(timing)}")
     active = [f for f, v in data["filters"].items() if v is not None]
     if active:
         head.append("  [" + ", ".join(f"{f}={data['filters'][f]}" for f in active) + "]", style="dim")
