@@ -126,7 +126,7 @@ def main() -> int:
             print(
                 f"{r['hosts']:>4} hosts: up {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU ({stages}); "
                 f"{r['processes']} processes: RSS sum {r['rss'] / 2**20:.0f} MiB, PSS sum {r['pss'] / 2**20:.0f} MiB, "
-                f"MemAvailable -{r['memavailable_drop'] / 2**20:.0f} MiB; down {r['down']:.1f} s"
+                f"MemAvailable {-r['memavailable_drop'] / 2**20:+.0f} MiB (shared machine: noisy); down {r['down']:.1f} s"
             )
     base = results[0]
     for r in results[1:]:
