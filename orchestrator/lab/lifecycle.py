@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -114,9 +114,9 @@ def _create(config: LabConfig, paths: LabPaths, report: Progress) -> Manifest:
             f"{busy[0].address}:{busy[0].port} already answers ({len(busy)} address(es) in use): another "
             f"lab, or a server listening on 0.0.0.0, uses --net {config.net}; choose another --net"
         )
+    paths.marker.write_text(json.dumps(config.settings()) + "\n")  # first: `down` can clean from here on
     for directory in (paths.hosts, paths.images, paths.pids, paths.logs, paths.ns):
         directory.mkdir(parents=True, exist_ok=True)
-    paths.marker.write_text(json.dumps(config.settings()) + "\n")
     provisioning_key = keys.write_keypair(paths.key, "orchestrator-lab")
     _log(paths, "up", settings=config.settings())
 
@@ -134,9 +134,9 @@ def _create(config: LabConfig, paths: LabPaths, report: Progress) -> Manifest:
     built: dict[str, dict[str, Any]] = {}
     report("hosts", 0, len(linux))
     with ThreadPoolExecutor(max_workers=min(BUILD_WORKERS, len(linux))) as pool:
-        futures = [pool.submit(_build_host, paths, plan, h, campaign, repository) for h in linux]
-        for i, future in enumerate(futures):
-            built[linux[i].name] = future.result()
+        futures = {pool.submit(_build_host, paths, plan, h, campaign, repository): h.name for h in linux}
+        for future in as_completed(futures):
+            built[futures[future]] = future.result()
             report("hosts", len(built), len(linux))
     keys.publish(paths.known_hosts, {h.address: built[h.name].pop("published_key") for h in linux})
     snapshots = _snapshots_by_host(repository, plan)
