@@ -126,7 +126,7 @@ def test_evidence_is_bounded_with_a_marker(lab: Any, cli: Cli, tmp_path: Path) -
     )
     result = cli("triage", "-i", str(lab.inventory), "-l", host["name"], "--pack", str(noisy), "--json")
     assert result.exit_code == 0, result.stderr
-    (match,) = json.loads(result.stdout)["results"][0]["matches"]
+    match = next(m for m in json.loads(result.stdout)["results"][0]["matches"] if m["check"] == "noisy")
     text = match["evidence"]
     assert text.startswith("line=" + "x" * 300 + "[truncated]")
     assert "[truncated] " in text.splitlines()[-1] and "more item(s) not shown" in text

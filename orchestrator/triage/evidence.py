@@ -83,6 +83,8 @@ def render(items: list[dict[str, Any]], scrub: Scrubber, absent: bool = False) -
     """One line per item, at most MAX_ITEMS lines and MAX_TOTAL characters, with a marker when cut."""
     if absent:
         return "none found (their absence is the indicator)"
+    # Earliest first: when the list is cut, what remains is what dates the compromise.
+    items = sorted(items, key=lambda i: t.timestamp() if (t := item_time(i)) else float("inf"))
     lines: list[str] = []
     size = 0
     for index, item in enumerate(items):
