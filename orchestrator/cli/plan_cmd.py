@@ -110,6 +110,8 @@ def plan_group(
             p
             for p in ("inventory", "limit", "max_wave_size", "capacities", "durations_file", "as_json")
             if ctx.params[p] not in (None, (), False)
+            # ORCHESTRATOR_INVENTORY fills -i for every command: only what was typed counts here
+            and ctx.get_parameter_source(p) is click.core.ParameterSource.COMMANDLINE
         ]
         if given:
             raise click.UsageError(
