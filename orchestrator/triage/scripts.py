@@ -394,7 +394,7 @@ def _parse_linux(script: Script, stdout: str) -> Output:
             elif word == "RC":
                 rc = _int(rest)
                 for member in members:
-                    if rc in (124, 137):
+                    if rc in (124, 137, 152):  # timeout, killed, CPU limit (SIGXCPU)
                         member.truncated = (
                             True  # the time budget ran out: a partial listing is still evidence
                         )
