@@ -118,7 +118,7 @@ def test_kill_minus_nine_anywhere_then_resume_equals_an_uninterrupted_run(tmp_pa
         kills = 0
         while kills < KILLS:
             proc = _run(cli_b, lab_b, runs_b)
-            time.sleep(rng.uniform(0.3, min(5.0, uninterrupted / 6)))
+            time.sleep(rng.uniform(0.3, min(3.0, uninterrupted / 10)))
             if proc.poll() is not None:  # finished before the kill point: the run is complete
                 break
             os.kill(proc.pid, signal.SIGKILL)  # kill -9 of the orchestrator...
