@@ -33,7 +33,8 @@ pytestmark = [
 ]
 KILLS = 20
 ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
-# Lab-specific randomness (the lab's own SSH key is in every authorized_keys): not part of the comparison.
+# Lab-specific randomness (the lab's own SSH key is in every authorized_keys, the backup host's restic
+# repository has its own random ids): not part of the comparison.
 RANDOM_PARTS = ("authorized_keys", "triage.json", "MANIFEST.sha256")
 
 
@@ -94,7 +95,11 @@ def _outcome(lab: Path, cli: Cli) -> dict:
     for host in sorted((lab / "hosts").iterdir()):
         for directory in (*BACKED_UP, "var/tmp"):
             for rel, digest in tree(host / directory, ()).items():
-                if rel.startswith((".ansible", ".ssh")) or rel.endswith(RANDOM_PARTS) or rel.endswith("/"):
+                if (
+                    rel.startswith((".ansible", ".ssh", "restic/"))
+                    or rel.endswith(RANDOM_PARTS)
+                    or rel.endswith("/")
+                ):
                     continue
                 trees[f"{host.name}:/{directory}/{rel}"] = digest
     return {"hosts": hosts, "points": sorted(points), "evidence": items, "trees": trees}
