@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help="lab directory (default: a temporary one)")
     parser.add_argument("--hosts", type=int, default=200, help="reachable Linux hosts for the large run")
     parser.add_argument("--forks", type=int, default=50)
-    parser.add_argument("--net", default="127.90.0.0/16")
+    parser.add_argument("--net", help="lab network (default: a free 127.N.0.0/16)")
     parser.add_argument("--keep", action="store_true", help="leave the lab running")
     parser.add_argument("--skip-ansible", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
@@ -155,6 +155,7 @@ def main() -> None:
         return
 
     lab_dir = (args.dir or Path(tempfile.mkdtemp(prefix="triage-bench-"))).absolute()
+    args.net = args.net or lab_lib.free_net()
     size = args.hosts + max(3, args.hosts // 10)  # room for the fault scenarios, which are left out
     print(f"lab: {size} hosts in {lab_dir} ({args.net})", flush=True)
     started = time.monotonic()
