@@ -42,7 +42,7 @@ def _lab(base: Path, net: str) -> tuple[Path, Cli]:
     from orchestrator.lab import LabConfig, up
 
     directory = base / "lab"
-    up(LabConfig(dir=directory, hosts=7, seed=23, net=net, infected=0.5))
+    up(LabConfig(dir=directory, hosts=6, seed=3, net=net, infected=0.6))
     cli = Cli(base / "recovery.db")
     inv = str(directory / "inventory")
     assert cli("triage", "-i", inv, "--timeout", "10").exit_code in (0, 1)
@@ -117,7 +117,8 @@ def test_kill_minus_nine_anywhere_then_resume_equals_an_uninterrupted_run(tmp_pa
         assert proc.wait(timeout=900) == 0
         uninterrupted = time.monotonic() - started
         expected = _outcome(lab_a, cli_a)
-        assert any(state == "recovered" for state, _ in expected["hosts"].values())
+        # Two infected hosts rebuilt one after the other (tier 0, then its dependant), two verified.
+        assert sum(state == "recovered" for state, _ in expected["hosts"].values()) >= 3, expected["hosts"]
 
         runs_b = tmp_path / "b" / "runs"
         kills = 0
