@@ -7,6 +7,7 @@ packages=(
   openssh-server openssh-client   # the local lab's hosts and the OpenSSH baseline
   restic                          # backups and restores, for real
   util-linux iproute2 procps      # unshare/nsenter (namespaces), ip, ps/pgrep
+  sudo                            # triage with ansible_become (tested)
   sqlite3                         # inspecting the state database by hand
   postgresql                      # the shared state store, tested for real
   vagrant                         # 'vagrant validate' of the Vagrant lab
