@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from orchestrator.lab.winrm.hoststate import entry_digest
+
 KINDS = ("clean", "lockbit3", "lockbit2", "suspicious", "lookalikes")
 EXPECTED_VERDICT = {
     "clean": "clean",
@@ -118,11 +120,11 @@ class _Builder:
         }
 
     def _binary_file(self, path: str, size: int, mtime: datetime) -> None:
-        self.state["files"][path] = {
-            "size": size,
-            "sha256": self.rng.randbytes(32).hex(),
-            "mtime": _iso(mtime),
-        }
+        # bytes synthesized from the seed when read (see hoststate): fetch and hashes agree, disk stays small
+        self.state["files"][path] = {"size": size, "fill": self.rng.randbytes(32).hex(), "mtime": _iso(mtime)}
+
+    def _sha256(self, path: str) -> str:
+        return str(entry_digest(self.state["files"][path], "sha256"))
 
     def _plant(self, moment: datetime) -> datetime:
         self.planted_times.append(moment)
@@ -299,7 +301,7 @@ class _Builder:
             note_name=note_name,
             notes=notes,
             encrypted_files=encrypted,
-            planted_files={p: self.state["files"][p]["sha256"] for p in [*notes, icon, bitmap]},
+            planted_files={p: self._sha256(p) for p in [*notes, icon, bitmap]},
             registry=[
                 {"path": f"HKCR\\.{ext}", "name": "(default)", "value": ext},
                 {"path": f"HKCR\\{ext}\\DefaultIcon", "name": "(default)", "value": icon},
@@ -351,7 +353,7 @@ class _Builder:
             note_name="Restore-My-Files.txt",
             notes=notes,
             encrypted_files=encrypted,
-            planted_files={p: self.state["files"][p]["sha256"] for p in [*notes, hta]},
+            planted_files={p: self._sha256(p) for p in [*notes, hta]},
             registry=[
                 {"path": run_key, "name": spec["run_value"], "value": dropped},
                 {"path": "HKCU\\SOFTWARE\\LockBit", "name": None, "value": None},

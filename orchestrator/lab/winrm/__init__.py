@@ -13,9 +13,11 @@ package fakes only the far end, and fakes it at the wire level:
 
 What it does NOT do is run PowerShell. Commands are answered from the host's scenario state (a JSON
 file: files, registry, services, event log, shadow copies, scheduled tasks) by a small interpreter that
-knows the handful of commands the orchestrator and its raw-task playbooks send, and the triage probe
-protocol (`# orchestrator-probes:` header) from the lab contract. Only real Windows (the Vagrant lab)
-can confirm: real PowerShell semantics (pipelines, objects, error records, non-terminating errors),
-Ansible modules (the PowerShell exec wrapper), the real registry, event log, VSS and scheduler, Kerberos,
-CredSSP, HTTPS listeners and their certificates, and WinRM's quotas and service configuration.
+knows the handful of commands the orchestrator and its raw-task playbooks send, the triage probe
+protocol (`# orchestrator-probes:` header) from the lab contract, and Ansible's exec wrapper: the
+Windows modules the stage playbooks use and the winrm connection's fetch/put are emulated from the
+state (`modules/`, whose docstring lists them). Only real Windows (the Vagrant lab) can confirm: real
+PowerShell semantics (pipelines, objects, error records, non-terminating errors), the modules' own code,
+the real registry, event log, VSS and scheduler, Kerberos, CredSSP, HTTPS listeners and their
+certificates, and WinRM's quotas and service configuration.
 """

@@ -20,6 +20,7 @@ from xml.sax.saxutils import escape
 
 import jinja2
 
+from orchestrator.lab.winrm import modules
 from orchestrator.lab.winrm import powershell as ps
 from orchestrator.lab.winrm.hoststate import HostState, normalize_path
 from orchestrator.lab.winrm.probes import ProbeHeaderError, answer, find_probes
@@ -81,12 +82,23 @@ def default_env(hostname: str, user: str) -> dict[str, str]:
 
 
 def needs_stdin(line: str) -> bool:
-    """True when the program reads its script from stdin (`powershell -Command -`, bare `powershell`)."""
+    """True when the program reads stdin before it can answer: its script (`powershell -Command -`, bare
+    `powershell`), or Ansible's exec wrapper manifest (an -EncodedCommand bootstrap reading `$input`)."""
     program, rest = _split_program(line)
     if program not in ("powershell", "pwsh"):
         return False
-    mode, _value = _powershell_mode(rest)
+    mode, value = _powershell_mode(rest)
+    if mode == "encoded":
+        script = _decode(value)
+        return script is not None and modules.is_exec_bootstrap(script)
     return mode == "stdin"
+
+
+def _decode(value: str) -> str | None:
+    try:
+        return base64.b64decode(value, validate=True).decode("utf-16-le")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
 
 
 def run(line: str, session: Session, stdin: bytes | None = None) -> Outcome:
@@ -192,15 +204,17 @@ def _powershell(args: str, session: Session, stdin: bytes | None) -> Outcome:
     mode, value = _powershell_mode(args)
     clixml = mode == "encoded"
     if mode == "encoded":
-        try:
-            script = base64.b64decode(value, validate=True).decode("utf-16-le")
-        except (binascii.Error, UnicodeDecodeError):
+        decoded = _decode(value)
+        if decoded is None:
             return Outcome(
                 "",
                 "Cannot process the command because the value specified with -EncodedCommand is not properly "
                 "encoded. The value must be Base64 encoded.\n",
                 1,
             )
+        script = decoded
+        if modules.is_exec_bootstrap(script):
+            return Outcome(*modules.run(stdin or b"", session))
     elif mode == "stdin":
         script = (stdin or b"").decode("utf-8", errors="replace")
     elif mode == "file":

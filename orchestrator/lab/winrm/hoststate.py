@@ -4,11 +4,18 @@ The file is the single source of truth shared with the lab: commands that change
 Remove-Item, Stop-Service...) are written back atomically so they survive a restart and the lab can see
 them, and a file replaced from outside (the lab reimaging the host) is picked up on the next command.
 Windows paths are case-insensitive but case-preserving, so lookups go through a casefolded index.
+
+A file entry holds its bytes one of three ways: `content` (text, stored as UTF-8), `data` (base64, for
+bytes written by a client that are not UTF-8), or `fill` (a seed: the scenario's large binary files,
+synthesized on demand so a lab stays small on disk). Hashes are always computed from those bytes, so
+what a probe, `win_stat` or `Get-FileHash` reports is what `fetch` copies.
 """
 
 from __future__ import annotations
 
+import base64
 import fnmatch
+import functools
 import hashlib
 import json
 import ntpath
@@ -56,6 +63,59 @@ def normalize_key(path: str) -> str:
     hive = HIVES.get(hive, hive)
     rest = rest.strip("\\")
     return f"{hive}\\{rest}" if rest else hive
+
+
+FILL_BLOCK = 65536
+
+
+@functools.lru_cache(maxsize=16)
+def _fill_block(seed: str) -> bytes:
+    return hashlib.shake_256(bytes.fromhex(seed)).digest(FILL_BLOCK)
+
+
+def _fill(seed: str, size: int, offset: int, length: int) -> bytes:
+    """Bytes [offset, offset+length) of a synthesized file: one random block, repeated to `size`."""
+    block = _fill_block(seed)
+    end = min(size, offset + length)
+    if end <= offset:
+        return b""
+    start = offset % FILL_BLOCK
+    count = (start + end - offset) // FILL_BLOCK + 1
+    return (block * count)[start : start + end - offset]
+
+
+def entry_bytes(entry: dict[str, Any], offset: int = 0, length: int | None = None) -> bytes | None:
+    """The file's bytes (or a range of them), or None for an entry that records only a size."""
+    size = int(entry.get("size", 0))
+    if "fill" in entry and "content" not in entry and "data" not in entry:
+        return _fill(str(entry["fill"]), size, offset, size if length is None else length)
+    if "content" in entry:
+        data = str(entry["content"]).encode("utf-8")
+    elif "data" in entry:
+        data = base64.b64decode(str(entry["data"]))
+    else:
+        return None
+    return data[offset:] if length is None else data[offset : offset + length]
+
+
+@functools.lru_cache(maxsize=1024)
+def _fill_digest(seed: str, size: int, algorithm: str) -> str:
+    hasher = hashlib.new(algorithm)
+    block = _fill_block(seed)
+    for _ in range(size // FILL_BLOCK):
+        hasher.update(block)
+    hasher.update(block[: size % FILL_BLOCK])
+    return hasher.hexdigest()
+
+
+def entry_digest(entry: dict[str, Any], algorithm: str = "sha256") -> str | None:
+    """Hex digest of the file's bytes (a hashlib name); the recorded sha256 when no bytes are kept."""
+    if "fill" in entry and "content" not in entry and "data" not in entry:
+        return _fill_digest(str(entry["fill"]), int(entry.get("size", 0)), algorithm)
+    data = entry_bytes(entry)
+    if data is None:
+        return str(entry["sha256"]) if algorithm == "sha256" and entry.get("sha256") else None
+    return hashlib.new(algorithm, data).hexdigest()
 
 
 def matches(name: str, pattern: str) -> bool:
@@ -156,6 +216,24 @@ class HostState:
             if folded.startswith(prefix) and "\\" not in folded[len(prefix) :]:
                 found[folded] = (real, False)
         return [found[k] for k in sorted(found)]
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Replace a file with raw bytes (a client's upload): text when they are UTF-8, base64 otherwise."""
+        try:
+            self.write_file(path, data.decode("utf-8"))
+            return
+        except UnicodeDecodeError:
+            pass
+        with self.lock:
+            existing = self.file(path)
+            self.data["files"][existing[0] if existing else path] = {
+                "data": base64.b64encode(data).decode(),
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "mtime": now_iso(),
+            }
+            self._reindex()
+            self.save()
 
     def write_file(self, path: str, content: str, append: bool = False) -> None:
         with self.lock:

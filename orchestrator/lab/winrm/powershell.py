@@ -14,7 +14,6 @@ listed cmdlets and parameters exist.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import ntpath
 import re
@@ -23,7 +22,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.lab.winrm.hoststate import HostState, matches, normalize_key, normalize_path
+from orchestrator.lab.winrm.hoststate import (
+    HostState,
+    entry_digest,
+    matches,
+    normalize_key,
+    normalize_path,
+)
 
 PS_VERSION = "5.1.20348.2849"
 
@@ -632,8 +637,8 @@ def _get_content(call: Call, ctx: Context, _in: list[Any] | None) -> list[Any]:
     entry = found[1]
     if "content" not in entry:
         raise PSError(
-            f"The lab's Windows stand-in keeps no bytes for '{path}' (size {entry.get('size')}, "
-            f"sha256 {entry.get('sha256')}); only text files have content.",
+            f"The lab's Windows stand-in keeps '{path}' as binary (size {entry.get('size')}, "
+            f"sha256 {entry_digest(entry)}); Get-Content reads text files only.",
             "NotImplemented",
             "StandInNoContent",
             path,
@@ -864,15 +869,14 @@ def _get_file_hash(call: Call, ctx: Context, _in: list[Any] | None) -> list[Any]
     if not found:
         raise _missing(path, "Get-FileHash")
     real, entry = found
-    if algorithm == "SHA256":
-        digest = str(entry.get("sha256", ""))
-    elif "content" in entry:
-        digest = hashlib.new(
-            algorithm.replace("SHA", "SHA-").lower() if algorithm != "MD5" else "md5",
-            str(entry["content"]).encode("utf-8"),
-        ).hexdigest()
-    else:
-        raise _not_emulated(f"Get-FileHash -Algorithm {algorithm} on a file without content")
+    name = {"SHA1": "sha1", "SHA256": "sha256", "SHA384": "sha384", "SHA512": "sha512", "MD5": "md5"}.get(
+        algorithm
+    )
+    digest = entry_digest(entry, name) if name else None
+    if digest is None:
+        raise _not_emulated(
+            f"Get-FileHash -Algorithm {algorithm} on a file whose bytes the stand-in does not keep"
+        )
     return [
         PSObject(
             "Microsoft.PowerShell.Commands.FileHashInfo",

@@ -13,7 +13,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator.lab.winrm.hoststate import HostState, matches, normalize_key, normalize_path
+from orchestrator.lab.winrm.hoststate import (
+    HostState,
+    entry_digest,
+    matches,
+    normalize_key,
+    normalize_path,
+)
 
 HEADER = "# orchestrator-probes:"
 DEFAULT_MAX_RESULTS = 1000
@@ -71,7 +77,7 @@ def _files(state: HostState, probe: dict[str, Any]) -> list[dict[str, Any]]:
             seen.add(path.casefold())
             item = {"path": path, "size": entry.get("size", 0), "mtime": entry.get("mtime")}
             if want_hash:
-                item["sha256"] = entry.get("sha256")
+                item["sha256"] = entry_digest(entry, "sha256")
             results.append(item)
     return results
 
