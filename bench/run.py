@@ -5,7 +5,8 @@ A lab of N hosts is brought up (its own directory and loopback network), triaged
 approved; the verify-path hosts are then put at "validated" in the database before each
 `orchestrator run --all`, so each run is exactly the harden and reconnect stages on those hosts (both
 idempotent: every round does the same work). The baseline runs `ansible-playbook harden.yml` then
-`reconnect.yml` with the same ansible.cfg, forks and host list. Everything the orchestrator adds is in
+`reconnect.yml` with the same ansible.cfg and forks, wave by wave on the same hosts (the plan's waves:
+one playbook run per wave and stage, as the orchestrator does). Everything the orchestrator adds is in
 its figure: start-up, the approved plan's check, inventory loading, the state and StageRun commits
 before each playbook, ansible-runner and its events, the batched event writer, the audit rows.
 
@@ -77,8 +78,14 @@ def main() -> int:
             scheduled = [m for m in view.members if m.wave is not None]
             hosts = sorted(m.host_name for m in scheduled if m.action in ("verify", "protected"))
             others = sorted(m.host_name for m in scheduled if m.host_name not in hosts)
+            waves = sorted({m.wave for m in scheduled if m.host_name in hosts})
+            by_wave = {
+                w: sorted(m.host_name for m in scheduled if m.wave == w and m.host_name in hosts)
+                for w in waves
+            }
         print(
-            f"{len(hosts)} hosts on the verify path; stages: {', '.join(STAGES)}; forks {args.forks}",
+            f"{len(hosts)} hosts on the verify path in {len(waves)} wave(s); stages: {', '.join(STAGES)}; "
+            f"forks {args.forks}",
             flush=True,
         )
 
@@ -101,8 +108,6 @@ def main() -> int:
                 raise SystemExit(f"orchestrator run failed: {result.stderr[-2000:]}")
             return elapsed
 
-        limit = work / "limit"
-        limit.write_text("".join(f"{h}\n" for h in hosts))
         playbook_env = {
             **env,
             "ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg"),
@@ -110,12 +115,16 @@ def main() -> int:
         }
 
         def through_ansible() -> float:
+            """What the orchestrator runs, by hand: wave after wave, each stage on the wave's hosts."""
             started = time.perf_counter()
-            for stage in STAGES:
-                result = sh(str(BIN / "ansible-playbook"), "-i", inv, "--limit", f"@{limit}", "--forks",
-                            str(args.forks), str(PLAYBOOKS / f"{stage}.yml"), cwd=PLAYBOOKS, env=playbook_env)  # fmt: skip
-                if result.returncode != 0:
-                    raise SystemExit(f"ansible-playbook {stage} failed: {result.stdout[-2000:]}")
+            for wave, members in by_wave.items():
+                limit = work / f"limit-{wave}"
+                limit.write_text("".join(f"{h}\n" for h in members))
+                for stage in STAGES:
+                    result = sh(str(BIN / "ansible-playbook"), "-i", inv, "--limit", f"@{limit}", "--forks",
+                                str(args.forks), str(PLAYBOOKS / f"{stage}.yml"), cwd=PLAYBOOKS, env=playbook_env)  # fmt: skip
+                    if result.returncode != 0:
+                        raise SystemExit(f"ansible-playbook {stage} failed: {result.stdout[-2000:]}")
             return time.perf_counter() - started
 
         through_ansible()  # warm-up: caches, first SSH connections
