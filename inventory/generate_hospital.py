@@ -292,6 +292,8 @@ def _group_vars(
         body.append(f"recovery_data_categories: [{', '.join(data)}]")
     if protected:
         body.append("recovery_protected: true  # never wiped: verified only")
+    if group == "evidence_store":
+        body.append("recovery_triage_exclude: [/srv/evidence]  # holds ransom notes and samples on purpose")
     (out / "group_vars" / f"{group}.yml").write_text("\n".join(body) + "\n")
 
 

@@ -463,3 +463,23 @@ def test_an_interrupted_run_keeps_what_is_done_and_reads_as_incomplete(lab: Any,
     assert sorted(r for (r,) in con.execute("SELECT host_name FROM triage_result")) == sorted(seen)
     (details,) = con.execute("SELECT details FROM audit_log WHERE command = 'triage'").fetchone()
     assert json.loads(details)["interrupted"] is True
+
+
+def test_evidence_store_keeps_notes_on_purpose_and_stays_clean(lab: Any, tmp_path: Path) -> None:
+    """The evidence store holds ransom notes and encrypted samples after `collect`: its
+    `recovery_triage_exclude` keeps triage out of them, and only out of them."""
+    evid = next(h for h in load_manifest(lab.dir)["hosts"] if h["group"] == "evidence_store")
+    planted = lab.dir / "hosts" / evid["name"] / "srv" / "evidence" / "wsed-02" / "pack"
+    planted.mkdir(parents=True, exist_ok=True)
+    for name in ("Restore-My-Files.txt", "HLJkNskOq.README.txt"):
+        (planted / name).write_text("All your important files are stolen and encrypted!\n")
+    try:
+        cli = Cli(tmp_path / "recovery.db")
+        _, data, _ = _run(cli, lab, "-l", evid["name"])
+        assert data["results"][0]["verdict"] == "clean", data["results"][0]
+        override = tmp_path / "override.yml"
+        override.write_text(f"all:\n  hosts:\n    {evid['name']}:\n      recovery_triage_exclude: []\n")
+        _, data, _ = _run(cli, lab, "-i", str(override), "-l", evid["name"])
+        assert data["results"][0]["verdict"] == "infected", data["results"][0]
+    finally:
+        shutil.rmtree(planted.parent)

@@ -12,6 +12,7 @@ their results, evidence and restore points after its events, in one transaction 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -728,8 +729,9 @@ class Engine:
             ok = [h for h in ok if self.paths[h.name] is states.VERIFY]
         if not ok:
             return
-        prune = {self.evidence_host: [self.o.evidence_path]} if self.evidence_host else {}
-        validator = self.o.validator or _triage_validator(self.o.packs, self.o.forks, prune)
+        if self.evidence_host:  # the evidence directory holds ransom notes on purpose: never walked
+            ok = [_excluding(h, self.o.evidence_path) if h.name == self.evidence_host else h for h in ok]
+        validator = self.o.validator or _triage_validator(self.o.packs, self.o.forks)
         try:
             verdicts = validator(ok)
         except Exception as exc:  # a triage that cannot run proves nothing: those hosts are not validated
@@ -739,42 +741,27 @@ class Engine:
                 results[name] = HostResult(False, "triage re-check", reason)
 
 
-def _pruned(loaded: list[Any], paths: list[str]) -> list[Any]:
-    """The packs with `paths` left out of every Linux tree walk (the evidence store keeps samples)."""
-    out = []
-    for pack in loaded:
-        checks = []
-        for check in pack.checks:
-            if check.os == "linux" and check.kind in ("files", "extensions"):
-                value = getattr(check.probe, check.kind)
-                probe = check.probe.model_copy(
-                    update={check.kind: value.model_copy(update={"prune": [*value.prune, *paths]})}
-                )
-                check = check.model_copy(update={"probe": probe})
-            checks.append(check)
-        out.append(pack.model_copy(update={"checks": checks}))
-    return out
+def _excluding(host: inventory_lib.Host, path: str) -> inventory_lib.Host:
+    """The host as triage should see it: `path` added to its `recovery_triage_exclude`."""
+    from orchestrator.triage.engine import excluded_paths
+
+    excluded = [*excluded_paths(host), path]
+    return dataclasses.replace(host, vars={**host.vars, "recovery_triage_exclude": excluded})
 
 
-def _triage_validator(packs: list[str], forks: int, prune: dict[str, list[str]]) -> Validator:
-    """The triage engine itself, over the hosts that passed the playbook; `prune` leaves paths out
-    per host (the evidence directory on the evidence store, which holds ransom notes on purpose)."""
+def _triage_validator(packs: list[str], forks: int) -> Validator:
+    """The triage engine itself, over the hosts that passed the playbook."""
 
     def validate(hosts: list[inventory_lib.Host]) -> dict[str, tuple[bool, str]]:
         from orchestrator.triage import engine as triage_engine
         from orchestrator.triage import packs as packs_lib
 
         loaded = packs_lib.load(packs)
-        groups: dict[tuple[str, ...], list[inventory_lib.Host]] = {}
-        for host in hosts:
-            groups.setdefault(tuple(prune.get(host.name, ())), []).append(host)
         out = {}
-        for paths, members in groups.items():
-            checks = _pruned(loaded, list(paths)) if paths else loaded
-            for r in triage_engine.Triage(members, checks, triage_engine.Settings(forks=forks)).run():
-                found = ", ".join(h.check_id for h in r.hits if h.severity != "info")
-                detail = (f" ({found})" if found else "") + (f": {r.reason}" if r.reason else "")
-                out[r.host] = (r.verdict == "clean", f"{r.verdict}{detail}")
+        for r in triage_engine.Triage(hosts, loaded, triage_engine.Settings(forks=forks)).run():
+            found = ", ".join(h.check_id for h in r.hits if h.severity != "info")
+            detail = (f" ({found})" if found else "") + (f": {r.reason}" if r.reason else "")
+            out[r.host] = (r.verdict == "clean", f"{r.verdict}{detail}")
         return out
 
     return validate

@@ -58,6 +58,8 @@ def write(paths: LabPaths, manifest: dict[str, Any], winrm_user: str | None) -> 
             values["recovery_protected"] = True
         if rec.get("data_categories"):
             values["recovery_data_categories"] = rec["data_categories"]
+        if rec.get("triage_exclude"):
+            values["recovery_triage_exclude"] = rec["triage_exclude"]
         _dump(inv / "group_vars" / f"{group}.yml", values, manifest["seed"])
     if winrm_user is not None:
         _dump(

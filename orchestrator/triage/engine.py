@@ -74,17 +74,39 @@ class Settings:
     trust_new_keys: bool = False
 
 
+def excluded_paths(host: Host) -> tuple[str, ...]:
+    """Paths a host's checks must not walk (`recovery_triage_exclude`), in a stable order."""
+    value = host.vars.get("recovery_triage_exclude") or []
+    return tuple(sorted({str(v) for v in ([value] if isinstance(value, str) else value)}))
+
+
+@dataclass
+class _Variant:
+    """The checks for one OS (with some paths left out) and the script that collects them."""
+
+    checks: list[packs.Check]
+    script: scripts.Script | None
+
+    @classmethod
+    def render(cls, os_name: str, loaded: Sequence[Pack]) -> _Variant:
+        checks = packs.checks_for(loaded, os_name)
+        return cls(checks, scripts.render(os_name, checks) if checks else None)
+
+
 class Triage:
     """One triage run's fixed parts: the rendered scripts, the checks behind them, the secrets to scrub."""
 
     def __init__(self, hosts: Sequence[Host], loaded: Sequence[Pack], settings: Settings) -> None:
         self.hosts = list(hosts)
         self.settings = settings
-        self.checks = {os_name: packs.checks_for(loaded, os_name) for os_name in packs.OSES}
-        self.probe_ids = {c.id: c.probe_id for checks in self.checks.values() for c in checks}
-        self.scripts = {
-            os_name: scripts.render(os_name, checks) for os_name, checks in self.checks.items() if checks
-        }
+        self.loaded = list(loaded)
+        # One script per OS and per set of excluded paths (`recovery_triage_exclude`: the evidence store
+        # keeps ransom notes and samples on purpose); most fleets render exactly one per OS.
+        self.variants: dict[tuple[str, tuple[str, ...]], _Variant] = {}
+        for host in self.hosts:
+            key = (host.os, excluded_paths(host))
+            if key not in self.variants:
+                self.variants[key] = _Variant.render(host.os, packs.without_paths(self.loaded, list(key[1])))
         self.scrub = evidence.Scrubber(_secrets(self.hosts))
         self.ssh = transports.SSHOptions(trust_new_keys=settings.trust_new_keys)
         self.started = datetime.now(UTC)
@@ -127,7 +149,8 @@ class Triage:
         return result
 
     def _check(self, host: Host) -> HostResult:
-        script = self.scripts.get(host.os)
+        variant = self.variants[(host.os, excluded_paths(host))]
+        script = variant.script
         if script is None:
             return HostResult(host.name, host.os, "error", f"no check in the packs for {host.os} hosts")
         transport = transports.for_host(host, self.ssh)
@@ -135,12 +158,12 @@ class Triage:
             rc, stdout, stderr = transport.run(script.text, self.settings.timeout)
         except transports.TransportError as exc:
             if exc.kind == "command_timeout" and exc.stdout:
-                partial, _ = self._read(host, script, exc.stdout)
+                partial, _ = self._read(host, variant, exc.stdout)
                 if partial.verdict in ("suspicious", "infected"):
                     partial.reason = f"incomplete: {exc.reason}"
                     return partial
             return HostResult(host.name, host.os, exc.verdict, exc.reason, new_key=transport.new_key)
-        result, output = self._read(host, script, stdout)
+        result, output = self._read(host, variant, stdout)
         result.new_key = transport.new_key
         if result.verdict in ("suspicious", "infected"):
             return result
@@ -155,11 +178,12 @@ class Triage:
             result.reason = "command failed: " + "; ".join(failures[:3])
         return result
 
-    def _read(self, host: Host, script: scripts.Script, stdout: str) -> tuple[HostResult, scripts.Output]:
-        output = scripts.parse(script, stdout)
+    def _read(self, host: Host, variant: _Variant, stdout: str) -> tuple[HostResult, scripts.Output]:
+        assert variant.script is not None
+        output = scripts.parse(variant.script, stdout)
         hits: list[Hit] = []
-        for check in self.checks[host.os]:
-            probe = output.results.get(self.probe_ids[check.id])
+        for check in variant.checks:
+            probe = output.results.get(check.probe_id)
             if probe is None or not probe.complete or (probe.error and check.match.absent):
                 continue
             if check.match.absent and probe.truncated:

@@ -569,6 +569,26 @@ def checks_for(packs: Iterable[Pack], os_name: str) -> list[Check]:
     return [c for p in packs for c in p.checks if c.os == os_name]
 
 
+def without_paths(packs: Sequence[Pack], paths: Sequence[str]) -> list[Pack]:
+    """The packs with `paths` left out of every Linux tree walk (`prune`), for a host that keeps
+    indicators on purpose (the evidence store). The same packs when there is nothing to leave out."""
+    if not paths:
+        return list(packs)
+    out = []
+    for pack in packs:
+        checks = []
+        for check in pack.checks:
+            if check.os == "linux" and check.kind in ("files", "extensions"):
+                value = getattr(check.probe, check.kind)
+                probe = check.probe.model_copy(
+                    update={check.kind: value.model_copy(update={"prune": [*value.prune, *paths]})}
+                )
+                check = check.model_copy(update={"probe": probe})
+            checks.append(check)
+        out.append(pack.model_copy(update={"checks": checks}))
+    return out
+
+
 # --- Reading items -----------------------------------------------------------------------------
 
 
