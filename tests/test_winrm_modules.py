@@ -2,7 +2,8 @@
 the exec wrapper's manifest as Ansible builds it; results checked against the hosts' state files.
 
 One stand-in process serves three hosts on 127.62.0.x for the module: a LockBit 3.0 host (read-only
-tests), a LockBit 2.0 host and a scratch host that the registry tests change.
+tests), a LockBit 2.0 host and a scratch host that the registry, firewall and restore tests change. The
+stage playbooks' own Windows task files are included where they run unchanged on the stand-in.
 """
 
 from __future__ import annotations
@@ -321,9 +322,7 @@ def test_validate_playbook_and_unemulated_modules_fail_clearly(lab: Lab, tmp_pat
         recovery_validate_services: [WinRM, EventLog]
         recovery_validate_ports: [5985]
     - name: unknown module
-      ansible.windows.win_copy:
-        content: x
-        dest: C:\\x.txt
+      ansible.windows.win_shell: Get-Process
       ignore_errors: true
     - name: unsupported option
       ansible.windows.win_stat:
@@ -360,7 +359,7 @@ def test_validate_playbook_and_unemulated_modules_fail_clearly(lab: Lab, tmp_pat
         "become is not emulated",
     }
     assert failures["unknown module"] == (
-        "module ansible.windows.win_copy is not emulated by the lab's Windows stand-in: rehearse on the Vagrant lab"
+        "module ansible.windows.win_shell is not emulated by the lab's Windows stand-in: rehearse on the Vagrant lab"
     )
     assert failures["unsupported option"].startswith("Unsupported parameters for (win_stat) module: bogus.")
     assert failures["option not emulated"].startswith(
@@ -368,6 +367,69 @@ def test_validate_playbook_and_unemulated_modules_fail_clearly(lab: Lab, tmp_pat
     )
     assert "type qword of module ansible.windows.win_regedit is not emulated" in failures["bad choice"]
     assert "running under become_wrapper" in failures["become is not emulated"]
+
+
+FIREWALL_AND_RESTORE = f"""
+    - name: isolate
+      ansible.builtin.include_tasks: {ROOT}/playbooks/tasks/isolate/windows.yml
+    - name: restore
+      ansible.builtin.include_tasks: {ROOT}/playbooks/tasks/restore/restic_windows.yml
+      when: not ansible_check_mode  # as restic.yml includes it
+    - name: isolated
+      ansible.windows.win_stat:
+        path: C:\\Restored
+      register: isolated
+    - name: reconnect
+      ansible.builtin.include_tasks: {ROOT}/playbooks/tasks/reconnect/windows.yml
+"""
+
+
+def test_firewall_isolation_and_windows_restore_tasks(lab: Lab, tmp_path: Path) -> None:
+    """The non-lab Windows paths of the stage playbooks: Windows Firewall isolation, the restic restore's
+    zip/win_copy/win_unzip push, and the reconnect, on the scratch host's state."""
+    restored = tmp_path / "restore" / "srv"
+    (restored / "app" / "conf").mkdir(parents=True)
+    files = {"app/conf/settings.ini": b"[db]\r\nhost=ehrdb\r\n", "app/blob.bin": bytes(range(256)) * 2000}
+    for name, data in files.items():
+        (restored / name).write_bytes(data)
+    extra = [
+        "-e", "recovery_isolation_method=firewall",
+        "-e", '{"recovery_management_cidrs": ["127.62.0.0/16"]}',
+        "-e", f"recovery_restore_dir={tmp_path / 'restore'}",
+        "-e", "recovery_restic_source_root=/srv",
+        "-e", f"recovery_restore_archive={tmp_path / 'restore.tar'}",
+        "-e", "recovery_windows_restore_target=C:\\Restored",
+    ]  # fmt: skip
+    before = lab.states["winscratch"].read_bytes()
+    code, results, output = lab.playbook(
+        tmp_path, FIREWALL_AND_RESTORE, "--check", *extra, hosts="winscratch"
+    )
+    assert code == 0, output
+    assert lab.states["winscratch"].read_bytes() == before
+
+    code, results, output = lab.playbook(tmp_path, FIREWALL_AND_RESTORE, *extra, hosts="winscratch")
+    assert code == 0, output
+    state = lab.state("winscratch")
+    for name, data in files.items():
+        entry = state["files"]["C:\\Restored\\" + name.replace("/", "\\")]
+        assert entry["size"] == len(data) and entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert "C:\\Windows\\Temp\\recovery-restore.zip" not in state["files"]  # delete_archive
+    assert not [
+        p for p in [*state["files"], *state["dirs"]] if "ansible-tmp-" in p
+    ]  # the action's tmp dir went
+    assert task(results, "isolated")["winscratch"]["stat"]["isdir"]
+    firewall = state["firewall"]
+    assert firewall["rules"] == {}  # the reconnect removed the management rule
+    assert firewall["profiles"]["Public"] == {"enabled": True, "inbound": "Block", "outbound": "Allow"}
+    rule_events = [
+        r["winscratch"]["msg"]
+        for r in results
+        if "firewall rule" in str(r["winscratch"].get("msg", "")).lower()
+    ]
+    assert rule_events == [
+        "Firewall rule 'Recovery management' created.",
+        "Firewall rule(s) 'Recovery management' removed.",
+    ]
 
 
 # -- the exec wrapper's input, in-process (no network) -------------------------------------------------
@@ -438,8 +500,8 @@ def test_manifest_decoding_and_argument_checks(session: commands.Session) -> Non
         session, "ansible.windows.win_wait_for", {"path": "C:\\Windows", "timeout": 1, "unknown": 1}
     )
     assert code == 0 and result["wait_attempts"] == 1  # a legacy module: unknown options are ignored
-    result, code = run_module(session, "community.windows.win_unzip", {"src": "C:\\a.zip", "dest": "C:\\"})
-    assert code == 1 and "community.windows.win_unzip is not emulated" in result["msg"]
+    result, code = run_module(session, "ansible.windows.win_service", {"name": "VSS", "state": "started"})
+    assert code == 1 and "module ansible.windows.win_service is not emulated" in result["msg"]
 
 
 def test_win_find_depth_and_case(session: commands.Session) -> None:

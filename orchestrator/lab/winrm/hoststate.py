@@ -14,12 +14,14 @@ what a probe, `win_stat` or `Get-FileHash` reports is what `fetch` copies.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fnmatch
 import functools
 import hashlib
 import json
 import ntpath
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -118,6 +120,12 @@ def entry_digest(entry: dict[str, Any], algorithm: str = "sha256") -> str | None
     return hashlib.new(algorithm, data).hexdigest()
 
 
+def expand_env(text: str, env: dict[str, str]) -> str:
+    """%NAME% expanded as Windows does (case-insensitive names; unknown ones left as they are)."""
+    folded = {k.casefold(): v for k, v in env.items()}
+    return re.sub(r"%([^%]+)%", lambda m: folded.get(m.group(1).casefold(), m.group(0)), text)
+
+
 def matches(name: str, pattern: str) -> bool:
     """Windows wildcard match: case-insensitive, `*` and `?`."""
     return fnmatch.fnmatchcase(name.casefold(), pattern.casefold())
@@ -130,6 +138,8 @@ class HostState:
         self.path = Path(path)
         self.lock = threading.RLock()
         self._stamp: tuple[int, int, int] | None = None
+        self._batch = 0  # > 0 inside batch(): changes are written once, at its end
+        self._dirty = False
         self.data: dict[str, Any] = {}
         self._load()
 
@@ -158,8 +168,24 @@ class HostState:
             if stamp != self._stamp:
                 self._load()
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make several changes (an archive's files) with one write of the state file."""
+        with self.lock:
+            self._batch += 1
+            try:
+                yield
+            finally:
+                self._batch -= 1
+                if not self._batch and self._dirty:
+                    self.save()
+
     def save(self) -> None:
         with self.lock:
+            if self._batch:
+                self._dirty = True
+                return
+            self._dirty = False
             fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.path.parent)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(self.data, handle, indent=1, sort_keys=True)
@@ -217,10 +243,10 @@ class HostState:
                 found[folded] = (real, False)
         return [found[k] for k in sorted(found)]
 
-    def write_bytes(self, path: str, data: bytes) -> None:
-        """Replace a file with raw bytes (a client's upload): text when they are UTF-8, base64 otherwise."""
+    def write_bytes(self, path: str, data: bytes, mtime: str | None = None) -> None:
+        """Replace a file with raw bytes (an upload, a copy): text when they are UTF-8, base64 otherwise."""
         try:
-            self.write_file(path, data.decode("utf-8"))
+            self.write_file(path, data.decode("utf-8"), mtime=mtime)
             return
         except UnicodeDecodeError:
             pass
@@ -230,12 +256,12 @@ class HostState:
                 "data": base64.b64encode(data).decode(),
                 "size": len(data),
                 "sha256": hashlib.sha256(data).hexdigest(),
-                "mtime": now_iso(),
+                "mtime": mtime or now_iso(),
             }
             self._reindex()
             self.save()
 
-    def write_file(self, path: str, content: str, append: bool = False) -> None:
+    def write_file(self, path: str, content: str, append: bool = False, mtime: str | None = None) -> None:
         with self.lock:
             existing = self.file(path)
             real = existing[0] if existing else path
@@ -246,7 +272,7 @@ class HostState:
                 "content": content,
                 "size": len(data),
                 "sha256": hashlib.sha256(data).hexdigest(),
-                "mtime": now_iso(),
+                "mtime": mtime or now_iso(),
             }
             self._reindex()
             self.save()

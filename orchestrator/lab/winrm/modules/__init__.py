@@ -7,16 +7,19 @@ checks them as Ansible.Basic would, against the module's own documented specific
 answers with the JSON result the module would print for a host in this state: the same keys
 (`files[].path`, `stat.checksum`, `services[].state`, `changed`...), `_ansible_check_mode` honoured (a
 module reports the change and writes nothing), the state file updated otherwise. The winrm connection's
-fetch_file/put_file scripts are answered the same way (`transfer.py`).
+fetch_file/put_file scripts (and the shell's temporary directory) are answered the same way (`scripts.py`).
 
-Emulated: ansible.windows win_find, win_stat, win_regedit, win_service_info, win_wait_for, win_ping
-(wait_for_connection), and fetch/put. Any other module, or become/async around one, gets a failed
-result that names the stand-in; options the emulation does not cover are refused by name, not ignored.
+Emulated (what the stage playbooks use): ansible.windows win_find, win_stat, win_regedit,
+win_service_info, win_wait_for, win_ping (wait_for_connection), win_copy, win_firewall;
+community.windows win_unzip, win_firewall_rule; the connection's fetch/put and the shell's temporary
+directory. Any other module, or become/async around one, gets a failed result that names the stand-in;
+options the emulation does not cover are refused by name, not ignored.
 
 Only real Windows (the Vagrant lab) confirms: the modules' own code and module_utils (C# compilation,
 Ansible.Basic's exact messages), NTFS attributes, ACLs, owners, links and shares, the registry's value
 types beyond REG_SZ/REG_DWORD, the Service Control Manager's details, what is really listening on a
-port, become (runas), async, and PowerShell's CLM/AMSI/execution policy.
+port, what the firewall really filters, become (runas), async, and PowerShell's CLM/AMSI/execution
+policy.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.lab.winrm.modules import files, network, registry, services, transfer
+from orchestrator.lab.winrm.modules import files, firewall, network, registry, scripts, services, uploads
 from orchestrator.lab.winrm.modules.base import (
     Call,
     Emulator,
@@ -38,7 +41,14 @@ from orchestrator.lab.winrm.modules.manifest import MODULE_WRAPPER, ManifestErro
 if TYPE_CHECKING:
     from orchestrator.lab.winrm.commands import Session
 
-EMULATED: dict[str, Emulator] = {**files.MODULES, **registry.MODULES, **services.MODULES, **network.MODULES}
+EMULATED: dict[str, Emulator] = {
+    **files.MODULES,
+    **registry.MODULES,
+    **services.MODULES,
+    **network.MODULES,
+    **uploads.MODULES,
+    **firewall.MODULES,
+}
 
 
 def is_exec_bootstrap(script: str) -> bool:
@@ -57,7 +67,7 @@ def run(stdin: bytes, session: Session) -> tuple[str, str, int]:
         subject = f"module {invocation.module}" if invocation.module else invocation.action
         return _failed({"msg": not_emulated(f"{subject} running under {what}")})
     if invocation.action != MODULE_WRAPPER:
-        script = transfer.SCRIPTS.get(invocation.action)
+        script = scripts.SCRIPTS.get(invocation.action)
         if script is None:
             return _failed({"msg": not_emulated(f"exec wrapper script {invocation.action}")})
         return script(invocation.params, invocation.pipeline_input, session)
@@ -68,7 +78,7 @@ def _module(module: str, args: dict[str, Any], session: Session) -> tuple[str, s
     emulator = EMULATED.get(module)
     if emulator is None:
         return _failed({"msg": not_emulated(f"module {module}")})
-    call = Call(module, {}, bool(args.get("_ansible_check_mode")), session)
+    call = Call(module, {}, bool(args.get("_ansible_check_mode")), session, args=args)
     try:
         call.params = check_arguments(module, args, emulator)
         for option in argument_spec(module)[1]:

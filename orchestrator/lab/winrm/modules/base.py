@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from orchestrator.lab.winrm.hoststate import expand_env
 
 if TYPE_CHECKING:
     from orchestrator.lab.winrm.commands import Session
@@ -40,6 +41,7 @@ class Call:
     check_mode: bool
     session: Session
     result: dict[str, Any] = field(default_factory=lambda: {"changed": False})
+    args: dict[str, Any] = field(default_factory=dict)  # as sent: an action plugin's private `_` options too
 
     @property
     def short_name(self) -> str:
@@ -50,13 +52,13 @@ class Call:
 
     def expand(self, value: str) -> str:
         """Ansible.Basic's `path` type: environment variables expanded as Windows does (%NAME%)."""
-        env = {k.casefold(): v for k, v in self.session.env.items()}
-        return re.sub(r"%([^%]+)%", lambda m: env.get(m.group(1).casefold(), m.group(0)), value)
+        return expand_env(value, self.session.env)
 
 
 @dataclass(frozen=True)
 class Emulator:
-    """How the stand-in answers one module. `not_emulated`: options it refuses rather than ignores.
+    """How the stand-in answers one module. `not_emulated`: options it refuses (when set to anything but
+    their default) rather than ignores.
     `strict`: Ansible.Basic modules reject unknown options; legacy (Parse-Args) modules ignore them."""
 
     run: Callable[[Call], None]
@@ -96,14 +98,10 @@ def check_arguments(module: str, args: dict[str, Any], emulator: Emulator) -> di
     from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
     spec, _paths = argument_spec(module)
-    args = {k: v for k, v in args.items() if not k.startswith("_ansible_")}
+    sent = {k: v for k, v in args.items() if not k.startswith("_ansible_")}
     names = {alias: option for option, meta in spec.items() for alias in [option, *meta.get("aliases", [])]}
-    if not emulator.strict:
-        args = {k: v for k, v in args.items() if k in names}
-    for key in args:
-        if names.get(key) in emulator.not_emulated:
-            raise Fail(not_emulated(f"option {names[key]} of module {module}"))
-    result = ArgumentSpecValidator(spec).validate(args)
+    checked = sent if emulator.strict else {k: v for k, v in sent.items() if k in names}
+    result = ArgumentSpecValidator(spec).validate(checked)
     if result.error_messages:
         short = module.rsplit(".", 1)[-1]
         messages = [
@@ -111,4 +109,8 @@ def check_arguments(module: str, args: dict[str, Any], emulator: Emulator) -> di
             for m in result.error_messages
         ]
         raise Fail("; ".join(messages))
-    return {option: result.validated_parameters.get(option) for option in spec}
+    params = {option: result.validated_parameters.get(option) for option in spec}
+    for option in emulator.not_emulated:  # undocumented ones (a legacy module's extras) as sent
+        if params.get(option, sent.get(option)) not in (None, spec.get(option, {}).get("default")):
+            raise Fail(not_emulated(f"option {option} of module {module}"))
+    return params
