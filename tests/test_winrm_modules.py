@@ -504,6 +504,18 @@ def test_manifest_decoding_and_argument_checks(session: commands.Session) -> Non
     assert code == 1 and "module ansible.windows.win_service is not emulated" in result["msg"]
 
 
+def test_an_emulation_error_fails_the_task_not_the_server(session: commands.Session) -> None:
+    state = json.loads(session.state.path.read_text())
+    state["files"]["C:\\broken.bin"] = {"size": 10, "fill": "not hex", "mtime": "2025-01-01T00:00:00Z"}
+    session.state.path.write_text(json.dumps(state))
+    result, code = run_module(session, "ansible.windows.win_stat", {"path": "C:\\broken.bin"})
+    assert code == 1 and result["msg"].startswith("Unhandled exception while executing module")
+    result, code = run_module(
+        session, "ansible.windows.win_stat", {"path": "C:\\broken.bin", "get_checksum": False}
+    )
+    assert code == 0 and result["stat"]["size"] == 10
+
+
 def test_win_find_depth_and_case(session: commands.Session) -> None:
     def found(**args) -> list[str]:
         result, code = run_module(session, "ansible.windows.win_find", {"paths": ["C:\\Users"], **args})

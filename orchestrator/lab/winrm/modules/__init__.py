@@ -25,6 +25,7 @@ policy.
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.lab.winrm.modules import files, firewall, network, registry, scripts, services, uploads
@@ -41,6 +42,7 @@ from orchestrator.lab.winrm.modules.manifest import MODULE_WRAPPER, ManifestErro
 if TYPE_CHECKING:
     from orchestrator.lab.winrm.commands import Session
 
+log = logging.getLogger("orchestrator.lab.winrm")
 EMULATED: dict[str, Emulator] = {
     **files.MODULES,
     **registry.MODULES,
@@ -87,6 +89,11 @@ def _module(module: str, args: dict[str, Any], session: Session) -> tuple[str, s
         emulator.run(call)
     except Fail as failure:
         return _failed({**call.result, **failure.result, "msg": failure.msg})
+    except Exception as exc:  # an emulation bug: fail the task as the exec wrapper does, keep serving
+        log.exception("%s: emulating %s failed", session.state.hostname, module)
+        return _failed(
+            {"msg": f"Unhandled exception while executing module (lab's Windows stand-in): {exc!r}"}
+        )
     call.result["invocation"] = {"module_args": call.params}
     return json.dumps(call.result) + "\r\n", "", 0
 
