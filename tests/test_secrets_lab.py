@@ -58,9 +58,8 @@ def test_planted_secrets_appear_nowhere(lab: Any, tmp_path: Path) -> None:
     step("plan", "approve", "--by", "tester")
     step("run", *inv, "--all", "--yes", "--runs-dir", str(runs))
     status = json.loads(step("status", "--json"))
-    assert status["by_category"]["recovered"] == 3, status[
-        "by_category"
-    ]  # the secrets went through a real run
+    # the secrets went through a real run: both clean hosts verified (the evidence store is "protected")
+    assert status["by_category"]["recovered"] == 2, status["by_category"]
     for host in [*clean, evid]:
         step("status", host, "--json")
         step("triage", "show", host, "--json")
