@@ -28,7 +28,7 @@ rm -f "$ORCHESTRATOR_DB" "$ORCHESTRATOR_DB-wal" "$ORCHESTRATOR_DB-shm"
 step "Bring up the local lab: real sshd hosts and WinRM stand-ins, seeded LockBit scenarios" \
   orchestrator lab up --hosts "$DEMO_HOSTS" --windows "$DEMO_WINDOWS" --seed 7 --net "$DEMO_NET" --dir "$DEMO_DIR"
 # The lab's Windows hosts read their password from the environment, as production inventories do.
-set -a; . "$DEMO_DIR/winrm.env"; set +a
+if [ -f "$DEMO_DIR/winrm.env" ]; then set -a; . "$DEMO_DIR/winrm.env"; set +a; fi
 step "Check the lab's inventory" orchestrator inventory check
 step "Triage every host in parallel" orchestrator triage --timeout 15
 step "Draft the recovery plan" orchestrator plan --max-wave-size 8

@@ -72,6 +72,9 @@ def write(paths: LabPaths, manifest: dict[str, Any], winrm_user: str | None) -> 
                 "ansible_user": winrm_user,
                 "ansible_password": "{{ lookup('env', 'LAB_WINRM_PASSWORD') }}",
                 "recovery_restore_method": "none",
+                # where the lab's Windows hosts keep their data (and LockBit leaves its notes)
+                "recovery_windows_evidence_roots": ["C:\\Users", "C:\\ProgramData", "C:\\Data"],
+                "recovery_windows_wipe_paths": ["C:\\Users", "C:\\ProgramData", "C:\\Data"],
             },
             manifest["seed"],
         )
