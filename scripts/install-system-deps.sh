@@ -8,6 +8,7 @@ packages=(
   restic                          # backups and restores, for real
   util-linux iproute2 procps      # unshare/nsenter (namespaces), ip, ps/pgrep
   sudo                            # triage with ansible_become (tested)
+  busybox                         # triage on hosts with busybox tools (tested)
   sqlite3                         # inspecting the state database by hand
   postgresql                      # the shared state store, tested for real
   vagrant                         # 'vagrant validate' of the Vagrant lab
