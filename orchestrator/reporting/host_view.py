@@ -16,6 +16,7 @@ from orchestrator.reporting import durations, lifecycle
 from orchestrator.reporting.fleet import current_plan
 from orchestrator.reporting.timefmt import iso
 from orchestrator.store import Store, audit
+from orchestrator.store import hosts as host_store
 from orchestrator.store.models import (
     CheckMatch,
     EvidenceItem,
@@ -28,24 +29,8 @@ from orchestrator.store.models import (
     TriageRun,
 )
 
-_FACTS = (
-    "name",
-    "address",
-    "port",
-    "connection",
-    "os",
-    "tier",
-    "role",
-    "site",
-    "protected",
-    "priority",
-    "reimage_method",
-    "restore_method",
-    "execution_node",
-    "groups",
-    "depends_on",
-    "data_categories",
-)
+# What a host's timeline shows of its inventory facts: what the host snapshot keeps.
+_FACTS = ("name", *host_store.FIELDS, "depends_on")
 
 
 def timeline(store: Store, name: str) -> dict[str, Any]:

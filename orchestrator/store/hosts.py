@@ -13,7 +13,8 @@ from sqlmodel import Session, select
 from orchestrator.inventory import Host as InventoryHost
 from orchestrator.store.models import Host, utcnow
 
-_FIELDS = (
+# The inventory facts a host row mirrors (besides its name and resolved dependencies).
+FIELDS = (
     "address",
     "port",
     "connection",
@@ -38,7 +39,7 @@ def sync(session: Session, hosts: Iterable[InventoryHost]) -> tuple[int, int]:
     now = utcnow()
     for inv in hosts:
         row = existing.get(inv.name)
-        values = {f: getattr(inv, f) for f in _FIELDS}
+        values = {f: getattr(inv, f) for f in FIELDS}
         values["depends_on"] = inv.depends_on_hosts
         if row is None:
             session.add(Host(name=inv.name, synced_at=now, **values))
