@@ -300,6 +300,7 @@ def _build(sources: list[str], manager: Any, variables: Any) -> Inventory:
         problems.extend(host_problems)
     problems.extend(_resolve_dependencies(hosts, groups))
     problems.extend(_duplicate_addresses(hosts))
+    problems.extend(_check_execution_nodes(hosts))
     return Inventory(sources=sources, hosts=hosts, groups=groups, problems=problems, _manager=manager)
 
 
@@ -450,6 +451,30 @@ def find_cycles(graph: dict[str, list[str]], limit: int = 20) -> list[list[str]]
             cycles.append(path)
             edges[path[0]].discard(path[1])
     return cycles
+
+
+def _check_execution_nodes(hosts: dict[str, Host]) -> list[Problem]:
+    """A node is reached over SSH like any Linux host of the inventory, and runs playbooks itself: it
+    cannot hand its own stages to another node (a chain would hide which machine touched a host)."""
+    problems = []
+    for host in hosts.values():
+        node_name = host.execution_node
+        if node_name is None:
+            continue
+        node = hosts.get(node_name)
+        where = _origin(host.vars.get("recovery_execution_node")) or _host_source(host.vars)
+        if node is None:
+            message = f"unknown execution node {node_name!r} (recovery_execution_node names an inventory host)"
+        elif node.name == host.name:
+            message = "recovery_execution_node names the host itself: leave it unset on the node"
+        elif node.connection != "ssh":
+            message = f"execution node {node_name} is reached over {node.connection}: a node must take SSH"
+        elif node.execution_node is not None:
+            message = f"execution node {node_name} has an execution node of its own ({node.execution_node})"
+        else:
+            continue
+        problems.append(Problem(message, host=host.name, where=where))
+    return problems
 
 
 def _duplicate_addresses(hosts: dict[str, Host]) -> list[Problem]:

@@ -48,6 +48,13 @@ def lab_group() -> None:
     "--windows", default=0, show_default=True, type=click.IntRange(0), help="Windows hosts (WinRM stand-ins)."
 )
 @click.option(
+    "--nodes",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Execution nodes: the Linux hosts are split into as many sites, each run through its node.",
+)
+@click.option(
     "--infected", default=0.4, show_default=True, type=click.FloatRange(0, 1), help="Share of infected hosts."
 )
 @click.option("--seed", default=1, show_default=True, type=int, help="Scenario seed: same seed, same lab.")
@@ -57,7 +64,14 @@ def lab_group() -> None:
 @dir_option
 @json_option
 def up(
-    hosts: int, windows: int, infected: float, seed: int, net: str, directory: Path, as_json: bool
+    hosts: int,
+    windows: int,
+    nodes: int,
+    infected: float,
+    seed: int,
+    net: str,
+    directory: Path,
+    as_json: bool,
 ) -> None:
     """Start the lab (again: a second `up` only restarts what died).
 
@@ -68,9 +82,12 @@ def up(
     Examples:
       orchestrator lab up --hosts 12 --windows 2 --seed 7
       orchestrator lab up --hosts 200 --dir /srv/lab --net 127.43.0.0/16
+      orchestrator lab up --hosts 20 --nodes 2     # two sites, each through its execution node
       orchestrator inventory check -i lab-data/inventory
     """
-    config = lab.LabConfig(dir=directory, hosts=hosts, windows=windows, infected=infected, seed=seed, net=net)
+    config = lab.LabConfig(
+        dir=directory, hosts=hosts, windows=windows, nodes=nodes, infected=infected, seed=seed, net=net
+    )
     with Progress(
         TextColumn("{task.description:<20}"),
         BarColumn(),

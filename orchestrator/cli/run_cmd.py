@@ -54,7 +54,8 @@ class ProgressObserver:
     def stage_end(self, wave: int, stage: str, results: dict[str, HostResult]) -> None:
         failed = [h for h, r in results.items() if not r.ok]
         for host in failed:
-            self.progress.console.print(f"[red]{host}[/red]: {stage} failed: {results[host].message}")
+            ended = "interrupted" if results[host].interrupted else "failed"
+            self.progress.console.print(f"[red]{host}[/red]: {stage} {ended}: {results[host].message}")
         if self.wave_task is not None:
             for host in failed:
                 if host not in self.ended:
@@ -115,6 +116,12 @@ def _confirm(pending: engine.Pending) -> bool:
 @click.option(
     "--pack", "packs", multiple=True, metavar="FILE", help="Extra check pack for scans (repeatable)."
 )
+@click.option(
+    "--node",
+    metavar="HOST",
+    help="Run every stage on this execution node (an inventory host reached over SSH) instead of each "
+    "host's recovery_execution_node.",
+)
 @json_option
 @pass_app
 @click.pass_context
@@ -133,17 +140,24 @@ def run(
     evidence_host: str | None,
     evidence_path: str,
     packs: tuple[str, ...],
+    node: str | None,
     as_json: bool,
 ) -> None:
     """Run the approved plan: each wave's stages through ansible-runner, resumable after a crash.
 
-    Exit 1 when some hosts failed; 2 when refused (no approved or a changed plan, not confirmed).
+    Hosts with a `recovery_execution_node` (or all, with --node) run their stages on that node
+    through ansible-runner's streaming mode (`ansible-runner worker` over SSH); their events arrive
+    here as for a local run. A node lost mid-stage leaves its hosts interrupted: run again.
+
+    Exit 1 when some hosts failed or were interrupted; 2 when refused (no approved or a changed
+    plan, not confirmed, a wave held by another run).
 
     \b
     Examples:
       orchestrator run -i lab-data/inventory --all --check
       orchestrator run -i inventory/hospital --wave 1 --forks 20 --retries 2
       orchestrator run -i lab-data/inventory --all --yes --json
+      orchestrator run -i inventory/hospital --wave 2 --node exec-north-01
     """
     if (wave is None) == (not all_waves):
         raise OrchestratorError("give exactly one of --wave N or --all")
@@ -168,6 +182,7 @@ def run(
             evidence_host=evidence_host,
             evidence_path=evidence_path,
             packs=list(packs),
+            node=node,
             confirm=None if (yes or check) else _confirm,
             observer=ProgressObserver(progress),
         )
@@ -176,10 +191,11 @@ def run(
         emit_json(report.to_dict())
     else:
         _render(report)
-    if report.failed:
-        raise HostsFailed(
-            f"{len(report.failed)} host(s) failed: see 'orchestrator status' and {report.runs_dir}"
-        )
+    if report.failed or report.interrupted:
+        parts = [f"{len(report.failed)} host(s) failed"] if report.failed else []
+        if report.interrupted:
+            parts.append(f"{len(report.interrupted)} interrupted (run again to resume them)")
+        raise HostsFailed(f"{', '.join(parts)}: see 'orchestrator status' and {report.runs_dir}")
 
 
 def _render(report: engine.RunReport) -> None:

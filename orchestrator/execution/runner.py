@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import insert
 
+from orchestrator.execution import nodes
 from orchestrator.store import Store
 from orchestrator.store.audit import SECRET_NAME
 from orchestrator.store.models import StageEvent
@@ -58,6 +59,9 @@ class HostResult:
     ok: bool
     task: str | None = None
     message: str | None = None
+    # The stage was cut off (its execution node was lost), not failed: the host stays where it was
+    # and the next run repeats the stage.
+    interrupted: bool = False
 
 
 @dataclass
@@ -73,6 +77,8 @@ class StageSpec:
     forks: int = 50
     check: bool = False
     stage_run_ids: dict[str, int] = field(default_factory=dict)
+    # Hosts whose stage runs on an execution node (see nodes.py); the others run here.
+    placement: dict[str, nodes.Node] = field(default_factory=dict)
 
 
 @dataclass
@@ -260,11 +266,80 @@ def run_stage(
     observer: Observer | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> StageOutcome:
-    """Run the stage's playbook on `spec.hosts` and return how each host ended.
+    """Run the stage's playbook on `spec.hosts` and return how each host ended: the hosts placed on
+    execution nodes through each node's worker, the others here, all at once, into one event writer.
 
-    Must be called from the main thread: the playbook's parent-death signal is tied to the thread
-    that starts it.
+    Must be called from the main thread: the playbook's and the ssh links' parent-death signals are
+    tied to the thread that starts them.
     """
+    writer = EventWriter(store, spec, observer)
+    writer.start()
+    started = time.monotonic()
+    remote: list[nodes.NodeRun] = []
+    node_results: list[nodes.NodeResult] = []
+    rc, status = 0, "successful"
+    try:
+        by_node: dict[nodes.Node, list[str]] = {}
+        for host in spec.hosts:
+            if host in spec.placement:
+                by_node.setdefault(spec.placement[host], []).append(host)
+        for node, hosts in by_node.items():
+            run = nodes.NodeRun(
+                node=node,
+                stage=spec.stage,
+                playbook=spec.playbook,
+                inventory=spec.inventory,
+                hosts=hosts,
+                extravars=spec.extravars,
+                private_dir=spec.private_dir / f"node-{node.name}",
+                forks=spec.forks,
+                check=spec.check,
+                envvars={"ANSIBLE_HOST_KEY_CHECKING": "True"},
+                handler=writer.handler,
+            )
+            run.start()
+            remote.append(run)
+        local = [h for h in spec.hosts if h not in spec.placement]
+        if local:
+            rc, status = _run_local(spec, local, writer, cancel)
+        node_results = [run.wait() for run in remote]
+    finally:
+        if len(node_results) < len(remote):  # the local run raised: do not leave links behind
+            for run in remote:
+                run.stop()
+        writer.stop()
+    results = writer.tracker.results(rc)
+    for run, outcome in zip(remote, node_results, strict=True):
+        for host in run.hosts:
+            _take_staging(outcome.staging / host, spec.private_dir / "staging" / host)
+            if results[host].ok or host in writer.tracker.failed:
+                continue
+            if outcome.lost:
+                results[host] = HostResult(False, None, outcome.message, interrupted=True)
+            else:
+                results[host] = HostResult(
+                    False,
+                    None,
+                    f"did not finish the stage on execution node {run.node.name} ({outcome.status})",
+                )
+        if outcome.lost or outcome.status != "successful":
+            status = "failed"
+    return StageOutcome(rc=rc, status=status, hosts=results, seconds=time.monotonic() - started)
+
+
+def _take_staging(source: Path, target: Path) -> None:
+    """What a node's playbook left for the orchestrator (an evidence manifest), where a local run
+    leaves it."""
+    if not source.is_dir():
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        item.replace(target / item.name)
+
+
+def _run_local(
+    spec: StageSpec, hosts: list[str], writer: EventWriter, cancel: Callable[[], bool] | None
+) -> tuple[int, str]:
     import ansible_runner
 
     private = spec.private_dir
@@ -273,7 +348,7 @@ def run_stage(
         json.dumps(spec.extravars, indent=1, default=str), encoding="utf-8"
     )
     limit_file = private / "limit"
-    limit_file.write_text("".join(f"{h}\n" for h in spec.hosts), encoding="utf-8")
+    limit_file.write_text("".join(f"{h}\n" for h in hosts), encoding="utf-8")
     _, secret_env = split_secret_env(dict(os.environ))
     secret_dir = Path(tempfile.mkdtemp(prefix="orchestrator-secrets-"))
     secret_file = secret_dir / "env.json"
@@ -289,9 +364,6 @@ def run_stage(
         "ORCHESTRATOR_PARENT_PID": str(os.getpid()),
         "ORCHESTRATOR_ANSIBLE_PLAYBOOK": ansible_playbook_path(),
     }
-    writer = EventWriter(store, spec, observer)
-    writer.start()
-    started = time.monotonic()
     try:
         runner = ansible_runner.interface.init_runner(
             private_data_dir=str(private),
@@ -313,13 +385,8 @@ def run_stage(
         # from (they reach ansible-playbook through the private file).
         runner.config.env = {k: v for k, v in runner.config.env.items() if k not in secret_env}
         runner.run()
-        rc = runner.rc if runner.rc is not None else 255
-        status = runner.status
+        return (runner.rc if runner.rc is not None else 255), runner.status
     finally:
-        writer.stop()
         for path in (secret_file, secret_dir):
             with contextlib.suppress(OSError):
                 path.unlink() if path.is_file() else path.rmdir()
-    return StageOutcome(
-        rc=rc, status=status, hosts=writer.tracker.results(rc), seconds=time.monotonic() - started
-    )

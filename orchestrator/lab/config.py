@@ -31,6 +31,7 @@ class LabConfig:
     dir: Path = Path(DEFAULT_DIR)
     hosts: int = 12
     windows: int = 0
+    nodes: int = 0
     infected: float = 0.4
     seed: int = 1
     net: str = DEFAULT_NET
@@ -46,15 +47,20 @@ class LabConfig:
             )
         if self.hosts < 2:
             raise OrchestratorError("--hosts must be at least 2 (the backup host and the evidence store)")
-        if self.hosts + self.windows > MAX_HOSTS:
+        if self.hosts + self.windows + self.nodes > MAX_HOSTS:
             raise OrchestratorError(f"at most {MAX_HOSTS} lab hosts in all")
         if self.windows < 0:
             raise OrchestratorError("--windows must be 0 or more")
+        if not 0 <= self.nodes <= self.hosts:
+            raise OrchestratorError(
+                "--nodes must be between 0 and --hosts (each node serves a site of hosts)"
+            )
         if not 0.0 <= self.infected <= 1.0:
             raise OrchestratorError("--infected must be a fraction between 0 and 1")
         network = parse_net(self.net)
-        if len(addresses(network, self.hosts + self.windows)) < self.hosts + self.windows:
-            raise OrchestratorError(f"--net {self.net} is too small for {self.hosts + self.windows} hosts")
+        total = self.hosts + self.windows + self.nodes
+        if len(addresses(network, total)) < total:
+            raise OrchestratorError(f"--net {self.net} is too small for {total} hosts")
 
     def settings(self) -> dict[str, Any]:
         """What makes two labs the same lab (the directory aside): compared by `up` to stay idempotent."""

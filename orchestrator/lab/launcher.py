@@ -10,7 +10,10 @@ Before exec'ing sshd, the host's process, inside its private mount namespace:
 - binds the host's own directories over /root, /home, /srv, /opt, /etc/cron.d, /etc/systemd/system,
   /etc/ssh, /var/log, /var/tmp, /run, /dev/shm, /tmp and its own /etc/hostname (sources are opened
   first, so binding /tmp cannot hide a lab that lives under /tmp);
-- covers the lab directory with an empty read-only tmpfs (the lab's tree, keys and other hosts vanish);
+- covers the lab directory with an empty read-only tmpfs (the lab's tree, keys and other hosts vanish),
+  except on an execution node: a node is trusted like the controller, so it sees the lab directory
+  (its keys and known_hosts, the restic repository) and the orchestrator's Python environment
+  (ansible-runner), both read-only at their own paths (`share`);
 - mounts a /proc of its own PID namespace (no way to reach another host through /proc/PID/root);
 - sets its hostname, then checks every bind by inode and fails closed: if anything is not as intended,
   sshd is never started, so a session can never land on the real machine's /root or /etc.
@@ -33,7 +36,7 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWPID = 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 FAILED = 97
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -72,19 +75,28 @@ def _become_host(spec: dict[str, Any], log_fd: int) -> None:
         fd = os.open(os.path.join(root, rel), flags)
         st = os.fstat(fd)
         sources.append((fd, "/" + rel, (st.st_dev, st.st_ino)))
+    shared = []
+    for path in spec.get("share", []):
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY)
+        st = os.fstat(fd)
+        shared.append((fd, path, (st.st_dev, st.st_ino)))
     for fd, target, _ in sources:
         _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND)
+    for fd, target, _ in shared:  # the mount point may lie in the host's own /tmp or /opt: made there
+        os.makedirs(target, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+        _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
     hide = spec["hide"]
-    if os.path.isdir(hide):  # else already out of sight (a lab under /tmp or /srv)
+    if hide and os.path.isdir(hide):  # else already out of sight (a lab under /tmp or /srv)
         _mount("lab-hidden", hide, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0755")
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     socket.sethostname(spec["name"])
-    for fd, target, identity in sources:
+    for fd, target, identity in sources + shared:
         st = os.stat(target)
         if (st.st_dev, st.st_ino) != identity:
             raise RuntimeError(f"{target} is not the host's own after mounting")
         os.close(fd)
-    if os.path.isdir(hide) and os.listdir(hide):
+    if hide and os.path.isdir(hide) and os.listdir(hide):
         raise RuntimeError(f"the lab directory {hide} is still visible")
     if socket.gethostname() != spec["name"]:
         raise RuntimeError("hostname not set")

@@ -28,7 +28,7 @@ from orchestrator.lab.config import LabConfig, LabPaths
 from orchestrator.lab.hostdata import data_ops
 from orchestrator.lab.launcher import SSHD
 from orchestrator.lab.manifest import VERSION, Manifest, host_entry, load_manifest, locked, save_manifest
-from orchestrator.lab.plan import HostPlan, LabPlan, draw, iso
+from orchestrator.lab.plan import NODE_GROUP, HostPlan, LabPlan, draw, iso
 from orchestrator.lab.processes import ProcRef
 
 Progress = Callable[[str, int, int], None]
@@ -167,7 +167,7 @@ def _create(config: LabConfig, paths: LabPaths, report: Progress) -> Manifest:
         "hosts": entries,
     }
     _ensure_running(paths, manifest, report)
-    inventory_files.write(paths, manifest, windows.USER if windows_hosts else None)
+    inventory_files.write(paths, manifest, windows.USER if windows_hosts else None, _node_shares(paths))
     save_manifest(paths, manifest)
     return manifest
 
@@ -306,13 +306,24 @@ def _alive(paths: LabPaths, name: str) -> bool:
     return ref is not None and ref.alive()
 
 
+def _node_shares(paths: LabPaths) -> list[str]:
+    """What an execution node sees of the controller: the lab, this Python environment (its
+    ansible-runner and Ansible) and the interpreter it was made from (e.g. pyenv's, under /root)."""
+    shares = [str(paths.root)]
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        if prefix != "/usr" and not prefix.startswith("/usr/"):
+            shares.append(prefix)
+    return shares
+
+
 def _launch(paths: LabPaths, hosts: list[dict[str, Any]]) -> dict[str, ProcRef]:
     specs = [
         {
             "name": h["name"],
             "address": h["address"],
             "root": str(paths.host(h["name"])),
-            "hide": str(paths.root),
+            "hide": None if h["group"] == NODE_GROUP else str(paths.root),
+            "share": _node_shares(paths) if h["group"] == NODE_GROUP else [],
             "log": str(paths.logs / f"{h['name']}.log"),
         }
         for h in hosts

@@ -14,6 +14,7 @@ from typing import Any
 from orchestrator.lab import catalog
 from orchestrator.lab.config import SSH_PORT, WINRM_PORT, LabConfig, addresses, parse_net
 
+NODE_GROUP = "execution_node"
 INFECTED_KINDS = ("lockbit3", "lockbit2", "linux_locker", "persistence")
 
 
@@ -90,7 +91,7 @@ def timeline(seed: int, now: datetime) -> Timeline:
 def draw(config: LabConfig, now: datetime) -> LabPlan:
     rng = random.Random(f"{config.seed}/plan")
     cat = catalog.catalog()
-    addrs = addresses(parse_net(config.net), config.hosts + config.windows)
+    addrs = addresses(parse_net(config.net), config.hosts + config.windows + config.nodes)
     plan = LabPlan(seed=config.seed, net=config.net, created_at=now, timeline=timeline(config.seed, now))
 
     groups = list(cat["first"][: config.hosts])
@@ -116,8 +117,28 @@ def draw(config: LabConfig, now: datetime) -> LabPlan:
                 kind=kind,
             )
         )
-    plan.hosts.extend(_windows_hosts(config, rng, addrs[config.hosts :]))
+    plan.hosts.extend(_windows_hosts(config, rng, addrs[config.hosts : config.hosts + config.windows]))
+    plan.hosts.extend(_node_hosts(config.nodes, addrs[config.hosts + config.windows :]))
     return plan
+
+
+def _node_hosts(count: int, addrs: list[str]) -> list[HostPlan]:
+    spec = catalog.group(NODE_GROUP)
+    rec = spec["recovery"]
+    return [
+        HostPlan(
+            name=f"{spec['prefix']}-{i + 1:02d}",
+            address=addrs[i],
+            port=SSH_PORT,
+            os="linux",
+            group=NODE_GROUP,
+            role=rec["role"],
+            tier=rec["tier"],
+            protected=True,
+            kind="clean",
+        )
+        for i in range(count)
+    ]
 
 
 def _linux_kinds(config: LabConfig, rng: random.Random) -> list[str]:
