@@ -7,6 +7,7 @@ Click, and turns its result into a table or JSON.
 from __future__ import annotations
 
 import getpass
+import importlib
 import os
 import sys
 import traceback
@@ -26,8 +27,35 @@ Exit codes: 0 success, 1 ran but some hosts failed, 2 bad input or refused.
 """
 
 
+# Command name -> the module of orchestrator.cli that defines it (its `commands` list). Imported when
+# the command is used: `orchestrator status` does not pay for the report renderer's imports.
+COMMANDS = {
+    "audit": "audit_cmd",
+    "completion": "completion_cmd",
+    "host": "run_cmd",
+    "inventory": "inventory_cmd",
+    "lab": "lab_cmd",
+    "plan": "plan_cmd",
+    "report": "report_cmd",
+    "run": "run_cmd",
+    "status": "status_cmd",
+    "triage": "triage_cmd",
+}
+
+
 class OrchestratorGroup(click.Group):
-    """Turns library errors into one stderr line and the documented exit code."""
+    """Turns library errors into one stderr line and the documented exit code; loads each command
+    family's module on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS.keys() | self.commands.keys())
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module = importlib.import_module(f"orchestrator.cli.{COMMANDS[cmd_name]}")
+            for command in module.commands:
+                self.add_command(command)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
@@ -95,35 +123,3 @@ def main(ctx: click.Context, db: str, operator: str, debug: bool) -> None:
     """
     ctx.obj = AppContext(db=db, operator=operator, debug=debug, argv=list(sys.argv[1:]))
     ctx.call_on_close(ctx.obj.close)
-
-
-def _register() -> None:
-    # One module per command family; each exposes `commands`, a list of Click commands.
-    from orchestrator.cli import (
-        audit_cmd,
-        completion_cmd,
-        inventory_cmd,
-        lab_cmd,
-        plan_cmd,
-        report_cmd,
-        run_cmd,
-        status_cmd,
-        triage_cmd,
-    )
-
-    for module in (
-        inventory_cmd,
-        triage_cmd,
-        plan_cmd,
-        status_cmd,
-        report_cmd,
-        audit_cmd,
-        run_cmd,
-        lab_cmd,
-        completion_cmd,
-    ):
-        for command in module.commands:
-            main.add_command(command)
-
-
-_register()
