@@ -2,21 +2,23 @@
 the first-destructive-stage confirmation, and resumption after a crash.
 
 Every decision is taken from the database, never from memory of an earlier run: on start, stage runs
-left "running" by a killed orchestrator are marked interrupted and each host continues from its state
+left "running" in the waves this run claims are marked interrupted (only a killed orchestrator can have
+left them: a live one would hold the claim) and each host continues from its state
 (a host caught inside a stage repeats that stage, which every playbook is written to allow; the state
 machine forbids the repeats that must never happen, wipe after restore began and collect after wipe).
 Each stage attempt commits its hosts' "-ing" state and StageRun rows before the playbook starts and
 their results, evidence and restore points after its events, in one transaction each.
+
+Runs on different waves may work at once, from one controller or several on one PostgreSQL database:
+each claims its waves (`locks`), and each transaction locks the host rows it changes, whose version
+refuses a lost update (`store.hosts.locked`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import json
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,9 +29,11 @@ from sqlmodel import Session, col, func, select
 from orchestrator import inventory as inventory_lib
 from orchestrator.errors import OrchestratorError, RefusedError
 from orchestrator.execution import restore_points, runner, states
+from orchestrator.execution.locks import claim_waves
 from orchestrator.execution.runner import HostResult
 from orchestrator.planning.store import PlanView, load_approved_plan
 from orchestrator.store import Store, audit
+from orchestrator.store import hosts as host_store
 from orchestrator.store.models import (
     CheckMatch,
     EvidenceItem,
@@ -128,21 +132,6 @@ def _now_tag() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-@contextlib.contextmanager
-def _run_lock(path: Path) -> Iterator[None]:
-    """One `orchestrator run` at a time on a runs directory: a second one would race the first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise RefusedError(f"another 'orchestrator run' is in progress (lock {path})") from exc
-        yield
-    finally:
-        os.close(fd)
-
-
 class Engine:
     def __init__(self, store: Store, options: RunOptions) -> None:
         self.store = store
@@ -236,8 +225,10 @@ class Engine:
         return group[0] if group else None
 
     def _mark_interrupted(self) -> int:
+        """Stage runs left "running" in this run's waves; other waves' may be a live run's beside us."""
         with self.store.write() as session:
-            stale = list(session.exec(select(StageRun).where(StageRun.status == "running")))
+            running = select(StageRun).where(StageRun.status == "running", col(StageRun.wave).in_(self.waves))
+            stale = list(session.exec(running))
             for run in stale:
                 run.status = "interrupted"
                 run.finished_at = utcnow()
@@ -248,7 +239,7 @@ class Engine:
                     session,
                     self.o.operator,
                     "run resume",
-                    details={"interrupted_stage_runs": [r.id for r in stale]},
+                    details={"waves": self.waves, "interrupted_stage_runs": [r.id for r in stale]},
                 )
         return len(stale)
 
@@ -256,8 +247,7 @@ class Engine:
 
     def run(self) -> RunReport:
         self._load()
-        lock = self.o.runs_dir / ".run.lock"
-        with _run_lock(lock):
+        with claim_waves(self.store, self.waves, self.o.runs_dir):
             return self._run()
 
     def _run(self) -> RunReport:
@@ -476,7 +466,7 @@ class Engine:
         run_ids: dict[str, int] = {}
         refused: dict[str, HostResult] = {}
         with self.store.write() as session:
-            rows = {h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(hosts)))}
+            rows = host_store.locked(session, hosts)
             counts = dict(
                 session.exec(
                     select(StageRun.host_name, func.count())
@@ -534,7 +524,7 @@ class Engine:
     ) -> None:
         now = utcnow()
         with self.store.write() as session:
-            rows = {h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(list(run_ids))))}
+            rows = host_store.locked(session, list(run_ids))
             runs = {
                 r.id: r
                 for r in session.exec(select(StageRun).where(col(StageRun.id).in_(list(run_ids.values()))))
@@ -588,8 +578,9 @@ class Engine:
     def _fail_without_running(self, wave: int, stage: str, failed: dict[str, HostResult]) -> None:
         """Hosts refused before their playbook (no clean restore point): entered and failed at once."""
         with self.store.write() as session:
+            rows = host_store.locked(session, list(failed))
             for name, result in failed.items():
-                row = session.exec(select(Host).where(Host.name == name)).one()
+                row = rows[name]
                 session.add(
                     StageRun(plan_id=self.plan_id, wave=wave, host_name=name, stage=stage, status="failed",
                              check_mode=self.o.check, finished_at=utcnow(), message=result.message)
@@ -795,7 +786,7 @@ def reset_host(
         member = next((m for m in view.members if m.host_name == host), None)
         if member is None or member.action not in EXECUTABLE_ACTIONS:
             raise RefusedError(f"host {host} is not rebuilt or verified by the approved plan {view.plan.id}")
-        row = session.exec(select(Host).where(Host.name == host)).first()
+        row = host_store.locked(session, [host]).get(host)
         if row is None:
             raise RefusedError(f"no host {host} in the database")
         path = states.path_for(member.action, row.protected)

@@ -3,7 +3,9 @@ first use.
 
 Two engines share one database: writes begin `IMMEDIATE` on SQLite so a read-then-write (the audit
 chain, state transitions) cannot interleave with another process, while reads stay deferred so a
-`status` in another terminal never waits for a running wave (WAL).
+`status` in another terminal never waits for a running wave (WAL). On PostgreSQL, where writers do
+run side by side, host rows are locked by the transactions that change them and carry a version: a
+write from a stale read fails as a StoreError naming the host, never as a lost update.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.pool import NullPool
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from orchestrator.errors import StoreError
 from orchestrator.store import migrations
+from orchestrator.store.models import Host
 
 __all__ = ["Store", "db_url"]
 
@@ -93,12 +97,30 @@ class Store:
     def write(self) -> Iterator[Session]:
         """A session whose changes are committed together or not at all."""
         with Session(self._write, expire_on_commit=False) as session:
+            event.listen(session, "before_flush", _note_read_versions)
             try:
                 yield session
                 session.commit()
+            except StaleDataError as exc:
+                session.rollback()
+                raise StoreError(self._stale(session.info.get(READ_VERSIONS, {}))) from exc
             except BaseException:
                 session.rollback()
                 raise
+
+    def _stale(self, read_versions: dict[str, int]) -> str:
+        """Which hosts another process changed since they were read (all written ones if none differ)."""
+        with self.read() as session:
+            query = select(Host.name, Host.version).where(col(Host.name).in_(list(read_versions)))
+            now = dict(session.exec(query).all())
+        names = sorted(n for n, v in read_versions.items() if now.get(n) != v) or sorted(read_versions)
+        if not names:
+            return "a row was changed by another process meanwhile: nothing was written; rerun the command"
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        return (
+            f"host{'s' if len(names) > 1 else ''} {shown} {'were' if len(names) > 1 else 'was'} changed by "
+            "another process since this one read it: nothing was written; rerun the command"
+        )
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
@@ -109,6 +131,19 @@ class Store:
         self._read.dispose()
         if self._write is not self._read:
             self._write.dispose()
+
+
+READ_VERSIONS = "read_versions"
+
+
+def _note_read_versions(session: Session, _context: object, _instances: object) -> None:
+    """Before each flush, the version every changed host was read with: the flush requires it, and
+    if another process moved it on, these are the hosts to name."""
+    noted = session.info.setdefault(READ_VERSIONS, {})
+    for obj in session.dirty:
+        if isinstance(obj, Host):
+            history = inspect(obj).attrs.version.history
+            noted[obj.name] = (history.deleted or history.unchanged or [obj.version])[0]
 
 
 def _safe_url(url: str) -> str:

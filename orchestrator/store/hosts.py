@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from orchestrator.inventory import Host as InventoryHost
 from orchestrator.store.models import Host, utcnow
@@ -32,9 +32,19 @@ FIELDS = (
 )
 
 
+def locked(session: Session, names: list[str]) -> dict[str, Host]:
+    """The named hosts, row-locked until the write transaction ends (PostgreSQL: another writer waits
+    and then reads what this one committed; SQLite's write transactions already exclude each other).
+    Locked in id order, as `sync` locks them, so two writers never deadlock over the same rows."""
+    query = select(Host).where(col(Host.name).in_(names)).order_by(col(Host.id)).with_for_update()
+    return {h.name: h for h in session.exec(query)}
+
+
 def sync(session: Session, hosts: Iterable[InventoryHost]) -> tuple[int, int]:
-    """Insert new hosts and refresh known ones (recovery state untouched); return (added, updated)."""
-    existing = {h.name: h for h in session.exec(select(Host))}
+    """Insert new hosts and refresh known ones (recovery state untouched); return (added, updated).
+
+    Every row is locked first: a run changing a host's state meanwhile waits, or is waited for."""
+    existing = {h.name: h for h in session.exec(select(Host).order_by(col(Host.id)).with_for_update())}
     added = updated = 0
     now = utcnow()
     for inv in hosts:

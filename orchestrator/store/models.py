@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -26,11 +26,16 @@ class SchemaVersion(SQLModel, table=True):
     description: str = ""
 
 
+_HOST_VERSION = Column("version", Integer, nullable=False, default=0)
+
+
 class Host(SQLModel, table=True):
     """The latest snapshot of a host from the inventory, plus its place in the recovery.
 
     `state` follows the state machine in `orchestrator.execution.states`; `version` is bumped on every
-    state change so concurrent writers can detect lost updates.
+    state change, and every UPDATE of a row requires the version it was read with (SQLAlchemy's
+    version counter, set by the state machine rather than by SQLAlchemy): a write based on a stale read
+    fails (StaleDataError, a StoreError for the user) instead of undoing another process's change.
     """
 
     __tablename__ = "host"
@@ -41,6 +46,7 @@ class Host(SQLModel, table=True):
         Index("ix_host_name_state", "name", "state", "tier"),
         Index("ix_host_protected", "protected"),
     )
+    __mapper_args__ = {"version_id_col": _HOST_VERSION, "version_id_generator": False}
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True)
     address: str | None = None
@@ -62,7 +68,7 @@ class Host(SQLModel, table=True):
     stage: str | None = None
     state_reason: str | None = None
     state_changed_at: datetime | None = None
-    version: int = 0
+    version: int = Field(default=0, sa_column=_HOST_VERSION)
     synced_at: datetime = Field(default_factory=utcnow)
 
 
