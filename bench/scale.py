@@ -1,0 +1,660 @@
+"""How far one controller goes.
+
+`fleet`: a simulated regional group (bench/plan.py's shape: ten hospitals of 2,000 hosts under a
+3-host forest root, 20,003 hosts) written as a real Ansible inventory on disk, taken through the real
+CLI, each step a new process, on SQLite and on PostgreSQL, against baselines measured in the same run:
+
+    step                                  baseline
+    inventory sync -i FLEET               ansible-inventory -i FLEET --list (Ansible's loader alone)
+    triage, recorded (no SSH)             one bulk INSERT of the same result rows, rolled back
+    plan -i FLEET                         graphlib ordering the same dependency graph, new process
+    plan approve                          orchestrator plan approve --help (start-up: the interpreter,
+                                          the CLI and the command's imports, no database)
+    status, status --json, status HOST    orchestrator status --help (the same, for status)
+    (a recovery half done is written, as the engine writes it)
+    status, status --json, status HOST    orchestrator status --help
+
+`orchestrator --version` (the interpreter alone) is printed too.
+
+The triage is seeded (bench/plan.py's mix: 30% infected, 10% suspicious, 2% of workstations
+unreachable) and stored through the triage's own recorder; the recovery writes host states, stage runs,
+runner events (through the runner's event writer), evidence manifests and audit rows the way
+`orchestrator run` does, without Ansible: the waves of about half the hosts done, 2% of the hosts
+nothing depends on failed at a random stage, the next wave stopped midway through a stage. The plan
+uses bench/plan.py's limits for this fleet (--max-wave-size 1000, image-server=300, restores=100).
+
+Ratios are wall-clock (on PostgreSQL the client's CPU time leaves out the server's work); CPU time and
+peak RSS of each orchestrator process are printed beside them. Steps over 10 s are flagged.
+
+    .venv/bin/python bench/scale.py fleet                 # 20,000 hosts; SQLite and a private PostgreSQL
+    .venv/bin/python bench/scale.py fleet --hosts 2000 --no-pg
+    .venv/bin/python bench/scale.py fleet --pg postgresql+psycopg://me@127.0.0.1:5432/empty_db
+    .venv/bin/python bench/scale.py fleet --workdir /tmp/scale --profile   # keep files, cProfile each step
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "inventory")]
+
+import plan as plan_bench  # noqa: E402  bench/plan.py: the regional group's shape and seeded triage
+from generate_hospital import SERVER_GROUPS as HOSPITAL_GROUPS  # noqa: E402
+from generate_hospital import _group_vars, _yaml_hosts  # noqa: E402
+from sqlalchemy import insert  # noqa: E402
+from sqlmodel import col, func, select  # noqa: E402
+
+from orchestrator import inventory  # noqa: E402
+from orchestrator.execution import states  # noqa: E402
+from orchestrator.execution.runner import DONE_TASK, EventWriter, HostResult, StageSpec  # noqa: E402
+from orchestrator.planning.store import load_approved_plan  # noqa: E402
+from orchestrator.store import Store, audit  # noqa: E402
+from orchestrator.store.models import EvidenceItem, Host, StageRun, TriageResult, TriageRun, utcnow  # noqa: E402
+from orchestrator.triage.engine import Hit, Settings  # noqa: E402
+from orchestrator.triage.engine import HostResult as TriageHostResult  # noqa: E402
+from orchestrator.triage.results import RunRecorder  # noqa: E402
+
+BIN = Path(sys.executable).parent
+OPERATOR = "bench"
+SLOW_S = 10.0
+HOSTS_PER_HOSPITAL = 2000
+PLAN_OPTIONS = ("--max-wave-size", "1000", "--capacity", "image-server=300", "--capacity", "restores=100")
+DATA = {spec["prefix"]: spec["data"] for spec in HOSPITAL_GROUPS.values()}
+EXECUTABLE = ("rebuild", "verify", "protected")
+GRAPHLIB = (
+    "import graphlib, json, sys; "
+    "list(graphlib.TopologicalSorter(json.load(open(sys.argv[1]))).static_order())"
+)
+
+
+# --- the fleet on disk ----------------------------------------------------------------------------
+
+
+def write_fleet(out: Path, hospitals: int) -> int:
+    """An inventory directory like inventory/hospital/: hosts.yml plus recovery attributes as
+    group_vars, one group per hospital and role so each hospital's services depend on its own."""
+    (out / "group_vars").mkdir(parents=True)
+    lines = [
+        "# A simulated regional group written by bench/scale.py: not a real fleet.",
+        "all:",
+        "  children:",
+    ]
+    by_os: dict[str, list[str]] = {"windows": ["forest_root"], "linux": []}
+    by_role: dict[str, list[str]] = {"servers": ["forest_root"], "workstations": []}
+    root = [(f"root-dc{i}", f"127.19.0.{i + 1}") for i in range(3)]
+    lines += ["    forest_root:", "      hosts:", *_yaml_hosts(root, 8)]
+    _group_vars(out, "forest_root", "server", 0, 1, [], [], False, "windows")
+    with (out / "group_vars" / "forest_root.yml").open("a") as f:
+        f.write("recovery_site: core\n")
+    count = len(root)
+    for k in range(hospitals):
+        site = f"h{k:02d}"
+        lines += [f"    {site}:", "      children:"]
+        n = 0  # loopback addresses, never contacted: each host's is unique, as the inventory check wants
+
+        def entries(names: list[str], k: int = k) -> list[tuple[str, str]]:
+            nonlocal n
+            out_ = [
+                (name, f"127.{20 + k}.{(n + i) // 250}.{(n + i) % 250 + 1}") for i, name in enumerate(names)
+            ]
+            n += len(names)
+            return out_
+
+        for group, (size, tier, priority, os_name, deps, protected) in plan_bench.SERVER_GROUPS.items():
+            name = f"{site}_{group}"
+            hosts = entries([f"{group}-{site}-{i:03d}" for i in range(size)])
+            lines += [f"        {name}:", "          hosts:", *_yaml_hosts(hosts, 12)]
+            dep_groups = ["forest_root" if d == "root" else f"{site}_{d}" for d in deps]
+            _group_vars(out, name, "server", tier, priority, dep_groups, DATA[group], protected, os_name)
+            by_os[os_name].append(name)
+            by_role["servers"].append(name)
+        for group, (size, priority, deps) in plan_bench.WORKSTATION_GROUPS.items():
+            name = f"{site}_{group}"
+            hosts = entries([f"{group}-{site}-{i:04d}" for i in range(size)])
+            lines += [f"        {name}:", "          hosts:", *_yaml_hosts(hosts, 12)]
+            dep_groups = [f"{site}_{d}" for d in deps]
+            _group_vars(out, name, "workstation", 3, priority, dep_groups, ["personal"], False, "windows")
+            by_os["windows"].append(name)
+            by_role["workstations"].append(name)
+        (out / "group_vars" / f"{site}.yml").write_text(f"recovery_site: {site}\n")
+        count += n
+    for parent, children in (*by_os.items(), *by_role.items()):
+        lines += [f"    {parent}:", "      children:", *[f"        {c}: {{}}" for c in children]]
+    (out / "hosts.yml").write_text("\n".join(lines) + "\n")
+    group_vars = {
+        "all": "ansible_user: recovery\nrecovery_reimage_method: pxe\nrecovery_restore_method: restic\n",
+        "windows": "ansible_connection: winrm\nansible_user: 'REGION\\recovery-svc'\nansible_port: 5986\n"
+        "ansible_winrm_transport: ntlm\nrecovery_reimage_method: vsphere\n",
+        "workstations": "recovery_role: workstation\nrecovery_reimage_method: pxe\nrecovery_restore_method: none\n",
+    }
+    for name, body in group_vars.items():
+        (out / "group_vars" / f"{name}.yml").write_text(body)
+    return count
+
+
+# --- measuring a process ---------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    wall: float
+    cpu: float | None = None
+    rss_mib: float | None = None
+
+
+# Run by a small launcher process: a child forked from this (large) process would report this
+# process's memory as its own peak RSS, since Linux keeps the high-water mark across exec.
+LAUNCHER = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+_, status, usage = os.wait4(subprocess.Popen(sys.argv[2:]).pid, 0)
+json.dump({"rc": os.waitstatus_to_exitcode(status), "wall": time.perf_counter() - start,
+           "cpu": usage.ru_utime + usage.ru_stime, "rss_kib": usage.ru_maxrss}, open(sys.argv[1], "w"))
+"""
+
+
+def spawn(argv: Sequence[str], stdout: Path | None = None) -> Figure:
+    """One new process, timed; its own CPU time and peak RSS come from wait4()."""
+    env = {**os.environ, "ORCHESTRATOR_OPERATOR": OPERATOR, "COLUMNS": "120"}
+    with (
+        open(stdout or os.devnull, "wb") as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile(suffix=".json") as report,
+    ):
+        launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, report.name, *argv]
+        subprocess.run(launcher, stdout=out, stderr=err, env=env, check=True)
+        figures = json.loads(Path(report.name).read_text())
+        if figures["rc"] != 0:
+            err.seek(0)
+            tail = err.read()[-3000:].decode(errors="replace")
+            raise SystemExit(f"{' '.join(argv)}: exit code {figures['rc']}\n{tail}")
+    return Figure(figures["wall"], figures["cpu"], figures["rss_kib"] / 1024)
+
+
+def median(figures: list[Figure]) -> Figure:
+    """The median run by wall time, with the highest peak RSS of all runs."""
+    mid = sorted(figures, key=lambda f: f.wall)[len(figures) // 2]
+    rss = [f.rss_mib for f in figures if f.rss_mib is not None]
+    return Figure(mid.wall, mid.cpu, max(rss) if rss else None)
+
+
+def in_process(fn: Callable[[], Any]) -> Figure:
+    start, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return Figure(time.perf_counter() - start, time.process_time() - cpu)
+
+
+class Cli:
+    """`orchestrator --db URL ...` as a new process, optionally under cProfile (one .prof per step)."""
+
+    def __init__(self, db: str, profile_dir: Path | None, tag: str) -> None:
+        self.db = db
+        self.profile_dir = profile_dir
+        self.tag = tag
+        self.steps = 0
+
+    def __call__(self, *args: str, repeat: int = 1, stdout: Path | None = None) -> Figure:
+        runs = []
+        for i in range(repeat):
+            argv = [str(BIN / "orchestrator"), "--db", self.db, *args]
+            if self.profile_dir is not None and i == 0:
+                slug = "-".join(a.strip("-") for a in args if not a.startswith("/"))[:60]
+                self.steps += 1
+                prof = self.profile_dir / f"{self.tag}-{self.steps:02d}-{slug}.prof"
+                argv = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "orchestrator", *argv[1:]]
+            runs.append(spawn(argv, stdout))
+        return median(runs)
+
+
+# --- a triage without SSH, stored as the triage stores it ---------------------------------------------
+
+T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
+
+
+def simulated_triage(hosts: list[inventory.Host], seed: int) -> list[TriageHostResult]:
+    """bench/plan.py's seeded verdicts, with the evidence a real check would attach."""
+    verdicts = plan_bench.triage(hosts, seed)
+    rng = random.Random(seed)
+    results = []
+    for h in hosts:
+        verdict = verdicts[h.name].verdict
+        result = TriageHostResult(h.name, h.os, verdict, duration_s=rng.uniform(0.5, 3.0))
+        if verdict == "unreachable":
+            result.reason = "connection timed out"
+        elif verdict in ("infected", "suspicious"):
+            seen = T0 - timedelta(days=rng.randint(1, 20), minutes=rng.randint(0, 1440))
+            check = (
+                ("lockbit3_note", "LockBit 3.0 ransom note", "C:/Users/Public/Desktop/x.README.txt")
+                if verdict == "infected"
+                else ("new_service", "Service installed recently", "svc PSEXESVC (C:/Windows/PSEXESVC.exe)")
+            )
+            result.hits = [Hit(check[0], check[1], verdict, check[2], seen)]
+            result.compromise_time = seen
+        results.append(result)
+    return results
+
+
+def record_triage(store: Store, hosts: list[inventory.Host], results: list[TriageHostResult]) -> None:
+    recorder = RunRecorder(store, OPERATOR)
+    recorder.start(hosts, ["bench/scale.py (simulated, no SSH)"], Settings(), None)
+    for result in results:
+        recorder.add(result)
+    recorder.finish(results, "triage", {"simulated": True})
+
+
+def bulk_insert_baseline(store: Store, results: list[TriageHostResult]) -> None:
+    """The least a store of these results must do: a run row and one bulk INSERT of the result rows,
+    rolled back."""
+    with store.write() as session:
+        run = TriageRun(operator=OPERATOR, host_count=len(results))
+        session.add(run)
+        session.flush()
+        session.execute(
+            insert(TriageResult),
+            [
+                {"run_id": run.id, "host_name": r.host, "verdict": r.verdict, "reason": r.reason,
+                 "duration_s": r.duration_s, "compromise_time": r.compromise_time}
+                for r in results
+            ],
+        )  # fmt: skip
+        session.rollback()
+
+
+# --- a recovery half done, written as the engine writes it --------------------------------------------
+
+
+def _events(stage: str, hosts: list[str], fails: set[str]) -> Iterator[dict[str, Any]]:
+    """ansible-runner's events for one stage, as its event handler receives them."""
+    now = datetime.now(UTC).isoformat()
+
+    def event(name: str, host: str, task: str, res: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"event": name, "created": now, "event_data": {"host": host, "task": task, "res": res}}
+
+    for host in hosts:
+        yield event("runner_on_start", host, "Gathering Facts")
+        yield event("runner_on_ok", host, "Gathering Facts")
+        yield event("runner_on_start", host, f"{stage}: apply")
+        if host in fails:
+            yield event("runner_on_failed", host, f"{stage}: apply", {"msg": "simulated failure"})
+            continue
+        yield event("runner_on_ok", host, f"{stage}: apply")
+        yield event("runner_on_start", host, DONE_TASK)
+        yield event("runner_on_ok", host, DONE_TASK)
+
+
+class Recovery:
+    """Engine._begin / runner events / Engine._end, without ansible-playbook in between."""
+
+    def __init__(self, store: Store, seed: int) -> None:
+        self.store = store
+        self.rng = random.Random(seed)
+        with store.read() as session:
+            self.view = load_approved_plan(session)
+            rows = {h.name: h for h in session.exec(select(Host))}
+        self.plan_id = int(self.view.plan.id or 0)
+        self.members = {
+            m.host_name: m for m in self.view.members if m.wave is not None and m.action in EXECUTABLE
+        }
+        self.paths = {
+            n: states.path_for(m.action, rows[n].protected or m.action == "protected")
+            for n, m in self.members.items()
+        }
+        self.depends = {n: [d for d in rows[n].depends_on if d in self.members] for n in self.members}
+        # Failures fall on hosts nothing depends on: one failed domain controller would leave every
+        # later wave waiting (as the engine does), a stall rather than a recovery half done.
+        self.leaves = set(self.members) - {d for ds in self.depends.values() for d in ds}
+        self.recovered: set[str] = set()
+        self.failed: set[str] = set()
+
+    def run(self, share: float, fail_rate: float) -> dict[str, int]:
+        target = share * len(self.members)
+        waves: dict[int, list[str]] = {}
+        for name, m in self.members.items():
+            waves.setdefault(int(m.wave or 0), []).append(name)
+        with self.store.write() as session:
+            audit.record(session, OPERATOR, "run start", details={"plan": self.plan_id, "simulated": True})
+        for wave in sorted(waves):
+            midway = len(self.recovered) + len(self.failed) >= target  # the waves before it: done
+            self.wave(wave, waves[wave], fail_rate, midway)
+            if midway:
+                break
+        return {"recovered": len(self.recovered), "failed": len(self.failed)}
+
+    def wave(self, wave: int, hosts: list[str], fail_rate: float, midway: bool) -> None:
+        """Every stage of the wave in order; `midway`: stop inside the middle stage, as a crash would."""
+        ready = [h for h in hosts if all(d in self.recovered for d in self.depends[h])]  # others blocked
+        fail_at = {
+            h: self.rng.choice(self.paths[h])
+            for h in ready
+            if h in self.leaves and self.rng.random() < fail_rate
+        }
+        order = [s for s in states.STAGE_ORDER if any(s in self.paths[h] for h in ready)]
+        stop = len(order) // 2 if midway else len(order)
+        for i, stage in enumerate(order[: stop + 1] if midway else order):
+            running = [h for h in ready if stage in self.paths[h] and h not in self.failed]
+            if running:
+                self.stage(wave, stage, running, {h for h in running if fail_at.get(h) == stage}, i < stop)
+        if not midway:
+            self.recovered.update(h for h in ready if h not in self.failed)
+
+    def stage(self, wave: int, stage: str, hosts: list[str], fails: set[str], end: bool) -> None:
+        private = f"/nonexistent/bench-scale/w{wave}-{stage}"
+        run_ids = self._begin(wave, stage, hosts, private)
+        spec = StageSpec(stage, Path("/nonexistent"), [], hosts, {}, Path(private), stage_run_ids=run_ids)
+        writer = EventWriter(self.store, spec, None)
+        writer.start()
+        for i, event in enumerate(_events(stage, hosts, fails)):
+            if not end and i >= 3 * len(hosts):  # midway: half the hosts' events have arrived
+                break
+            writer.handler(event)
+        writer.stop()
+        if end:
+            self._end(wave, stage, writer.tracker.results(0), run_ids, private)
+            self.failed |= fails
+
+    def _begin(self, wave: int, stage: str, hosts: list[str], private: str) -> dict[str, int]:
+        run_ids: dict[str, int] = {}
+        with self.store.write() as session:
+            rows = {h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(hosts)))}
+            counts = dict(
+                session.exec(
+                    select(StageRun.host_name, func.count())
+                    .where(col(StageRun.host_name).in_(hosts), StageRun.stage == stage)
+                    .group_by(StageRun.host_name)
+                ).all()
+            )
+            for name in hosts:
+                run = StageRun(plan_id=self.plan_id, wave=wave, host_name=name, stage=stage,
+                               attempt=counts.get(name, 0) + 1, status="running", runner_dir=private)  # fmt: skip
+                states.begin(rows[name], stage, self.paths[name])
+                session.add(rows[name])
+                session.add(run)
+                session.flush()
+                run_ids[name] = int(run.id or 0)
+        return run_ids
+
+    def _end(
+        self, wave: int, stage: str, results: dict[str, HostResult], run_ids: dict[str, int], private: str
+    ) -> None:
+        now = utcnow()
+        with self.store.write() as session:
+            rows = {h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(list(run_ids))))}
+            runs = {
+                r.id: r
+                for r in session.exec(select(StageRun).where(col(StageRun.id).in_(list(run_ids.values()))))
+            }
+            for name, run_id in run_ids.items():
+                run, result, row = runs[run_id], results[name], rows[name]
+                run.status, run.finished_at = ("ok" if result.ok else "failed"), now
+                run.task, run.message = result.task, result.message
+                session.add(run)
+                if result.ok:
+                    states.finish(row, stage)
+                    if stage == "collect":
+                        session.add(
+                            EvidenceItem(host_name=name, path=f"/srv/evidence/{name}/triage.tar",
+                                         sha256=uuid.uuid5(uuid.NAMESPACE_DNS, name).hex * 2, size=1 << 20,
+                                         collected_by=OPERATOR, collected_at=now, stage_run_id=run_id)
+                        )  # fmt: skip
+                else:
+                    states.fail(row, stage, f"{result.task}: {result.message}")
+                session.add(row)
+            audit.record(
+                session,
+                OPERATOR,
+                "run stage",
+                details={"plan": self.plan_id, "wave": wave, "stage": stage, "attempt": 1, "check": False,
+                         "runner_dir": private, "ok": sorted(h for h, r in results.items() if r.ok),
+                         "failed": {h: r.message for h, r in sorted(results.items()) if not r.ok}},
+            )  # fmt: skip
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def private_postgres(base: Path) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on loopback (the test suite's way: Debian's binaries, run as the
+    postgres user), with its durability settings left at their defaults, stopped by its pid."""
+    from tests.postgres import _as_postgres, _free_port, _pg_bin
+
+    bindir = _pg_bin()
+    if bindir is None:
+        raise SystemExit("PostgreSQL is not installed (Debian package postgresql): use --pg URL or --no-pg")
+    base.mkdir(mode=0o755)
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+    data, port = base / "data", _free_port()
+    initdb = [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
+    subprocess.run(_as_postgres(initdb), check=True, capture_output=True)
+    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={base}"
+    start = [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start"]
+    subprocess.run(_as_postgres(start), check=True, capture_output=True)
+    pid = int((data / "postmaster.pid").read_text().split()[0])
+    try:
+        import psycopg
+
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as con:
+            con.execute('CREATE DATABASE "scale"')
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/scale"
+    finally:
+        stop = [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]
+        subprocess.run(_as_postgres(stop), capture_output=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 0)
+            os.kill(pid, 9)
+
+
+# --- the fleet part ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    step: str
+    backend: str
+    figure: Figure
+    baseline: str | None = None
+
+
+class FleetBench:
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.work = work
+        self.rows: list[Row] = []
+        self.baselines: dict[str, Figure] = {}
+        self.profile_dir = work / "profiles" if args.profile else None
+        if self.profile_dir:
+            self.profile_dir.mkdir(exist_ok=True)
+
+    def note(self, row: Row) -> None:
+        self.rows.append(row)
+        f = row.figure
+        cpu = f" cpu {f.cpu:.2f} s" if f.cpu is not None else ""
+        rss = f" rss {f.rss_mib:.0f} MiB" if f.rss_mib is not None else ""
+        print(f"  [{row.backend}] {row.step}: {f.wall:.2f} s{cpu}{rss}", flush=True)
+
+    def baseline(self, name: str, figure: Figure) -> None:
+        self.baselines[name] = figure
+        self.note(Row(f"baseline: {name}", "-", figure))
+
+    def prepare(self) -> None:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "orchestrator"],
+                               capture_output=True, text=True).stdout.splitlines()  # fmt: skip
+        print(f"orchestrator at {head.stdout.strip() or '?'}"
+              + (f" with {len(dirty)} uncommitted file(s) under orchestrator/" if dirty else ""))  # fmt: skip
+        hospitals = max(1, round(self.args.hosts / HOSTS_PER_HOSPITAL))
+        self.fleet = self.work / "fleet"
+        start = time.perf_counter()
+        count = write_fleet(self.fleet, hospitals)
+        print(
+            f"wrote {self.fleet}: {count} hosts ({hospitals} hospitals) in {time.perf_counter() - start:.1f} s"
+        )
+        loaded: list[inventory.Inventory] = []
+        self.note(Row("library: inventory.load (Ansible's loader, in this process)", "-",
+                      in_process(lambda: loaded.append(inventory.load([str(self.fleet)])))))  # fmt: skip
+        inv = loaded[0]
+        inv.require_valid()
+        self.hosts = list(inv.hosts.values())
+        graph = {h.name: h.depends_on_hosts for h in self.hosts}
+        expected = {h.name: h.depends_on_hosts for h in plan_bench.synthetic(hospitals)}
+        assert {k: sorted(v) for k, v in graph.items()} == {k: sorted(v) for k, v in expected.items()}, (
+            "the inventory on disk does not give bench/plan.py's dependency graph"
+        )
+        self.edges = sum(len(d) for d in graph.values())
+        print(f"inventory: {len(self.hosts)} hosts, {self.edges} dependency links (bench/plan.py's graph)")
+        (self.work / "graph.json").write_text(json.dumps(graph))
+        self.results = simulated_triage(self.hosts, self.args.seed)
+        inv_list = [str(BIN / "ansible-inventory"), "-i", str(self.fleet), "--list"]
+        self.baseline("ansible-inventory --list", spawn(inv_list))
+        graph_run = [sys.executable, "-c", GRAPHLIB, str(self.work / "graph.json")]
+        self.baseline("graphlib order, new process", median([spawn(graph_run) for _ in range(3)]))
+        for args in (["--version"], ["plan", "approve", "--help"], ["status", "--help"]):
+            argv = [str(BIN / "orchestrator"), *args]
+            self.baseline(
+                f"orchestrator {' '.join(args)}", median([spawn(argv) for _ in range(self.args.repeat)])
+            )
+
+    def backend(self, label: str, db: str) -> None:
+        print(f"\n== {label}: {db}", flush=True)
+        cli = Cli(db, self.profile_dir, label)
+        fleet = str(self.fleet)
+        self.note(Row("inventory sync -i FLEET", label, cli("inventory", "sync", "-i", fleet),
+                      "ansible-inventory --list"))  # fmt: skip
+        store = Store.open(db)
+        try:
+            bulk = in_process(lambda: bulk_insert_baseline(store, self.results))
+            self.baseline(f"bulk INSERT of the triage rows ({label})", bulk)
+            self.note(Row("triage recorded (library, no SSH)", label,
+                          in_process(lambda: record_triage(store, self.hosts, self.results)),
+                          f"bulk INSERT of the triage rows ({label})"))  # fmt: skip
+            self.note(Row("plan -i FLEET", label, cli("plan", "-i", fleet, *PLAN_OPTIONS),
+                          "graphlib order, new process"))  # fmt: skip
+            self.note(Row("plan approve", label, cli("plan", "approve", "--by", OPERATOR),
+                          "orchestrator plan approve --help"))  # fmt: skip
+            with store.read() as session:
+                view = load_approved_plan(session)
+            rebuilt = [m for m in view.members if m.wave is not None and m.action == "rebuild"]
+            host = min(rebuilt, key=lambda m: (m.wave, m.id)).host_name  # the first wave's: a full story
+            self.status(cli, label, host, "before the run")
+            recovery = Recovery(store, self.args.seed)
+            done: list[dict[str, int]] = []
+            figure = in_process(lambda: done.append(recovery.run(0.5, 0.02)))
+            self.note(Row(f"recovery written (library): {done[0]['recovered']} recovered, "
+                          f"{done[0]['failed']} failed", label, figure))  # fmt: skip
+            self.status(cli, label, host, "recovery half done", expect_recovered=done[0]["recovered"])
+        finally:
+            store.close()
+
+    def status(self, cli: Cli, label: str, host: str, when: str, expect_recovered: int = 0) -> None:
+        out = self.work / "status.json"
+        repeat = self.args.repeat
+        self.note(Row(f"status ({when})", label, cli("status", repeat=repeat), "orchestrator status --help"))
+        self.note(Row(f"status --json ({when})", label, cli("status", "--json", repeat=repeat, stdout=out),
+                      "orchestrator status --help"))  # fmt: skip
+        doc = json.loads(out.read_text())
+        assert doc["total"] == len(self.hosts), (doc["total"], len(self.hosts))
+        assert doc["by_category"]["recovered"] == expect_recovered, doc["by_category"]
+        self.note(Row(f"status HOST ({when})", label, cli("status", host, repeat=repeat),
+                      "orchestrator status --help"))  # fmt: skip
+
+    def table(self) -> None:
+        print(f"\n{len(self.hosts)} hosts, {self.edges} dependency links; load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; ratio = wall / baseline wall")  # fmt: skip
+        head = (
+            f"{'step':58} {'backend':10} {'wall s':>7} {'CPU s':>6} {'base s':>7} {'ratio':>7} {'RSS MiB':>8}"
+        )
+        print(head)
+        print("-" * len(head))
+        for r in self.rows:
+            f = r.figure
+            base = self.baselines.get(r.baseline or "")
+            cells = [
+                f"{r.step:58.58} {r.backend:10}",
+                f"{f.wall:7.2f}",
+                f"{f.cpu:6.2f}" if f.cpu is not None else f"{'':6}",
+                f"{base.wall:7.2f}" if base else f"{'':7}",
+                f"{f.wall / base.wall:7.1f}" if base else f"{'':7}",
+                f"{f.rss_mib:8.0f}" if f.rss_mib is not None else f"{'':8}",
+            ]
+            flag = "  SLOW (over 10 s)" if f.wall > SLOW_S and not r.step.startswith("baseline") else ""
+            print(" ".join(cells) + flag)
+        rss = [r.figure.rss_mib for r in self.rows if r.figure.rss_mib and r.backend != "-"]
+        if rss:
+            print(f"peak RSS of any orchestrator process: {max(rss):.0f} MiB")
+
+
+def _require_empty(db: str) -> None:
+    store = Store.open(db)
+    try:
+        with store.read() as session:
+            if session.exec(select(func.count()).select_from(Host)).one():
+                raise SystemExit(f"{db}: not an empty database (the bench fills it with its own fleet)")
+    finally:
+        store.close()
+
+
+def fleet_part(args: argparse.Namespace) -> None:
+    with contextlib.ExitStack() as stack:
+        if args.workdir:
+            work = args.workdir.absolute()
+            work.mkdir(parents=True, exist_ok=False)
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-scale-")))
+        bench = FleetBench(args, work)
+        bench.prepare()
+        bench.backend("sqlite", str(work / "fleet.db"))
+        if args.pg:
+            _require_empty(args.pg)
+            bench.backend("postgresql", args.pg)
+        elif not args.no_pg:
+            bench.backend("postgresql", stack.enter_context(private_postgres(work / "pg")))
+        bench.table()
+        if bench.profile_dir:
+            print(f"profiles: {bench.profile_dir} (python -m pstats FILE)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parts = parser.add_subparsers(dest="part", required=True)
+    fleet = parts.add_parser(
+        "fleet",
+        help="a simulated regional group through inventory sync, triage, plan and status",
+        description="A simulated regional group through inventory sync, a recorded triage, plan and "
+        "status, each CLI step a new process, on SQLite and PostgreSQL.",
+    )
+    fleet.add_argument("--hosts", type=int, default=20_000, help="fleet size, in hospitals of 2,000 hosts")
+    fleet.add_argument("--seed", type=int, default=1)
+    fleet.add_argument("--repeat", type=int, default=3, help="runs of each status step (median)")
+    pg = fleet.add_mutually_exclusive_group()
+    pg.add_argument("--pg", metavar="URL", help="an empty PostgreSQL database (default: a private server)")
+    pg.add_argument("--no-pg", action="store_true", help="SQLite only")
+    fleet.add_argument("--workdir", type=Path, help="a new directory to keep the fleet and databases in")
+    fleet.add_argument("--profile", action="store_true", help="cProfile each CLI step (in WORKDIR/profiles)")
+    fleet.set_defaults(run=fleet_part)
+    args = parser.parse_args()
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
