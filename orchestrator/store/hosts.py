@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sqlalchemy import update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from orchestrator.inventory import Host as InventoryHost
@@ -30,6 +32,7 @@ FIELDS = (
     "groups",
     "data_categories",
 )
+CHUNK = 10_000  # ids per statement, under every database's limit on bound parameters
 
 
 def locked(session: Session, names: list[str]) -> dict[str, Host]:
@@ -46,6 +49,7 @@ def sync(session: Session, hosts: Iterable[InventoryHost]) -> tuple[int, int]:
     Every row is locked first: a run changing a host's state meanwhile waits, or is waited for."""
     existing = {h.name: h for h in session.exec(select(Host).order_by(col(Host.id)).with_for_update())}
     added = updated = 0
+    unchanged: list[int] = []
     now = utcnow()
     for inv in hosts:
         row = existing.get(inv.name)
@@ -60,8 +64,20 @@ def sync(session: Session, hosts: Iterable[InventoryHost]) -> tuple[int, int]:
             if getattr(row, key) != value:
                 setattr(row, key, value)
                 changed = True
-        row.synced_at = now
-        session.add(row)
-        updated += changed
+        if changed:
+            row.synced_at = now
+            updated += 1
+        else:
+            set_committed_value(row, "synced_at", now)
+            unchanged.append(int(row.id or 0))
+    # The rows whose facts did not change only get the new snapshot time: one statement per chunk, not
+    # one versioned UPDATE per row (the rows are locked, so no version check is needed for them).
+    for start in range(0, len(unchanged), CHUNK):
+        session.execute(
+            update(Host)
+            .where(col(Host.id).in_(unchanged[start : start + CHUNK]))
+            .values(synced_at=now)
+            .execution_options(synchronize_session=False)
+        )
     session.flush()
     return added, updated
