@@ -337,10 +337,33 @@ def render_host(data: dict[str, Any]) -> RenderableType:
                 short(a["ts"]),
                 a["operator"],
                 a["command"],
-                json.dumps(a["details"], sort_keys=True),
+                _details_for(data["host"]["name"], a["details"]),
             )
         parts.append(audit)
     return Group(*parts)
+
+
+DETAILS_WIDTH = 240
+
+
+def _details_for(host: str, details: Any) -> str:
+    """An audit entry as this host's page needs it: a wave-wide stage entry names every host of the
+    wave, so only this host's part is shown (`--json` keeps the whole entry)."""
+    if not isinstance(details, dict):
+        return json.dumps(details)[:DETAILS_WIDTH]
+    if "stage" in details and any(k in details for k in ("ok", "failed", "interrupted")):
+        mine = {k: details[k] for k in ("plan", "wave", "stage", "attempt", "check") if k in details}
+        if host in (details.get("ok") or []):
+            mine["result"] = "ok"
+        for key in ("failed", "interrupted"):
+            if host in (details.get(key) or {}):
+                mine["result"] = f"{key}: {details[key][host]}"
+        node = (details.get("nodes") or {}).get(host)
+        if node:
+            mine["node"] = node
+        details = mine
+    text = json.dumps(details, sort_keys=True, default=str)
+    return text if len(text) <= DETAILS_WIDTH else text[: DETAILS_WIDTH - 1] + "…"
 
 
 commands = [status_command]

@@ -28,7 +28,7 @@ from sqlmodel import Session, col, func, select
 
 from orchestrator import inventory as inventory_lib
 from orchestrator.errors import OrchestratorError, RefusedError
-from orchestrator.execution import restore_points, runner, states
+from orchestrator.execution import nodes, restore_points, runner, states
 from orchestrator.execution.locks import claim_waves
 from orchestrator.execution.runner import HostResult
 from orchestrator.planning.store import PlanView, load_approved_plan
@@ -48,6 +48,9 @@ PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 EXECUTABLE_ACTIONS = ("rebuild", "verify", "protected")
 DEFAULT_EVIDENCE_PATH = "/srv/evidence"
 EVIDENCE_GROUP = "evidence_store"
+# Reimage methods whose tools live on the controller (the lab's images, Vagrant): those stages run
+# here even for hosts placed on an execution node; PXE through the BMC and vSphere run on the node.
+CONTROLLER_REIMAGE = frozenset({"lab", "vagrant"})
 
 
 class EngineObserver(runner.Observer, Protocol):
@@ -87,6 +90,7 @@ class RunOptions:
     evidence_path: str = DEFAULT_EVIDENCE_PATH
     restore_margin: timedelta = restore_points.DEFAULT_MARGIN
     packs: list[str] = field(default_factory=list)
+    node: str | None = None  # every stage on this execution node, whatever the inventory says
     confirm: Callable[[Pending], bool] | None = None
     observer: EngineObserver | None = None
     validator: Validator | None = None
@@ -101,7 +105,7 @@ class HostReport:
     state: str
     stage: str | None = None
     reason: str | None = None
-    outcome: str = "pending"  # recovered | failed | blocked | refused | pending | checked
+    outcome: str = "pending"  # recovered | failed | blocked | refused | interrupted | pending | checked
 
 
 @dataclass
@@ -116,6 +120,10 @@ class RunReport:
     @property
     def failed(self) -> list[HostReport]:
         return [h for h in self.hosts.values() if h.outcome in ("failed", "refused")]
+
+    @property
+    def interrupted(self) -> list[HostReport]:
+        return [h for h in self.hosts.values() if h.outcome == "interrupted"]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -174,6 +182,7 @@ class Engine:
             )
             self.paths[name] = states.path_for(member.action, protected)
         self.evidence_host = self._evidence_host()
+        self.nodes = self._nodes()
         if self.evidence_host is None and any(p is states.REBUILD for p in self.paths.values()):
             raise RefusedError(
                 f"no evidence store: name one with --evidence-host or put it in the '{EVIDENCE_GROUP}' group"
@@ -215,6 +224,31 @@ class Engine:
                     }
                 )
         return out
+
+    def _nodes(self) -> dict[str, nodes.Node]:
+        """Each planned host's execution node (`--node`, else its recovery_execution_node)."""
+        if self.o.node is not None:
+            host = self.inventory.hosts.get(self.o.node)
+            if host is None:
+                raise RefusedError(f"execution node {self.o.node} is not in the inventory")
+            if host.connection != "ssh":
+                raise RefusedError(
+                    f"execution node {self.o.node} is reached over {host.connection}: a node must take SSH"
+                )
+        out: dict[str, nodes.Node] = {}
+        for name in self.members:
+            node = self.o.node or self.inventory.hosts[name].execution_node
+            if node is not None and node != name:
+                out[name] = nodes.Node.from_host(self.inventory.hosts[node])
+        return out
+
+    def _placement(self, stage: str, hosts: list[str]) -> dict[str, nodes.Node]:
+        return {
+            h: self.nodes[h]
+            for h in hosts
+            if h in self.nodes
+            and not (stage == "reimage" and self.inventory.hosts[h].reimage_method in CONTROLLER_REIMAGE)
+        }
 
     def _evidence_host(self) -> str | None:
         if self.o.evidence_host:
@@ -298,7 +332,7 @@ class Engine:
             row = rows[name]
             entry = report.hosts.setdefault(name, HostReport(name, member.action, member.wave, row.state))
             entry.state, entry.stage = row.state, row.stage
-            if entry.outcome in ("blocked", "refused", "checked"):
+            if entry.outcome in ("blocked", "refused", "checked", "interrupted"):
                 continue
             if row.state == states.RECOVERED:
                 entry.outcome = "recovered"
@@ -367,6 +401,10 @@ class Engine:
                         report.hosts[host] = HostReport(
                             host, self.members[host].action, wave, "", None, None, "checked"
                         )
+                elif result.interrupted:
+                    nxt[host] = None
+                    report.hosts[host] = HostReport(host, self.members[host].action, wave, "", stage,
+                                                    result.message, "interrupted")  # fmt: skip
                 else:
                     failed.add(host)
                     nxt[host] = None
@@ -419,7 +457,7 @@ class Engine:
                 break
             results = self._attempt(wave, stage, remaining, attempt, points)
             final.update(results)
-            remaining = [h for h, r in results.items() if not r.ok and not self.o.check]
+            remaining = [h for h, r in results.items() if not r.ok and not r.interrupted and not self.o.check]
         if self.observer:
             self.observer.stage_end(wave, stage, final)
         return final
@@ -435,6 +473,7 @@ class Engine:
         if self.observer:
             self.observer.stage(wave, stage, attempt, running)
         results: dict[str, HostResult] = dict(refused)
+        placement = self._placement(stage, running)
         for name in running:
             (private / "staging" / name).mkdir(parents=True, exist_ok=True)
         if running:
@@ -448,6 +487,7 @@ class Engine:
                 forks=self.o.forks,
                 check=self.o.check,
                 stage_run_ids={h: run_ids[h] for h in running},
+                placement=placement,
             )
             outcome = runner.run_stage(spec, self.store, self.observer)
             results.update(outcome.hosts)
@@ -456,7 +496,7 @@ class Engine:
                 self._retriage(results)
         else:
             evidence = {}
-        self._end(wave, stage, attempt, results, run_ids, private, evidence)
+        self._end(wave, stage, attempt, results, run_ids, private, evidence, placement)
         return results
 
     def _begin(
@@ -521,6 +561,7 @@ class Engine:
         run_ids: dict[str, int],
         private: Path,
         evidence: dict[str, list[dict[str, Any]]],
+        placement: dict[str, nodes.Node],
     ) -> None:
         now = utcnow()
         with self.store.write() as session:
@@ -534,11 +575,11 @@ class Engine:
                 if run.status != "running":
                     continue
                 result = results[name]
-                run.status = "ok" if result.ok else "failed"
+                run.status = "ok" if result.ok else "interrupted" if result.interrupted else "failed"
                 run.finished_at = now
                 run.task, run.message = result.task, result.message
                 session.add(run)
-                if self.o.check:
+                if self.o.check or result.interrupted:  # interrupted: stays "-ing", the next run repeats it
                     continue
                 row = rows[name]
                 if result.ok:
@@ -571,7 +612,11 @@ class Engine:
                     "check": self.o.check,
                     "runner_dir": str(private),
                     "ok": sorted(h for h, r in results.items() if r.ok),
-                    "failed": {h: _reason(r) for h, r in sorted(results.items()) if not r.ok},
+                    "failed": {
+                        h: _reason(r) for h, r in sorted(results.items()) if not r.ok and not r.interrupted
+                    },
+                    "interrupted": {h: _reason(r) for h, r in sorted(results.items()) if r.interrupted},
+                    "nodes": {h: n.name for h, n in sorted(placement.items())},
                 },
             )
 
