@@ -464,7 +464,9 @@ def _check_execution_nodes(hosts: dict[str, Host]) -> list[Problem]:
         node = hosts.get(node_name)
         where = _origin(host.vars.get("recovery_execution_node")) or _host_source(host.vars)
         if node is None:
-            message = f"unknown execution node {node_name!r} (recovery_execution_node names an inventory host)"
+            message = (
+                f"unknown execution node {node_name!r} (recovery_execution_node names an inventory host)"
+            )
         elif node.name == host.name:
             message = "recovery_execution_node names the host itself: leave it unset on the node"
         elif node.connection != "ssh":
