@@ -503,7 +503,7 @@ class Engine:
         self, wave: int, stage: str, hosts: list[str], private: Path, points: dict[str, restore_points.Choice]
     ) -> tuple[dict[str, int], dict[str, HostResult]]:
         """Commit the "-ing" states, StageRun rows (and restore points) before the playbook starts."""
-        run_ids: dict[str, int] = {}
+        started: dict[str, StageRun] = {}
         refused: dict[str, HostResult] = {}
         with self.store.write() as session:
             rows = host_store.locked(session, hosts)
@@ -548,8 +548,9 @@ class Engine:
                             )
                         )
                 session.add(run)
-                session.flush()
-                run_ids[name] = int(run.id or 0)
+                started[name] = run
+            session.flush()  # once for the stage: one statement per host would cost seconds at 1,000 hosts
+            run_ids = {name: int(run.id or 0) for name, run in started.items()}
         return run_ids, refused
 
     def _end(
