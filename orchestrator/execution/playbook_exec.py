@@ -6,7 +6,9 @@
   process reads and deletes at once.
 - If the orchestrator dies (kill -9, a crashed machine), the playbook dies with it instead of going on
   unseen while a resumed run starts the same stage again: the kernel signals this process when its
-  parent dies (PR_SET_PDEATHSIG), and it kills its whole process group, ansible's workers included.
+  parent dies (PR_SET_PDEATHSIG), and it kills every process below it. Ansible's workers leave the
+  process group (each calls setsid), so this process is their subreaper (PR_SET_CHILD_SUBREAPER): an
+  orphaned worker is re-parented here instead of to init, and the sweep through /proc finds it.
 """
 
 from __future__ import annotations
@@ -23,10 +25,45 @@ SECRET_FILE_ENV = "ORCHESTRATOR_SECRET_ENV_FILE"
 PARENT_ENV = "ORCHESTRATOR_PARENT_PID"
 PLAYBOOK_ENV = "ORCHESTRATOR_ANSIBLE_PLAYBOOK"
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 
 
-def _kill_group(signum: int, _frame: object) -> None:
-    os.killpg(0, signal.SIGKILL)
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                stat = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _kill_all(signum: int, _frame: object) -> None:
+    """Every process below this one, until none is left (a worker may fork while being swept)."""
+    me = os.getpid()
+    for _ in range(50):
+        below = _descendants(me)
+        if not below:
+            break
+        for pid in below:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+    os._exit(128 + signum)
 
 
 def _read_secrets(env: dict[str, str]) -> dict[str, str]:
@@ -46,9 +83,10 @@ def main(argv: list[str]) -> int:
     env = dict(os.environ)
     env.update(_read_secrets(env))
     parent = env.pop(PARENT_ENV, None)
-    signal.signal(signal.SIGTERM, _kill_group)
-    signal.signal(signal.SIGHUP, _kill_group)
+    signal.signal(signal.SIGTERM, _kill_all)
+    signal.signal(signal.SIGHUP, _kill_all)
     libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if parent and os.getppid() != int(parent):
         # The orchestrator died before the signal was armed: do not start a playbook nobody watches.
