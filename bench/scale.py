@@ -16,6 +16,12 @@ CLI, each step a new process, on SQLite and on PostgreSQL, against baselines mea
 
 `orchestrator --version` (the interpreter alone) is printed too.
 
+`nodes`: a lab of M Linux hosts plus N execution nodes (lab hosts running `ansible-runner worker`); the
+verify path's stages (harden, reconnect) through `orchestrator run --all`, with the hosts shared out over
+0 nodes (the controller alone, the baseline), 1, 2, ... nodes, alternately, in one run: wall time and
+the controller's CPU time (the orchestrator and everything it starts here; a node's work runs under
+its own sshd and is not counted).
+
 The triage is seeded (bench/plan.py's mix: 30% infected, 10% suspicious, 2% of workstations
 unreachable) and stored through the triage's own recorder; the recovery writes host states, stage runs,
 runner events (through the runner's event writer), evidence manifests and audit rows the way
@@ -30,6 +36,8 @@ peak RSS of each orchestrator process are printed beside them. Steps over 10 s a
     .venv/bin/python bench/scale.py fleet --hosts 2000 --no-pg
     .venv/bin/python bench/scale.py fleet --pg postgresql+psycopg://me@127.0.0.1:5432/empty_db
     .venv/bin/python bench/scale.py fleet --workdir /tmp/scale --profile   # keep files, cProfile each step
+    .venv/bin/python bench/scale.py nodes                 # 40 hosts; 0, 1, 2, 4 nodes; 3 rounds
+    .venv/bin/python bench/scale.py nodes --hosts 100 --nodes 2 5 --rounds 5
 """
 
 from __future__ import annotations
@@ -39,7 +47,9 @@ import contextlib
 import json
 import os
 import random
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -632,6 +642,112 @@ def fleet_part(args: argparse.Namespace) -> None:
             print(f"profiles: {bench.profile_dir} (python -m pstats FILE)")
 
 
+# --- execution nodes on the lab ----------------------------------------------------------------------
+
+
+def _site_inventory(lab_inventory: Path, target: Path, nodes: list[str]) -> Path:
+    """The lab's inventory with its Linux hosts shared out over `nodes` (none: the controller alone)."""
+    import yaml
+
+    shutil.copytree(lab_inventory, target)
+    for f in (target / "group_vars").glob("site_*.yml"):
+        f.unlink()
+    hosts_file = target / "hosts.yml"
+    data = yaml.safe_load(hosts_file.read_text())
+    children = data["all"]["children"]
+    old_sites = [k for k in children if k.startswith("site_")]
+    members = [h for k in old_sites for h in children.pop(k)["hosts"]]
+    for i, node in enumerate(nodes):
+        children[f"site_{i + 1}"] = {"hosts": {h: None for h in members[i :: len(nodes)]}}
+        (target / "group_vars" / f"site_{i + 1}.yml").write_text(
+            yaml.safe_dump({"recovery_site": f"site_{i + 1}", "recovery_execution_node": node})
+        )
+    hosts_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    return target
+
+
+def nodes_part(args: argparse.Namespace) -> None:
+    from orchestrator.lab import LabConfig, down, free_net, up
+
+    counts = sorted(set(args.nodes))
+    work = Path(tempfile.mkdtemp(prefix="bench-nodes-"))
+    lab = work / "lab"
+    db = work / "nodes.db"
+    env = {**os.environ, "ORCHESTRATOR_DB": str(db), "ORCHESTRATOR_OPERATOR": OPERATOR}
+    net = args.net or free_net()
+    print(f"lab: {args.hosts} hosts and {max(counts)} execution nodes in {lab} ({net})", flush=True)
+    up(LabConfig(dir=lab, hosts=args.hosts, nodes=max(counts), seed=args.seed, net=net, infected=0.0))
+    try:
+        node_names = sorted(h["name"] for h in json.loads((lab / "manifest.json").read_text())["hosts"]
+                            if h["group"] == "execution_node")  # fmt: skip
+        inventories = {
+            n: _site_inventory(lab / "inventory", work / f"inventory-{n}", node_names[:n])
+            for n in [0, *counts]
+        }
+        base = str(inventories[0])
+        for step in (("triage", "-i", base, "--timeout", "15"), ("plan", "-i", base), ("plan", "approve")):
+            subprocess.run([str(BIN / "orchestrator"), *step], env=env, capture_output=True, check=False)
+        store = Store.open(str(db))
+        with store.read() as session:
+            view = load_approved_plan(session)
+            scheduled = [m for m in view.members if m.wave is not None]
+        verify = sorted(m.host_name for m in scheduled if m.action in ("verify", "protected"))
+        parked = sorted(m.host_name for m in scheduled if m.host_name not in verify)
+        if not verify:
+            raise SystemExit("no host on the verify path: the lab's triage found nothing clean")
+
+        def position() -> None:
+            with store.write() as session:
+                for row in session.exec(select(Host).where(col(Host.name).in_(verify + parked))):
+                    done = row.name not in verify
+                    row.state, row.stage = ("recovered", "reconnect") if done else ("validated", "validate")
+                    row.version += 1
+                    session.add(row)
+
+        def once(n: int) -> tuple[float, float]:
+            position()
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            result = subprocess.run(
+                [str(BIN / "orchestrator"), "run", "-i", str(inventories[n]), "--all", "--yes",
+                 "--forks", str(args.forks), "--runs-dir", str(work / "runs"), "--json"],
+                env=env, capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            wall = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if result.returncode != 0:
+                raise SystemExit(f"orchestrator run ({n} nodes) failed: {result.stderr[-2000:]}")
+            return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+        print(f"{len(verify)} hosts on the verify path (harden, reconnect); forks {args.forks}; "
+              f"{args.rounds} rounds", flush=True)  # fmt: skip
+        once(0)  # warm-up
+        figures: dict[int, list[tuple[float, float]]] = {n: [] for n in inventories}
+        for r in range(args.rounds):
+            for n in inventories:
+                figures[n].append(once(n))
+                wall, cpu = figures[n][-1]
+                print(
+                    f"round {r + 1}: {n} node(s): {wall:.2f} s wall, controller CPU {cpu:.2f} s", flush=True
+                )
+        stages = 2 * len(verify)
+        alone = statistics.median(w for w, _ in figures[0])
+        print(
+            f"\n{'nodes':>5}  {'wall s':>7}  {'vs alone':>8}  {'controller CPU s':>16}  {'CPU ms per host-stage':>21}"
+        )
+        for n, values in figures.items():
+            wall = statistics.median(w for w, _ in values)
+            cpu = statistics.median(c for _, c in values)
+            print(f"{n:>5}  {wall:>7.2f}  {wall / alone:>8.2f}  {cpu:>16.2f}  {1000 * cpu / stages:>21.0f}")
+        load = os.getloadavg()[0]
+        print(f"\nload average {load:.1f} on {os.cpu_count()} CPUs. Here the nodes share this machine's CPUs with "
+              "the controller, so wall time shows the protocol's cost, not a speed-up; the controller CPU is "
+              "what a node takes off the controller (a node's own work runs under its sshd, not counted).")  # fmt: skip
+    finally:
+        down(lab)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -652,6 +768,20 @@ def main() -> None:
     fleet.add_argument("--workdir", type=Path, help="a new directory to keep the fleet and databases in")
     fleet.add_argument("--profile", action="store_true", help="cProfile each CLI step (in WORKDIR/profiles)")
     fleet.set_defaults(run=fleet_part)
+    nodes = parts.add_parser(
+        "nodes",
+        help="one stage's wall time and controller CPU with N execution nodes vs the controller alone",
+        description="A lab of M hosts and up to N execution nodes (lab hosts): the verify path's harden "
+        "and reconnect stages through `orchestrator run`, with the hosts shared out over 0 (the controller "
+        "alone), 1, 2, ... nodes, alternately, in one run.",
+    )
+    nodes.add_argument("--hosts", type=int, default=40, help="Linux lab hosts (M)")
+    nodes.add_argument("--nodes", type=int, nargs="+", default=[1, 2, 4], help="node counts to compare (N)")
+    nodes.add_argument("--rounds", type=int, default=3)
+    nodes.add_argument("--forks", type=int, default=50)
+    nodes.add_argument("--seed", type=int, default=31)
+    nodes.add_argument("--net", help="loopback network for the lab (default: a free 127.N.0.0/16)")
+    nodes.set_defaults(run=nodes_part)
     args = parser.parse_args()
     args.run(args)
 
