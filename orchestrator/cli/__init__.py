@@ -6,6 +6,8 @@ Click, and turns its result into a table or JSON.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import getpass
 import importlib
 import os
@@ -123,3 +125,25 @@ def main(ctx: click.Context, db: str, operator: str, debug: bool) -> None:
     """
     ctx.obj = AppContext(db=db, operator=operator, debug=debug, argv=list(sys.argv[1:]))
     ctx.call_on_close(ctx.obj.close)
+
+
+def entry() -> None:
+    """The console script: the command, its exit handlers, then the process ends at once.
+
+    Tearing the interpreter down (every module of Ansible and SQLAlchemy) takes about 0.2 s after the
+    work is done and committed; an operator waits for it on every command, and `orchestrator run` pays
+    it on top of its playbooks. Exit handlers still run and output is flushed before the exit.
+    """
+    try:
+        main()
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code or 0)
