@@ -26,6 +26,7 @@ from sqlmodel import col, select
 from orchestrator import inventory as inventory_lib
 from orchestrator.errors import RefusedError, StoreError
 from orchestrator.execution import engine, states
+from orchestrator.execution.locks import WAVE_LOCKS, claim_waves
 from orchestrator.store import Store, audit
 from orchestrator.store import hosts as host_store
 from orchestrator.store.models import AuditEntry, Host, StageEvent, StageRun
@@ -399,3 +400,28 @@ def test_two_runs_on_different_waves_and_a_watcher_on_postgresql(
                 os.kill(p.pid, signal.SIGKILL)
                 p.wait(10)
         down(lab)
+
+
+def test_a_claim_lost_with_its_connection_is_taken_again_or_stops_the_run(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    store = Store.open(postgres_url)
+    other = create_engine(postgres_url).connect().execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with claim_waves(store, [1, 2], tmp_path) as claim:
+            claim.verify()  # held: nothing to do
+            # The connection drops (here: the server ends it); the claim goes with it.
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": claim.backend_pid()})
+            claim.verify()  # nobody took the waves meanwhile: taken again
+            taken = other.execute(text("SELECT pg_try_advisory_lock(:s, 1)"), {"s": WAVE_LOCKS}).scalar_one()
+            assert taken is False, "the claim was not taken again"
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": claim.backend_pid()})
+            assert other.execute(text("SELECT pg_try_advisory_lock(:s, 2)"), {"s": WAVE_LOCKS}).scalar_one()
+            with pytest.raises(
+                RefusedError, match=r"claim on wave\(s\) 2 was lost .* another 'orchestrator run'"
+            ):
+                claim.verify()  # another session holds wave 2 now: the run must stop
+    finally:
+        other.close()

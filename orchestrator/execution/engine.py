@@ -281,7 +281,7 @@ class Engine:
 
     def run(self) -> RunReport:
         self._load()
-        with claim_waves(self.store, self.waves, self.o.runs_dir):
+        with claim_waves(self.store, self.waves, self.o.runs_dir) as self.claim:
             return self._run()
 
     def _run(self) -> RunReport:
@@ -465,6 +465,7 @@ class Engine:
     def _attempt(
         self, wave: int, stage: str, hosts: list[str], attempt: int, points: dict[str, restore_points.Choice]
     ) -> dict[str, HostResult]:
+        self.claim.verify()
         self.attempts += 1
         private = self.root / f"{self.attempts:03d}-w{wave}-{stage}-a{attempt}"
         private.mkdir(parents=True)

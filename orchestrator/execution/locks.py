@@ -6,6 +6,11 @@ on PostgreSQL it is a session-level advisory lock on a connection of its own (th
 when the connection closes or the process dies); on SQLite it is an flock on a file beside the
 database (the kernel releases it when the process dies). Because a held claim means a live run, a
 "running" stage run in a wave this run has claimed can only be left by a dead one.
+
+A PostgreSQL claim lives as long as its connection: if the connection drops mid-run (a network blip,
+a restarted server), the server frees the claim while the run goes on. So the engine asks `verify()`
+before every stage: a lost claim is taken again if nobody took it meanwhile, and otherwise the run
+stops before its next stage rather than share a wave with another run.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -35,8 +41,59 @@ def _refuse(held: list[int], where: str) -> RefusedError:
     )
 
 
+class Claim:
+    """What the engine holds while it runs; `verify()` before each stage (see the module docstring)."""
+
+    def verify(self) -> None:
+        """Kernel-held claims (flock) cannot be lost while the process lives."""
+
+
+class _AdvisoryClaim(Claim):
+    def __init__(self, engine: Any, conn: Any, waves: list[int]) -> None:
+        self.engine, self.conn, self.waves = engine, conn, waves
+
+    def backend_pid(self) -> int:
+        return int(self.conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+    def verify(self) -> None:
+        try:
+            held = self.conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+                    "AND classid = :space AND objid = ANY(:waves) AND objsubid = 2 AND granted"
+                ),
+                {"space": WAVE_LOCKS, "waves": self.waves},
+            ).scalar_one()
+            if held == len(self.waves):
+                return
+        except OperationalError:
+            pass  # the connection is gone, and its locks with it
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        try:
+            self.conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except OperationalError as exc:
+            raise StoreError(
+                f"lost the claim on wave(s) {self.waves} and cannot reconnect: {exc.orig}"
+            ) from exc
+        held_elsewhere = _try_locks(self.conn, self.waves)
+        if held_elsewhere:
+            self.conn.close()
+            raise RefusedError(
+                f"the claim on wave(s) {', '.join(map(str, held_elsewhere))} was lost (the database connection "
+                "dropped) and another 'orchestrator run' holds it now: stopped before the next stage; "
+                "the hosts are where the database says, resumable"
+            )
+
+
+def _try_locks(conn: Any, waves: list[int]) -> list[int]:
+    """Take each wave's lock; returns the waves another session holds."""
+    lock = text("SELECT pg_try_advisory_lock(:space, :wave)")
+    return [w for w in waves if not conn.execute(lock, {"space": WAVE_LOCKS, "wave": w}).scalar_one()]
+
+
 @contextlib.contextmanager
-def claim_waves(store: Store, waves: list[int], runs_dir: Path) -> Iterator[None]:
+def claim_waves(store: Store, waves: list[int], runs_dir: Path) -> Iterator[Claim]:
     """Hold every wave in `waves` for the duration, or refuse (naming the held ones) holding none.
 
     Databases other than SQLite and PostgreSQL get lock files in `runs_dir`: claims then only hold
@@ -44,8 +101,8 @@ def claim_waves(store: Store, waves: list[int], runs_dir: Path) -> Iterator[None
     """
     url = make_url(store.url)
     if url.get_backend_name() == "postgresql":
-        with _advisory(store.url, waves):
-            yield
+        with _advisory(store.url, waves) as claim:
+            yield claim
         return
     if url.get_backend_name() == "sqlite" and url.database:
         db = Path(url.database)
@@ -54,7 +111,7 @@ def claim_waves(store: Store, waves: list[int], runs_dir: Path) -> Iterator[None
         runs_dir.mkdir(parents=True, exist_ok=True)
         paths = [runs_dir / f".wave-{wave}.lock" for wave in waves]
     with _flocks(waves, paths):
-        yield
+        yield Claim()
 
 
 @contextlib.contextmanager
@@ -78,7 +135,7 @@ def _flocks(waves: list[int], paths: list[Path]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _advisory(url: str, waves: list[int]) -> Iterator[None]:
+def _advisory(url: str, waves: list[int]) -> Iterator[Claim]:
     # Its own connection, outside the store's pool: closing it (NullPool) ends the session and its locks.
     engine = create_engine(url, poolclass=NullPool)
     try:
@@ -86,11 +143,14 @@ def _advisory(url: str, waves: list[int]) -> Iterator[None]:
             conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except OperationalError as exc:
             raise StoreError(f"cannot claim waves on the database: {exc.orig}") from exc
-        with conn:
-            lock = text("SELECT pg_try_advisory_lock(:space, :wave)")
-            held = [w for w in waves if not conn.execute(lock, {"space": WAVE_LOCKS, "wave": w}).scalar_one()]
+        claim = _AdvisoryClaim(engine, conn, waves)
+        try:
+            held = _try_locks(conn, waves)
             if held:
                 raise _refuse(held, f"PostgreSQL advisory locks ({WAVE_LOCKS}, wave)")
-            yield
+            yield claim
+        finally:
+            with contextlib.suppress(Exception):
+                claim.conn.close()
     finally:
         engine.dispose()
