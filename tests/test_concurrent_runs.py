@@ -409,15 +409,21 @@ def test_a_claim_lost_with_its_connection_is_taken_again_or_stops_the_run(
 
     store = Store.open(postgres_url)
     other = create_engine(postgres_url).connect().execution_options(isolation_level="AUTOCOMMIT")
+
+    def drop(pid: int) -> None:
+        """The claim's connection ends (here: the server ends it), and its locks with it."""
+        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        gone = text("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = :pid")
+        wait_for(lambda: other.execute(gone, {"pid": pid}).scalar_one(), "the connection to end", 10)
+
     try:
         with claim_waves(store, [1, 2], tmp_path) as claim:
             claim.verify()  # held: nothing to do
-            # The connection drops (here: the server ends it); the claim goes with it.
-            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": claim.backend_pid()})
+            drop(claim.backend_pid())
             claim.verify()  # nobody took the waves meanwhile: taken again
             taken = other.execute(text("SELECT pg_try_advisory_lock(:s, 1)"), {"s": WAVE_LOCKS}).scalar_one()
             assert taken is False, "the claim was not taken again"
-            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": claim.backend_pid()})
+            drop(claim.backend_pid())
             assert other.execute(text("SELECT pg_try_advisory_lock(:s, 2)"), {"s": WAVE_LOCKS}).scalar_one()
             with pytest.raises(
                 RefusedError, match=r"claim on wave\(s\) 2 was lost .* another 'orchestrator run'"
