@@ -140,6 +140,8 @@ def test_stages_run_on_nodes_and_resume_after_a_node_dies(site_lab: Path, tmp_pa
         placed.update(details.get("nodes") or {})
     assert placed == {h: "exec-01" for h in wave1 if h != "exec-01"}, placed
     assert list(runs.glob("*/*-w1-validate-a1/node-exec-01/artifacts/run/job_events/*.json"))
+    # What was streamed to the node (a copy of the inventory, the playbooks) is not kept as an artifact.
+    assert not list(runs.glob("*/*/node-*/inventories")) and not list(runs.glob("*/*/node-*/project"))
 
     # Wave 2 through each host's own node; the node of a rebuilt host is killed mid-stage.
     with store.read() as session:

@@ -190,6 +190,9 @@ class NodeRun:
         finally:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
+            # Sent: the copies of the inventory (whatever it holds) and playbooks are not artifacts.
+            for sent in ("inventories", "project"):
+                shutil.rmtree(self.private_dir / sent, ignore_errors=True)
 
     def _guard(self, target: Any, *args: Any) -> None:
         try:
