@@ -9,7 +9,6 @@ import json
 import os
 import pty
 import re
-import shutil
 import signal
 import struct
 import subprocess
@@ -30,15 +29,12 @@ from orchestrator.execution.locks import WAVE_LOCKS, claim_waves
 from orchestrator.store import Store, audit
 from orchestrator.store import hosts as host_store
 from orchestrator.store.models import AuditEntry, Host, StageEvent, StageRun
-from tests.conftest import ROOT, Cli
+from tests.conftest import ROOT, Cli, needs_lab
 from tests.execution_support import TOY_PLAY, approved_plan, toy_inventory, toy_playbooks
 
 ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
 NET = "127.97.0.0/16"
 HELD = "is being run by another 'orchestrator run'"
-lab_only = pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("restic"), reason="the lab needs root and restic"
-)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -311,7 +307,7 @@ def _run(db: str, inventory: Path, wave: int, runs: Path, out: Path) -> subproce
 
 
 @pytest.mark.lab
-@lab_only
+@needs_lab
 def test_two_runs_on_different_waves_and_a_watcher_on_postgresql(
     postgres_url: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

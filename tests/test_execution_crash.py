@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,14 +21,12 @@ from sqlmodel import select
 
 from orchestrator.store import Store
 from orchestrator.store.models import EvidenceItem, Host, RestorePoint, StageRun
-from tests.conftest import Cli
+from tests.conftest import Cli, needs_lab
 from tests.test_execution_lab import BACKED_UP, tree
 
 pytestmark = [
     pytest.mark.lab,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or not shutil.which("restic"), reason="the lab needs root and restic"
-    ),
+    needs_lab,
 ]
 KILLS = 20
 ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -20,16 +19,11 @@ from sqlmodel import select
 
 from orchestrator.store import Store
 from orchestrator.store.models import EvidenceItem, Host, RestorePoint
-from tests.conftest import Cli
+from tests.conftest import Cli, needs_lab
 
 pytestmark = [
     pytest.mark.lab,
-    pytest.mark.skipif(
-        os.geteuid() != 0
-        or (not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists())
-        or not shutil.which("restic"),
-        reason="the lab needs root, OpenSSH's server and restic",
-    ),
+    needs_lab,
 ]
 LAB_HOSTS = 22
 NET = "127.93.0.0/16"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,16 +22,11 @@ from sqlmodel import col, select
 from orchestrator.execution import states
 from orchestrator.store import Store
 from orchestrator.store.models import AuditEntry, EvidenceItem, Host, StageEvent, StageRun
-from tests.conftest import Cli
+from tests.conftest import Cli, needs_lab
 
 pytestmark = [
     pytest.mark.lab,
-    pytest.mark.skipif(
-        os.geteuid() != 0
-        or (not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists())
-        or not shutil.which("restic"),
-        reason="the lab needs root, OpenSSH's server and restic",
-    ),
+    needs_lab,
 ]
 # 14 hosts and 2 nodes, seed 3: the identity and EHR hosts answer, so waves 1 and 2 have work.
 HOSTS, NODES, SEED = 14, 2, 3
