@@ -193,3 +193,13 @@ def test_resume_after_a_crash_and_the_operator_reset(world) -> None:
         assert entry.operator == "alice" and entry.host_name == "a" and entry.details["after_restore_began"]
     with pytest.raises(RefusedError, match="not on host b's path"):
         engine.reset_host(store, "alice", "b", "wipe", {})
+
+
+def test_runs_started_within_one_second_get_their_own_directories(tmp_path: Path) -> None:
+    """A run resumed in the second its killed predecessor started must not reuse its directory."""
+    from orchestrator.execution.engine import _new_run_dir
+
+    first = _new_run_dir(tmp_path / "runs", "20261129T034118Z-plan1")
+    second = _new_run_dir(tmp_path / "runs", "20261129T034118Z-plan1")
+    assert (first.name, second.name) == ("20261129T034118Z-plan1", "20261129T034118Z-plan1-2")
+    assert first.is_dir() and second.is_dir()

@@ -48,12 +48,12 @@ def _lab(base: Path, net: str) -> tuple[Path, Cli]:
     return directory, cli
 
 
-def _run(cli: Cli, lab: Path, runs: Path) -> subprocess.Popen:
+def _run(cli: Cli, lab: Path, runs: Path, stderr: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [ORCHESTRATOR, "--db", str(cli.db), "run", "-i", str(lab / "inventory"), "--all", "--yes",
          "--runs-dir", str(runs), "--retries", "2", "--max-fail-percentage", "100", "--json"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr.open("w") if stderr else subprocess.DEVNULL,
         env={**os.environ, "ORCHESTRATOR_OPERATOR": "tester"},
         start_new_session=True,
     )  # fmt: skip
@@ -119,10 +119,12 @@ def test_kill_minus_nine_anywhere_then_resume_equals_an_uninterrupted_run(tmp_pa
 
         runs_b = tmp_path / "b" / "runs"
         kills = 0
+        errors = tmp_path / "b" / "stderr"
         while kills < KILLS:
-            proc = _run(cli_b, lab_b, runs_b)
+            proc = _run(cli_b, lab_b, runs_b, errors)
             time.sleep(rng.uniform(0.3, min(3.0, uninterrupted / 10)))
             if proc.poll() is not None:  # finished before the kill point: the run is complete
+                assert proc.returncode == 0, f"after {kills} kills: {errors.read_text()[-2000:]}"
                 break
             os.kill(proc.pid, signal.SIGKILL)  # kill -9 of the orchestrator...
             proc.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import inventory
+from orchestrator.errors import InventoryError
 from tests.conftest import HOSPITAL, ROOT, Cli
 
 GOOD = """\
@@ -303,3 +305,115 @@ def test_vault_encrypted_password_is_usable_but_never_shown(tmp_path: Path) -> N
         cwd=ROOT,
     ).stdout
     assert "S3cr3t" not in shown and "w1" in shown
+
+
+def test_prefetch_gives_what_load_gives() -> None:
+    """`orchestrator run` loads its inventory in a forked helper: the same hosts, variables, groups
+    and problems as load()."""
+    loaded = inventory.load([str(HOSPITAL)])
+    with inventory.Prefetch([str(HOSPITAL)]) as pending:
+        assert pending._pid is not None  # the helper really runs
+        got = pending.result()
+    assert list(got.hosts) == list(loaded.hosts)
+    assert got.hosts == loaded.hosts  # every attribute but vars
+    for name, host in got.hosts.items():
+        assert json.dumps(host.vars, default=str, sort_keys=True) == json.dumps(
+            loaded.hosts[name].vars, default=str, sort_keys=True
+        )
+    assert got.groups == loaded.groups
+    assert [str(p) for p in got.problems] == [str(p) for p in loaded.problems]
+
+
+def test_prefetched_variables_render_as_ansible_renders_them(tmp_path: Path, monkeypatch) -> None:
+    """ansible-core renders only text it trusts as a template: an inventory's env lookup still
+    renders after crossing the helper's pipe as JSON, and a remote-looking string still does not."""
+    from orchestrator.triage.transports import HostVars
+
+    monkeypatch.setenv("PREFETCH_TEST_PASSWORD", "hunter2")
+    path = write(
+        tmp_path,
+        "inv.yml",
+        "all:\n  hosts:\n    a:\n      ansible_host: 127.9.7.1\n"
+        "      ansible_password: \"{{ lookup('env', 'PREFETCH_TEST_PASSWORD') }}\"\n"
+        "      ansible_user: \"{{ 'adm' ~ 'in' }}\"\n"
+        '      recovery_extra: {nested: ["{{ 1 + 1 }}"]}\n'
+        "      recovery_since: 2024-01-01\n",
+    )
+    got = inventory.Prefetch([str(path)]).result().hosts["a"]
+    loaded = inventory.load([str(path)]).hosts["a"]
+    assert HostVars(got).get("ansible_password") == HostVars(loaded).get("ansible_password") == "hunter2"
+    assert HostVars(got).get("ansible_user") == HostVars(loaded).get("ansible_user") == "admin"
+    assert got.vars["recovery_extra"] == {"nested": ["{{ 1 + 1 }}"]}
+    assert isinstance(got.vars["recovery_extra"]["nested"][0], inventory.TrustedTemplate)
+    assert got.vars["recovery_since"] == "2024-01-01"
+    untrusted = {**got.vars, "ansible_user": "{{ 'adm' ~ 'in' }}"}  # plain text, as from a remote answer
+    assert HostVars(dataclasses.replace(got, vars=untrusted)).get("ansible_user") == "{{ 'adm' ~ 'in' }}"
+
+
+def test_prefetched_vault_values_arrive_decrypted(tmp_path: Path) -> None:
+    password_file = write(tmp_path, "vault-pass", "correct horse\n")
+    encrypted = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-vault")), "encrypt_string", "--vault-password-file",
+         str(password_file), "S3cr3t-Pa55", "--name", "ansible_password"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    inv_dir = tmp_path / "inv"
+    write(inv_dir, "hosts.yml", "all:\n  hosts:\n    w1: {ansible_host: 127.9.6.1}\n")
+    write(inv_dir, "host_vars/w1.yml", encrypted)
+    code = (
+        "import sys; from orchestrator import inventory as I; p = I.Prefetch([sys.argv[1]]); "
+        "assert p._pid; print(p.result().hosts['w1'].vars['ansible_password'])"
+    )
+    env = {**os.environ, "ANSIBLE_VAULT_PASSWORD_FILE": str(password_file)}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(inv_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    assert out.strip() == "S3cr3t-Pa55"
+
+
+def test_prefetch_keeps_each_problem_with_its_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "inv.yml", BROKEN["bad_tier"][0])
+    got = inventory.Prefetch([str(path)]).result()
+    assert [str(p) for p in got.problems] == [
+        f"{path}:3: host a: invalid recovery_tier 7 (expected 0, 1, 2 or 3)"
+    ]
+
+
+def test_prefetch_error_reads_as_load_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.yml", BROKEN["yaml_syntax"][0])
+    with pytest.raises(InventoryError) as direct:
+        inventory.load([str(path)])
+    with pytest.raises(InventoryError) as prefetched:
+        inventory.Prefetch([str(path)]).result()
+    assert str(prefetched.value) == str(direct.value)
+    assert f"{path}:4:" in str(prefetched.value)
+
+
+def test_prefetch_closed_unasked_leaves_no_process() -> None:
+    pending = inventory.Prefetch([str(HOSPITAL)])
+    pid = pending._pid
+    assert pid is not None
+    pending.close()
+    with pytest.raises(ChildProcessError):  # reaped: not even a zombie is left
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_prefetch_loads_in_process_while_other_threads_run() -> None:
+    """A fork could catch another thread holding a lock the helper then needs: no helper then."""
+    import threading
+
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    try:
+        pending = inventory.Prefetch([str(HOSPITAL)])
+        assert pending._pid is None
+        assert list(pending.result().hosts) == list(inventory.load([str(HOSPITAL)]).hosts)
+    finally:
+        stop.set()
+        worker.join()

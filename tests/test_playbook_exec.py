@@ -57,3 +57,35 @@ def test_killing_the_orchestrator_stops_the_playbook_and_its_detached_workers(tm
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_secrets_arrive_in_the_environment_and_the_exit_code_comes_back(tmp_path: Path) -> None:
+    """The supervisor passes the private file's variables to the playbook, deletes the file, and ends
+    with the playbook's exit code (128 + the signal when it was killed)."""
+    secrets = tmp_path / "env.json"
+    secrets.write_text('{"WINRM_PASSWORD": "s3cret"}')
+    script = tmp_path / "fake-playbook"
+    script.write_text(
+        '#!/bin/sh\necho "password=$WINRM_PASSWORD args=$*"\n[ "$1" = kill ] && kill -TERM $$\nexit 3\n'
+    )
+    script.chmod(0o700)
+
+    def supervise(*args: str, secret_file: Path | None = None) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": os.environ["PATH"], playbook_exec.PLAYBOOK_ENV: str(script)}
+        if secret_file is not None:
+            env[playbook_exec.SECRET_FILE_ENV] = str(secret_file)
+        return subprocess.run(
+            [sys.executable, "-I", "-S", playbook_exec.__file__, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    done = supervise("site.yml", "--check", secret_file=secrets)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.strip() == "password=s3cret args=site.yml --check"
+    assert not secrets.exists()
+    killed = supervise("kill")
+    assert killed.returncode == 128 + signal.SIGTERM, killed.stderr
+    assert killed.stdout.strip() == "password= args=kill"

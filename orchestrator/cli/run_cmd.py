@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from orchestrator import inventory as inventory_lib
 from orchestrator.cli.context import AppContext
 from orchestrator.cli.options import (
     command_args,
@@ -19,8 +21,13 @@ from orchestrator.cli.options import (
     pass_app,
 )
 from orchestrator.errors import HostsFailed, OrchestratorError
-from orchestrator.execution import engine, states
-from orchestrator.execution.runner import HostResult
+from orchestrator.execution import DEFAULT_EVIDENCE_PATH, states
+
+# The engine (with SQLAlchemy and the models) is imported inside the commands: `run` first starts
+# loading the inventory in a helper process, which then overlaps those imports.
+if TYPE_CHECKING:
+    from orchestrator.execution import engine
+    from orchestrator.execution.runner import HostResult
 
 
 class ProgressObserver:
@@ -110,9 +117,7 @@ def _confirm(pending: engine.Pending) -> bool:
 @click.option(
     "--evidence-host", metavar="HOST", help="Evidence store (default: first host of group evidence_store)."
 )
-@click.option(
-    "--evidence-path", default=engine.DEFAULT_EVIDENCE_PATH, show_default=True, help="Directory on it."
-)
+@click.option("--evidence-path", default=DEFAULT_EVIDENCE_PATH, show_default=True, help="Directory on it.")
 @click.option(
     "--pack", "packs", multiple=True, metavar="FILE", help="Extra check pack for scans (repeatable)."
 )
@@ -161,17 +166,23 @@ def run(
     """
     if (wave is None) == (not all_waves):
         raise OrchestratorError("give exactly one of --wave N or --all")
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console(),
-        transient=False,
-        disable=as_json,
-    ) as progress:
+    with (
+        inventory_lib.Prefetch(inventory) as prefetched,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console(),
+            transient=False,
+            disable=as_json,
+        ) as progress,
+    ):
+        from orchestrator.execution import engine
+
         options = engine.RunOptions(
             inventory=list(inventory),
+            prefetched=prefetched,
             operator=app.operator,
             wave=wave,
             check=check,
@@ -230,6 +241,8 @@ def reset(ctx: click.Context, app: AppContext, host: str, to_stage: str) -> None
     Example:
       orchestrator host reset ehr-db-01 --to wipe
     """
+    from orchestrator.execution import engine
+
     before, after = engine.reset_host(app.store(), app.operator, host, to_stage, command_args(ctx))
     click.echo(f"{host}: {before} -> {after}; the next run starts it at {to_stage}")
 

@@ -28,7 +28,7 @@ from sqlmodel import Session, col, func, select
 
 from orchestrator import inventory as inventory_lib
 from orchestrator.errors import OrchestratorError, RefusedError
-from orchestrator.execution import nodes, restore_points, runner, states
+from orchestrator.execution import DEFAULT_EVIDENCE_PATH, nodes, restore_points, runner, states
 from orchestrator.execution.locks import claim_waves
 from orchestrator.execution.runner import HostResult
 from orchestrator.planning.store import PlanView, load_approved_plan
@@ -46,7 +46,6 @@ from orchestrator.store.models import (
 
 PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 EXECUTABLE_ACTIONS = ("rebuild", "verify", "protected")
-DEFAULT_EVIDENCE_PATH = "/srv/evidence"
 EVIDENCE_GROUP = "evidence_store"
 # Reimage methods whose tools live on the controller (the lab's images, Vagrant): those stages run
 # here even for hosts placed on an execution node; PXE through the BMC and vSphere run on the node.
@@ -91,6 +90,8 @@ class RunOptions:
     restore_margin: timedelta = restore_points.DEFAULT_MARGIN
     packs: list[str] = field(default_factory=list)
     node: str | None = None  # every stage on this execution node, whatever the inventory says
+    # `inventory` already being loaded (the command line starts it before importing this module).
+    prefetched: inventory_lib.Prefetch | None = None
     confirm: Callable[[Pending], bool] | None = None
     observer: EngineObserver | None = None
     validator: Validator | None = None
@@ -140,6 +141,20 @@ def _now_tag() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
+def _new_run_dir(parent: Path, name: str) -> Path:
+    """A directory of this run's own: a run resumed within the second its killed predecessor started
+    (or another run started) gets `NAME-2`, never the other's directory."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        path = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise OrchestratorError(f"{parent}: no free run directory named {name}[-N]")
+
+
 class Engine:
     def __init__(self, store: Store, options: RunOptions) -> None:
         self.store = store
@@ -161,7 +176,9 @@ class Engine:
                 if m.wave is not None and m.action in EXECUTABLE_ACTIONS
             }
             self.triage = self._triage(session)
-        self.inventory = inventory_lib.load(self.o.inventory)
+        self.inventory = (
+            self.o.prefetched.result() if self.o.prefetched else inventory_lib.load(self.o.inventory)
+        )
         missing = sorted(set(self.members) - set(self.inventory.hosts))
         if missing:
             raise RefusedError(
@@ -286,10 +303,9 @@ class Engine:
 
     def _run(self) -> RunReport:
         interrupted = 0 if self.o.check else self._mark_interrupted()
-        self.root = (
-            self.o.runs_dir / f"{_now_tag()}-plan{self.plan_id}{'-check' if self.o.check else ''}"
-        ).absolute()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = _new_run_dir(
+            self.o.runs_dir.absolute(), f"{_now_tag()}-plan{self.plan_id}{'-check' if self.o.check else ''}"
+        )
         report = RunReport(plan_id=self.plan_id, check=self.o.check, runs_dir=str(self.root))
         with self.store.write() as session:
             audit.record(

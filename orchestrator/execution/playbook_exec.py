@@ -9,17 +9,22 @@
   parent dies (PR_SET_PDEATHSIG), and it kills every process below it. Ansible's workers leave the
   process group (each calls setsid), so this process is their subreaper (PR_SET_CHILD_SUBREAPER): an
   orphaned worker is re-parented here instead of to init, and the sweep through /proc finds it.
+
+It starts once per stage, so it starts lean (10 ms instead of 28): `-I -S`, the interpreter's own
+modules only, no `subprocess` (posix_spawn does the same here), no `contextlib`, `json` only when
+there are secrets, and the signal functions without the `signal` module's enum wrappers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import json
 import os
-import signal
-import subprocess
 import sys
+
+try:
+    import _signal as signal  # CPython's core of `signal`: the same functions and numbers, no enum
+except ImportError:  # pragma: no cover - other interpreters
+    import signal  # type: ignore[no-redef]
 
 SECRET_FILE_ENV = "ORCHESTRATOR_SECRET_ENV_FILE"
 PARENT_ENV = "ORCHESTRATOR_PARENT_PID"
@@ -58,11 +63,15 @@ def _kill_all(signum: int, _frame: object) -> None:
         if not below:
             break
         for pid in below:
-            with contextlib.suppress(ProcessLookupError):
+            try:  # noqa: SIM105 - contextlib costs this short-lived process 4 ms to import
                 os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
+            except ProcessLookupError:
+                pass
+        try:
             while os.waitpid(-1, os.WNOHANG)[0] > 0:
                 pass
+        except ChildProcessError:
+            pass
     os._exit(128 + signum)
 
 
@@ -70,12 +79,16 @@ def _read_secrets(env: dict[str, str]) -> dict[str, str]:
     path = env.pop(SECRET_FILE_ENV, None)
     if not path:
         return {}
+    import json
+
     try:
         with open(path, encoding="utf-8") as f:
             secrets = json.load(f)
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        try:  # noqa: SIM105 - as above
             os.unlink(path)
+        except FileNotFoundError:
+            pass
     return {str(k): str(v) for k, v in secrets.items()}
 
 
@@ -92,7 +105,13 @@ def main(argv: list[str]) -> int:
         # The orchestrator died before the signal was armed: do not start a playbook nobody watches.
         return 1
     playbook = env.pop(PLAYBOOK_ENV, "ansible-playbook")
-    return subprocess.Popen([playbook, *argv], env=env).wait()
+    # Signals Python ignores for itself go back to their defaults for ansible-playbook, as
+    # subprocess does (restore_signals).
+    defaults = [s for s in (signal.SIGPIPE, getattr(signal, "SIGXFSZ", None)) if s is not None]
+    pid = os.posix_spawnp(playbook, [playbook, *argv], env, setsigdef=defaults)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
 
 
 if __name__ == "__main__":

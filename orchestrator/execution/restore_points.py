@@ -21,11 +21,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.triage import packs as packs_lib
-from orchestrator.triage import scripts
+
+# The packs (pydantic models, YAML) and the script renderer (Jinja2) are imported when a snapshot is
+# scanned, not whenever the engine is: most runs restore nothing.
+if TYPE_CHECKING:
+    from orchestrator.triage import packs as packs_lib
 
 DEFAULT_MARGIN = timedelta(hours=1)
 DIRTY = frozenset({"suspicious", "infected"})
@@ -128,6 +131,8 @@ def _homes(scratch: Path) -> list[str]:
 
 def _expand(roots: Iterable[str]) -> list[str]:
     """Root aliases (@data, @temp) to paths; @homes stays, it depends on the restored tree."""
+    from orchestrator.triage import packs as packs_lib
+
     out: list[str] = []
     for root in roots:
         expansion = packs_lib.ROOT_ALIASES.get(root)
@@ -168,6 +173,9 @@ def _relocate(check: packs_lib.AnyCheck, scratch: Path) -> packs_lib.AnyCheck | 
 
 def scan_tree(scratch: Path, checks: Iterable[packs_lib.AnyCheck]) -> list[Finding]:
     """Run the packs' Linux checks over a restored tree; return what matched (paths relative to the host)."""
+    from orchestrator.triage import packs as packs_lib
+    from orchestrator.triage import scripts
+
     relocated = [c for c in (_relocate(c, scratch) for c in checks if c.os == "linux") if c is not None]
     if not relocated:
         return []
@@ -242,5 +250,7 @@ def choose(
 
 def pack_scanner(extra_packs: Iterable[str] = ()) -> Scanner:
     """A scanner with the shipped packs plus the operator's."""
+    from orchestrator.triage import packs as packs_lib
+
     checks = packs_lib.checks_for(packs_lib.load(extra_packs), "linux")
     return lambda scratch: scan_tree(scratch, checks)

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import insert
 
-from orchestrator.execution import nodes, prompt_pty
+from orchestrator.execution import nodes, playbook_exec, prompt_pty
 from orchestrator.store import Store
 from orchestrator.store.audit import SECRET_NAME
 from orchestrator.store.models import StageEvent
@@ -354,20 +354,21 @@ def _run_local(
     limit_file = private / "limit"
     limit_file.write_text("".join(f"{h}\n" for h in hosts), encoding="utf-8")
     _, secret_env = split_secret_env(dict(os.environ))
-    secret_dir = Path(tempfile.mkdtemp(prefix="orchestrator-secrets-"))
-    secret_file = secret_dir / "env.json"
-    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(secret_env, f)
     envvars = {
         "ANSIBLE_CONFIG": str(spec.playbook.parent / "ansible.cfg"),
         # ansible-runner turns host key checking off unless told otherwise: never.
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
-        "ORCHESTRATOR_SECRET_ENV_FILE": str(secret_file),
-        "ORCHESTRATOR_PARENT_PID": str(os.getpid()),
-        "ORCHESTRATOR_ANSIBLE_PLAYBOOK": ansible_playbook_path(),
+        playbook_exec.PARENT_ENV: str(os.getpid()),
+        playbook_exec.PLAYBOOK_ENV: ansible_playbook_path(),
     }
+    secret_dir = Path(tempfile.mkdtemp(prefix="orchestrator-secrets-")) if secret_env else None
+    secret_file = secret_dir / "env.json" if secret_dir else None
+    if secret_file is not None:
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(secret_env, f)
+        envvars[playbook_exec.SECRET_FILE_ENV] = str(secret_file)
     try:
         runner = ansible_runner.interface.init_runner(
             private_data_dir=str(private),
@@ -393,4 +394,5 @@ def _run_local(
     finally:
         for path in (secret_file, secret_dir):
             with contextlib.suppress(OSError):
-                path.unlink() if path.is_file() else path.rmdir()
+                if path is not None:
+                    path.unlink() if path.is_file() else path.rmdir()

@@ -12,9 +12,13 @@ rerun says. The two rules that protect people, not just data:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from orchestrator.errors import RefusedError
-from orchestrator.store.models import Host, utcnow
+
+if TYPE_CHECKING:  # the command line reads the stage names without loading the database layer
+    from orchestrator.store.models import Host
 
 REBUILD = ("isolate", "collect", "wipe", "reimage", "restore", "validate", "reconnect")
 VERIFY = ("validate", "harden", "reconnect")
@@ -110,7 +114,7 @@ def _set(host: Host, state: str, stage: str | None, reason: str | None) -> None:
     host.state = state
     host.stage = stage
     host.state_reason = reason
-    host.state_changed_at = utcnow()
+    host.state_changed_at = datetime.now(UTC)
     host.version += 1
 
 

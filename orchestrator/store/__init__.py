@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm.exc import StaleDataError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 from sqlmodel import Session, col, select
 
 from orchestrator.errors import StoreError
@@ -36,7 +36,12 @@ def db_url(db: str) -> str:
 
 
 def _sqlite_engine(url: str, begin: str) -> Engine:
-    engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+    # Connections are kept between transactions: opening one costs its pragmas, and closing the last
+    # one checkpoints the WAL, each time (a stage makes several transactions). Five stay open; past
+    # that each thread opens its own, as many as it takes, so busy triage threads never queue here.
+    engine = create_engine(
+        url, poolclass=QueuePool, pool_size=5, max_overflow=-1, connect_args={"timeout": 30}
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # pragma: no branch - tiny hook

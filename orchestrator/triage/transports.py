@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import paramiko
 
-from orchestrator.inventory import SECRET_VARS, Host
+from orchestrator.inventory import SECRET_VARS, Host, ansible_value
 
 # paramiko logs a traceback from its reader thread when we close a connection that timed out; the
 # reason is already in the verdict, so its log records go nowhere unless the caller configures logging.
@@ -98,8 +98,8 @@ class HostVars:
             from ansible.parsing.dataloader import DataLoader
             from ansible.template import Templar
 
-            self._templar = Templar(loader=DataLoader(), variables=self._vars)
-        return self._templar.template(value)
+            self._templar = Templar(loader=DataLoader(), variables=ansible_value(self._vars))
+        return self._templar.template(ansible_value(value))
 
     def secrets(self, only: set[str] | None = None) -> set[str]:
         """The values of this host's secret variables (templated), to scrub from anything stored."""
