@@ -271,7 +271,12 @@ class Prefetch:
         if not hasattr(os, "fork") or threading.active_count() > 1:
             return
         read, write = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # no process to spare: load in this one when asked
+            os.close(read)
+            os.close(write)
+            return
         if pid == 0:  # the helper: never returns, never runs the parent's exit handlers
             code = 1
             try:
