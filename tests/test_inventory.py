@@ -259,8 +259,8 @@ def test_unreadable_file_as_an_unprivileged_user() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def test_vault_encrypted_password_is_usable_but_never_shown(tmp_path: Path) -> None:
-    """Passwords come from Ansible Vault: decrypted in memory for the transports, absent from any output."""
+def _vaulted_inventory(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """An inventory whose host w1 has a vault-encrypted ansible_password, and the environment that opens it."""
     ansible_vault = Path(sys.executable).with_name("ansible-vault")
     password_file = write(tmp_path, "vault-pass", "correct horse\n")
     encrypted = subprocess.run(
@@ -280,10 +280,18 @@ def test_vault_encrypted_password_is_usable_but_never_shown(tmp_path: Path) -> N
     inv_dir = tmp_path / "inv"
     write(inv_dir, "hosts.yml", "all:\n  hosts:\n    w1: {ansible_host: 127.9.6.1}\n")
     write(inv_dir, "host_vars/w1.yml", encrypted)
-    env = {**os.environ, "ANSIBLE_VAULT_PASSWORD_FILE": str(password_file)}
+    return inv_dir, {**os.environ, "ANSIBLE_VAULT_PASSWORD_FILE": str(password_file)}
+
+
+def test_vault_encrypted_password_is_usable_but_never_shown(tmp_path: Path) -> None:
+    """Passwords come from Ansible Vault: decrypted in memory for the transports (also when the inventory
+    was read by Prefetch's helper), absent from any output."""
+    inv_dir, env = _vaulted_inventory(tmp_path)
     code = (
-        "import json, sys; from orchestrator import inventory as I; inv = I.load([sys.argv[1]]); "
-        "h = inv.hosts['w1']; print(json.dumps({'secret': str(h.vars['ansible_password']), 'shown': h.to_dict()}))"
+        "import json, sys; from orchestrator import inventory as I; p = I.Prefetch([sys.argv[1]]); "
+        "helper = p._pid is not None; inv = I.load([sys.argv[1]]); h = inv.hosts['w1']; "
+        "print(json.dumps({'secret': str(h.vars['ansible_password']), 'shown': h.to_dict(), "
+        "'prefetched': p.result().hosts['w1'].vars['ansible_password'], 'helper': helper}))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, str(inv_dir)],
@@ -294,7 +302,8 @@ def test_vault_encrypted_password_is_usable_but_never_shown(tmp_path: Path) -> N
         cwd=ROOT,
     )
     out = json.loads(proc.stdout)
-    assert out["secret"] == "S3cr3t-Pa55"
+    assert out["secret"] == out["prefetched"] == "S3cr3t-Pa55"
+    assert out["helper"]
     assert "S3cr3t" not in json.dumps(out["shown"])
     shown = subprocess.run(
         [sys.executable, "-m", "orchestrator", "inventory", "show", "--json", "-i", str(inv_dir)],
@@ -348,32 +357,6 @@ def test_prefetched_variables_render_as_ansible_renders_them(tmp_path: Path, mon
     assert got.vars["recovery_since"] == "2024-01-01"
     untrusted = {**got.vars, "ansible_user": "{{ 'adm' ~ 'in' }}"}  # plain text, as from a remote answer
     assert HostVars(dataclasses.replace(got, vars=untrusted)).get("ansible_user") == "{{ 'adm' ~ 'in' }}"
-
-
-def test_prefetched_vault_values_arrive_decrypted(tmp_path: Path) -> None:
-    password_file = write(tmp_path, "vault-pass", "correct horse\n")
-    encrypted = subprocess.run(
-        [str(Path(sys.executable).with_name("ansible-vault")), "encrypt_string", "--vault-password-file",
-         str(password_file), "S3cr3t-Pa55", "--name", "ansible_password"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    inv_dir = tmp_path / "inv"
-    write(inv_dir, "hosts.yml", "all:\n  hosts:\n    w1: {ansible_host: 127.9.6.1}\n")
-    write(inv_dir, "host_vars/w1.yml", encrypted)
-    code = (
-        "import sys; from orchestrator import inventory as I; p = I.Prefetch([sys.argv[1]]); "
-        "assert p._pid; print(p.result().hosts['w1'].vars['ansible_password'])"
-    )
-    env = {**os.environ, "ANSIBLE_VAULT_PASSWORD_FILE": str(password_file)}
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(inv_dir)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-        cwd=ROOT,
-    ).stdout
-    assert out.strip() == "S3cr3t-Pa55"
 
 
 def test_prefetch_keeps_each_problem_with_its_file_and_line(tmp_path: Path) -> None:
