@@ -27,9 +27,12 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator import inventory as inventory_lib
+
+if TYPE_CHECKING:  # runner imports this module: the stage's type only, no import cycle
+    from orchestrator.execution.runner import StageSpec
 
 DEFAULT_RUNNER = "ansible-runner"
 DEFAULT_WORKDIR = "/var/tmp"
@@ -106,14 +109,9 @@ class NodeRun:
     orchestrator: its parent-death signal is tied to the thread that forks it), streamed by threads."""
 
     node: Node
-    stage: str
-    playbook: Path
-    inventory: list[str]
-    hosts: list[str]
-    extravars: dict[str, Any]
+    spec: StageSpec  # the stage: playbook, inventory, extra vars, forks, check mode
+    hosts: list[str]  # this node's share of spec.hosts
     private_dir: Path
-    forks: int
-    check: bool
     envvars: dict[str, str]
     handler: Any
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -127,8 +125,8 @@ class NodeRun:
 
         worker_dir = self.node.worker_dir(self.run_id)
         sources = self._pack()
-        extravars = {**self.extravars, "recovery_staging_dir": f"{worker_dir}/artifacts/run/staging"}
-        cmdline = [*(["--check"] if self.check else []), *(a for s in sources for a in ("-i", s))]
+        extravars = {**self.spec.extravars, "recovery_staging_dir": f"{worker_dir}/artifacts/run/staging"}
+        cmdline = [*(["--check"] if self.spec.check else []), *(a for s in sources for a in ("-i", s))]
         self.proc = subprocess.Popen(
             self.node.command(worker_dir),
             stdin=subprocess.PIPE,
@@ -141,10 +139,10 @@ class NodeRun:
             streamer="transmit",
             _output=self.proc.stdin,
             private_data_dir=str(self.private_dir),
-            playbook=self.playbook.name,
+            playbook=self.spec.playbook.name,
             cmdline=shlex.join(cmdline),
             limit=",".join(self.hosts),
-            forks=self.forks,
+            forks=self.spec.forks,
             ident="run",
             quiet=True,
             extravars=extravars,
@@ -170,9 +168,9 @@ class NodeRun:
     def _pack(self) -> list[str]:
         """The private data directory the worker receives: the playbooks as its project, a copy of
         each inventory source; returns the sources' paths as the worker's playbook sees them."""
-        shutil.copytree(self.playbook.parent, self.private_dir / "project", dirs_exist_ok=True)
+        shutil.copytree(self.spec.playbook.parent, self.private_dir / "project", dirs_exist_ok=True)
         out = []
-        for i, source in enumerate(self.inventory):
+        for i, source in enumerate(self.spec.inventory):
             path = Path(source).absolute()
             target = self.private_dir / "inventories" / f"{i}-{path.name}"
             if path.is_dir():

@@ -288,14 +288,9 @@ def run_stage(
         for node, hosts in by_node.items():
             run = nodes.NodeRun(
                 node=node,
-                stage=spec.stage,
-                playbook=spec.playbook,
-                inventory=spec.inventory,
+                spec=spec,
                 hosts=hosts,
-                extravars=spec.extravars,
                 private_dir=spec.private_dir / f"node-{node.name}",
-                forks=spec.forks,
-                check=spec.check,
                 envvars={"ANSIBLE_HOST_KEY_CHECKING": "True"},
                 handler=writer.handler,
             )
