@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -334,8 +334,11 @@ class Prefetch:
 def _send_inventory(fd: int, sources: list[str]) -> None:
     try:
         inventory = load(sources)
+        from ansible.template import is_trusted_as_template
+
+        hosts = inventory.hosts.values()
         payload: dict[str, Any] = {
-            "hosts": [{**h.to_dict(), "vars": _portable(h.vars)} for h in inventory.hosts.values()],
+            "hosts": [{**h.to_dict(), "vars": _portable(h.vars, is_trusted_as_template)} for h in hosts],
             "groups": inventory.groups,
             "problems": [asdict(p) for p in inventory.problems],
         }
@@ -356,18 +359,16 @@ class TrustedTemplate(str):
     after it crossed from `Prefetch`'s helper as plain JSON (see `ansible_value`)."""
 
 
-def _portable(value: Any) -> Any:
+def _portable(value: Any, trusted: Callable[[object], bool]) -> Any:
     """Variables as JSON data, each trusted template marked (ansible-core renders only those)."""
-    from ansible.template import is_trusted_as_template
-
     if isinstance(value, str):
-        if ("{{" in value or "{%" in value) and is_trusted_as_template(value):
+        if ("{{" in value or "{%" in value) and trusted(value):
             return {_TEMPLATE_KEY: str(value)}
         return value
     if isinstance(value, dict):
-        return {str(k): _portable(v) for k, v in value.items()}
+        return {str(k): _portable(v, trusted) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_portable(v) for v in value]
+        return [_portable(v, trusted) for v in value]
     return value
 
 

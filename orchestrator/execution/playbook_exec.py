@@ -10,7 +10,7 @@
   process group (each calls setsid), so this process is their subreaper (PR_SET_CHILD_SUBREAPER): an
   orphaned worker is re-parented here instead of to init, and the sweep through /proc finds it.
 
-It starts once per stage, so it starts lean (10 ms instead of 28): `-I -S`, the interpreter's own
+It starts once per stage, so it starts lean (about 15 ms instead of 28): `-I -S`, the interpreter's own
 modules only, no `subprocess` (posix_spawn does the same here), no `contextlib`, `json` only when
 there are secrets, and the signal functions without the `signal` module's enum wrappers.
 """

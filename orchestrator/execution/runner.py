@@ -14,11 +14,11 @@ artifacts.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
 import shlex
+import shutil
 import sys
 import tempfile
 import threading
@@ -358,8 +358,8 @@ def _run_local(
         playbook_exec.PLAYBOOK_ENV: ansible_playbook_path(),
     }
     secret_dir = Path(tempfile.mkdtemp(prefix="orchestrator-secrets-")) if secret_env else None
-    secret_file = secret_dir / "env.json" if secret_dir else None
-    if secret_file is not None:
+    if secret_dir is not None:
+        secret_file = secret_dir / "env.json"
         fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(secret_env, f)
@@ -387,7 +387,5 @@ def _run_local(
         runner.run()
         return (runner.rc if runner.rc is not None else 255), runner.status
     finally:
-        for path in (secret_file, secret_dir):
-            with contextlib.suppress(OSError):
-                if path is not None:
-                    path.unlink() if path.is_file() else path.rmdir()
+        if secret_dir is not None:
+            shutil.rmtree(secret_dir, ignore_errors=True)

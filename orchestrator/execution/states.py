@@ -12,7 +12,6 @@ rerun says. The two rules that protect people, not just data:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from orchestrator.errors import RefusedError
@@ -114,7 +113,9 @@ def _set(host: Host, state: str, stage: str | None, reason: str | None) -> None:
     host.state = state
     host.stage = stage
     host.state_reason = reason
-    host.state_changed_at = datetime.now(UTC)
+    from orchestrator.store.models import utcnow  # loaded already: `host` is one of its rows
+
+    host.state_changed_at = utcnow()
     host.version += 1
 
 
