@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator import lab
-from orchestrator.lab import processes
-from orchestrator.lab.config import LabPaths
+import orchestrator_lab as lab
+from orchestrator_lab import processes
+from orchestrator_lab.settings import LabPaths
 
 GOAL_S = 60.0
 GOAL_BYTES = 2 * 1024**3

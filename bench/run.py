@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 from sqlmodel import col, select  # noqa: E402
 
-from orchestrator.lab import LabConfig, down, up  # noqa: E402
 from orchestrator.planning.store import load_approved_plan  # noqa: E402
 from orchestrator.store import Store  # noqa: E402
 from orchestrator.store.models import Host  # noqa: E402
+from orchestrator_lab import LabConfig, down, up  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PLAYBOOKS = ROOT / "playbooks"

@@ -667,7 +667,7 @@ def _site_inventory(lab_inventory: Path, target: Path, nodes: list[str]) -> Path
 
 
 def nodes_part(args: argparse.Namespace) -> None:
-    from orchestrator.lab import LabConfig, down, free_net, up
+    from orchestrator_lab import LabConfig, down, free_net, up
 
     counts = sorted(set(args.nodes))
     work = Path(tempfile.mkdtemp(prefix="bench-nodes-"))

@@ -29,8 +29,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import orchestrator_lab as lab_lib
 from orchestrator import inventory as inventory_lib
-from orchestrator import lab as lab_lib
 from orchestrator import triage
 from orchestrator.store import Store
 from orchestrator.triage import packs, scripts

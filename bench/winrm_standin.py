@@ -28,8 +28,8 @@ from pathlib import Path
 import requests
 import winrm
 
-from orchestrator.lab import windows_scenarios
-from orchestrator.lab.winrm_server import Endpoint, start, stop, write_credentials
+from orchestrator_lab.windows import scenarios as windows_scenarios
+from orchestrator_lab.windows.launcher import Endpoint, start, stop, write_credentials
 
 USER, PASSWORD = "Administrator", "Bench-Passw0rd!"
 INFECTION = datetime(2025, 3, 14, 2, 30, tzinfo=UTC)

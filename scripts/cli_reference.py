@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Render every command's --help into README.md between the cli-reference markers.
 
-`make docs` writes it; tests/test_cli.py fails when the README is out of step with the code.
+`make docs` writes it; tests/unit/test_cli.py fails when the README is out of step with the code.
 """
 
 from __future__ import annotations

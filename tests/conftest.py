@@ -1,4 +1,11 @@
-"""Shared fixtures: the real CLI against real database files."""
+"""Shared fixtures: the real CLI against real database files, and the session's local lab.
+
+The tests are in two folders: `tests/unit/` (pure code and the CLI on SQLite files: no root, no lab,
+about a minute) and `tests/lab/` (real sshd hosts, the WinRM stand-in, ansible-playbook runs, restic,
+PostgreSQL). Every test under `tests/lab/` carries the `lab` marker, as does any test elsewhere that
+asks for the lab or a PostgreSQL server, so `pytest -m "not lab"` and `pytest tests/unit` both run the
+unit part.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +30,16 @@ needs_lab = pytest.mark.skipif(
     or not shutil.which("restic"),
     reason="the lab needs root, OpenSSH's server and restic",
 )
+
+LAB_DIR = Path(__file__).resolve().parent / "lab"
+LAB_FIXTURES = {"lab", "postgres_server", "postgres_url"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `lab` marker, from where a test lives and what it asks for."""
+    for item in items:
+        if item.path.is_relative_to(LAB_DIR) or LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.lab)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -111,7 +128,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
     CI has): 12 Linux hosts with every scenario, the protected backup host and evidence store, and 2
     Windows stand-ins. On its own free 127.N.0.0/16; brought down (and checked gone) at the end.
     Tests that change hosts should reimage them, or use a lab of their own."""
-    from orchestrator import lab as lab_lib
+    import orchestrator_lab as lab_lib
 
     directory = tmp_path_factory.mktemp("session-lab") / "lab"
     config = lab_lib.LabConfig(dir=directory, hosts=12, windows=2, seed=7, net=lab_lib.free_net())

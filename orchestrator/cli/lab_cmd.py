@@ -1,18 +1,29 @@
-"""`orchestrator lab up | status | down | reimage`: the local rehearsal lab."""
+"""`orchestrator lab up | status | down | reimage`: the local rehearsal lab.
+
+The lab is the sibling package `orchestrator_lab` (the rehearsal kit, not the product): it is imported
+only when a lab command runs, so the product's commands work without it.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from orchestrator import lab
 from orchestrator.cli.options import console, emit_json, err_console, json_option
-from orchestrator.lab.config import DEFAULT_DIR, DEFAULT_NET
+from orchestrator.errors import OrchestratorError
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+# The lab's own defaults (orchestrator_lab.settings), repeated here so that `--help` needs no lab;
+# a unit test keeps the two in step.
+DEFAULT_DIR = "lab-data"
+DEFAULT_NET = "127.42.0.0/16"
 
 STAGES = {
     "images": "golden images",
@@ -20,6 +31,20 @@ STAGES = {
     "sshd": "sshd answering",
     "windows": "Windows stand-ins",
 }
+
+
+def _lab() -> ModuleType:
+    """The lab package, imported on use; a clear one-line error where only the product is installed."""
+    try:
+        import orchestrator_lab
+    except ModuleNotFoundError as exc:
+        if exc.name != "orchestrator_lab":
+            raise
+        raise OrchestratorError(
+            "the lab is not installed: install the package with its rehearsal kit "
+            "(pip install -e '.[lab]' in a checkout of the repository)"
+        ) from None
+    return orchestrator_lab
 
 
 def dir_option(f: Any) -> Any:
@@ -85,6 +110,7 @@ def up(
       orchestrator lab up --hosts 20 --nodes 2     # two sites, each through its execution node
       orchestrator inventory check -i lab-data/inventory
     """
+    lab = _lab()
     config = lab.LabConfig(
         dir=directory, hosts=hosts, windows=windows, nodes=nodes, infected=infected, seed=seed, net=net
     )
@@ -151,7 +177,7 @@ def status(directory: Path, as_json: bool) -> None:
       orchestrator lab status
       orchestrator lab status --dir /srv/lab --json | jq '.hosts[] | select(.state != "up")'
     """
-    result = lab.status(directory)
+    result = _lab().status(directory)
     if as_json:
         emit_json(result)
         return
@@ -185,7 +211,7 @@ def down(directory: Path, as_json: bool) -> None:
     Example:
       orchestrator lab down --dir /srv/lab
     """
-    result = lab.down(directory)
+    result = _lab().down(directory)
     if as_json:
         emit_json(result)
     elif result["removed"]:
@@ -208,7 +234,7 @@ def reimage(host: str, directory: Path, as_json: bool) -> None:
     Example:
       orchestrator lab reimage ehrapp-01 --dir lab-data
     """
-    entry = lab.reimage(directory, host)
+    entry = _lab().reimage(directory, host)
     if as_json:
         emit_json({"host": entry["name"], "pid": entry["pid"], "reimage": entry["reimages"][-1]})
         return

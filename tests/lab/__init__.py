@@ -1,0 +1,1 @@
+"""Lab tests: real sshd hosts, the WinRM stand-in, ansible-playbook runs, restic, PostgreSQL."""

@@ -1,0 +1,205 @@
+"""The engine over real ansible-runner runs of toy stage playbooks on local-connection hosts: stage
+order per path, retries, the failure threshold, dependants of failed hosts, protected hosts, refusals,
+resumption after a crash, the operator's reset, and secrets kept out of the artifacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from orchestrator.errors import RefusedError
+from orchestrator.execution import engine
+from orchestrator.store import Store
+from orchestrator.store.models import AuditEntry, EvidenceItem, Host, PlanMember, StageEvent, StageRun
+from tests.lab.execution_support import approved_plan, stages_run, toy_inventory, toy_playbooks
+
+REBUILD = ["isolate", "collect", "wipe", "reimage", "restore", "validate", "reconnect"]
+VERIFY = ["validate", "harden", "reconnect"]
+
+
+def clean(hosts):  # the triage re-check's far end; the real one runs in the lab tests
+    return {h.name: (True, "clean") for h in hosts}
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    def make(hosts: dict, members: list, **options):
+        hosts = {"ev": {"group": "evidence_store", "recovery_protected": True}, **hosts}
+        inv = toy_inventory(tmp_path / "inv", hosts)
+        store = Store.open(str(tmp_path / "state.db"))
+        approved_plan(store, inv, members)
+        opts = engine.RunOptions(
+            inventory=[str(inv)],
+            operator="tester",
+            runs_dir=tmp_path / "runs",
+            playbooks=toy_playbooks(tmp_path / "playbooks"),
+            validator=clean,
+            **options,
+        )
+        return inv, store, opts
+
+    return make
+
+
+def states_of(store: Store) -> dict[str, tuple[str, str | None]]:
+    with store.read() as s:
+        return {h.name: (h.state, h.stage) for h in s.exec(select(Host))}
+
+
+def test_paths_retries_events_evidence_and_protected_hosts(world, monkeypatch) -> None:
+    monkeypatch.setenv("TOY_API_TOKEN", "s3cr3t-t0ken-value")
+    inv, store, opts = world(
+        {
+            "a": {},
+            "b": {"toy_fail_once": ["wipe"]},
+            "c": {"recovery_depends_on": ["a"]},
+            "p": {"recovery_protected": True},
+        },
+        # p is protected in the inventory: whatever the plan says, it only takes the verify path
+        [
+            ("a", "rebuild", 1),
+            ("b", "rebuild", 1),
+            ("p", "rebuild", 1),
+            ("c", "verify", 2),
+            ("ev", "protected", None),
+        ],
+        retries=1,
+    )
+    report = engine.run(store, opts)
+    assert not report.failed and report.stopped is None
+    assert {h: s for h, (s, _) in states_of(store).items() if h != "ev"} == dict.fromkeys("abcp", "recovered")
+    assert stages_run(inv, "a") == REBUILD
+    assert stages_run(inv, "b") == [*REBUILD[:3], "wipe", *REBUILD[3:]]  # wipe retried once
+    assert stages_run(inv, "p") == VERIFY
+    assert stages_run(inv, "c") == VERIFY
+    assert stages_run(inv, "ev") == []
+    with store.read() as s:
+        runs = list(s.exec(select(StageRun)))
+        b_wipe = sorted(
+            (r.attempt, r.status, r.message) for r in runs if r.host_name == "b" and r.stage == "wipe"
+        )
+        assert b_wipe == [(1, "failed", "toy failure of wipe"), (2, "ok", None)]
+        assert all(
+            r.runner_dir and Path(r.runner_dir, "artifacts", "run", "job_events").is_dir() for r in runs
+        )
+        events = list(s.exec(select(StageEvent)))
+        assert {e.event for e in events} >= {"runner_on_start", "runner_on_ok", "runner_on_failed"}
+        assert all(e.stage_run_id for e in events)
+        items = list(s.exec(select(EvidenceItem)))
+        assert sorted(i.host_name for i in items) == ["a", "b"]
+        assert all(
+            i.collected_by == "tester" and i.sha256 == "ab" * 32 and i.stored_at == "ev:/x" for i in items
+        )
+        commands = [a.command for a in s.exec(select(AuditEntry))]
+        assert commands[0] == "run start" and commands[-1] == "run end" and "run stage" in commands
+    # Nothing secret in the artifacts: not the environment's token (ansible got it, see the log) ...
+    blobs = [p.read_bytes() for p in Path(report.runs_dir).rglob("*") if p.is_file()]
+    assert not any(b"s3cr3t-t0ken-value" in b for b in blobs)
+    command = json.loads(next(Path(report.runs_dir).rglob("artifacts/run/command")).read_text())
+    assert "TOY_API_TOKEN" not in command["env"] and command["env"]["ANSIBLE_HOST_KEY_CHECKING"] == "True"
+
+
+def test_failure_threshold_and_dependants_of_failed_hosts(world) -> None:
+    inv, store, opts = world(
+        {
+            "a": {"toy_fail": ["isolate"]},
+            "b": {},
+            "c": {},
+            "d": {},
+            "e": {"recovery_depends_on": ["a"]},
+            "f": {"recovery_depends_on": ["b"]},
+        },
+        [
+            ("a", "rebuild", 1),
+            ("b", "verify", 1),
+            ("c", "verify", 1),
+            ("d", "verify", 1),
+            ("e", "verify", 2),
+            ("f", "verify", 2),
+        ],
+        retries=0,
+        max_fail_percentage=30,
+    )
+    report = engine.run(store, opts)
+    assert [h.name for h in report.failed] == ["a"]
+    assert report.hosts["a"].reason == "Fail when told: toy failure of isolate"
+    assert report.hosts["e"].outcome == "blocked" and "depends on a, which failed" in report.hosts["e"].reason
+    assert stages_run(inv, "e") == [] and stages_run(inv, "f") == VERIFY
+    assert states_of(store)["a"] == ("failed", "isolate") and states_of(store)["e"] == ("new", None)
+
+
+def test_a_wave_stops_above_the_failure_threshold(world) -> None:
+    inv, store, opts = world(
+        {"a": {"toy_fail": ["validate"]}, "b": {"toy_fail": ["validate"]}, "c": {}, "x": {}},
+        [("a", "verify", 1), ("b", "verify", 1), ("c", "verify", 1), ("x", "verify", 2)],
+        retries=0,
+        max_fail_percentage=50,
+    )
+    report = engine.run(store, opts)
+    assert report.stopped and "2 of 3 hosts failed" in report.stopped
+    assert stages_run(inv, "c") == ["validate"]  # harden was never reached
+    assert stages_run(inv, "x") == [] and report.waves == [1]
+
+
+def test_refusals_and_confirmation(world, tmp_path: Path) -> None:
+    inv, store, opts = world({"a": {}, "b": {}}, [("a", "rebuild", 1), ("b", "verify", 1)])
+    declined: list[engine.Pending] = []
+    opts.confirm = lambda pending: declined.append(pending) or False
+    with pytest.raises(RefusedError, match="not confirmed"):
+        engine.run(store, opts)
+    assert declined[0].rebuild == ["a"] and declined[0].verify == ["b"]
+    # The verify host's validate and harden ran; the first destructive stage asked, and stopped there.
+    assert stages_run(inv, "a") == [] and stages_run(inv, "b") == []
+    # A plan changed after approval is refused before anything runs.
+    with store.write() as s:
+        member = s.exec(select(PlanMember).where(PlanMember.host_name == "b")).one()
+        member.action = "rebuild"
+        s.add(member)
+    opts.confirm = None
+    with pytest.raises(RefusedError, match="changed since"):
+        engine.run(store, opts)
+    empty = Store.open(str(tmp_path / "empty.db"))
+    with pytest.raises(RefusedError, match="no approved plan"):
+        engine.run(empty, opts)
+
+
+def test_resume_after_a_crash_and_the_operator_reset(world) -> None:
+    inv, store, opts = world({"a": {}, "b": {}}, [("a", "rebuild", 1), ("b", "verify", 1)])
+    # What a kill -9 leaves: a host inside wipe with its StageRun still "running".
+    with store.write() as s:
+        a = s.exec(select(Host).where(Host.name == "a")).one()
+        a.state, a.stage = "wiping", "wipe"
+        s.add(a)
+        s.add(StageRun(plan_id=1, wave=1, host_name="a", stage="wipe", status="running"))
+    report = engine.run(store, opts)
+    assert not report.failed
+    assert stages_run(inv, "a") == REBUILD[2:]  # resumed at wipe: isolate and collect are not repeated
+    with store.read() as s:
+        stale = s.exec(
+            select(StageRun).where(StageRun.host_name == "a", StageRun.attempt == 1, StageRun.stage == "wipe")
+        ).one()
+        assert stale.status == "interrupted"
+    # Back to wipe after restore: only through the audited reset.
+    with pytest.raises(RefusedError), store.write() as s:
+        from orchestrator.execution import states
+
+        states.begin(s.exec(select(Host).where(Host.name == "a")).one(), "wipe", states.REBUILD)
+    assert engine.reset_host(store, "alice", "a", "wipe", {"to": "wipe"}) == ("recovered", "collected")
+    with store.read() as s:
+        entry = s.exec(select(AuditEntry).where(AuditEntry.command == "host reset")).one()
+        assert entry.operator == "alice" and entry.host_name == "a" and entry.details["after_restore_began"]
+    with pytest.raises(RefusedError, match="not on host b's path"):
+        engine.reset_host(store, "alice", "b", "wipe", {})
+
+
+def test_runs_started_within_one_second_get_their_own_directories(tmp_path: Path) -> None:
+    """A run resumed in the second its killed predecessor started must not reuse its directory."""
+    from orchestrator.execution.engine import _new_run_dir
+
+    first = _new_run_dir(tmp_path / "runs", "20261129T034118Z-plan1")
+    second = _new_run_dir(tmp_path / "runs", "20261129T034118Z-plan1")
+    assert (first.name, second.name) == ("20261129T034118Z-plan1", "20261129T034118Z-plan1-2")
+    assert first.is_dir() and second.is_dir()

@@ -1,0 +1,158 @@
+"""The state store on real SQLite files (PostgreSQL: tests/lab/test_postgresql.py): created on first use,
+migrations, atomic writes, the audit chain, concurrent writers."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlmodel import select
+
+from orchestrator.errors import StoreError
+from orchestrator.store import Store, audit, db_url, migrations
+from orchestrator.store.models import AuditEntry, Host
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    """A SQLite file; tests/lab/test_postgresql.py runs every test taking `url` on PostgreSQL too."""
+    return str(tmp_path / "state.db")
+
+
+def raw(url: str, sql: str) -> list:
+    """Run SQL behind the store's back, as an attacker or an older version would."""
+    engine = create_engine(db_url(url))
+    with engine.begin() as conn:
+        result = conn.execute(text(sql))
+        rows = result.fetchall() if result.returns_rows else []
+    engine.dispose()
+    return rows
+
+
+def test_sqlite_is_created_on_first_use_in_wal_with_foreign_keys(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    store = Store.open(str(db))
+    with store.read() as session:
+        assert session.exec(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert session.exec(text("PRAGMA foreign_keys")).scalar() == 1
+    store.close()
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == migrations.latest_version()
+    con.close()
+
+
+def test_created_and_stamped_on_first_use(url: str) -> None:
+    Store.open(url).close()
+    assert raw(url, "SELECT MAX(version) FROM schema_version") == [(migrations.latest_version(),)]
+
+
+def test_a_newer_schema_is_refused(url: str) -> None:
+    Store.open(url).close()
+    raw(
+        url,
+        "INSERT INTO schema_version (version, applied_at, description) VALUES (99, '2030-01-01', 'future')",
+    )
+    with pytest.raises(StoreError, match="schema version 99 is newer"):
+        Store.open(url)
+
+
+def test_an_older_database_is_upgraded_in_order(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store.open(url)
+    with store.write() as session:
+        session.add(Host(name="keep-me"))
+    store.close()
+
+    applied: list[int] = []
+
+    def add_column(conn) -> None:
+        applied.append(2)
+        conn.exec_driver_sql("ALTER TABLE host ADD COLUMN note TEXT DEFAULT 'migrated'")
+
+    upgraded = [*migrations.MIGRATIONS, migrations.Migration(2, "host notes", add_column)]
+    monkeypatch.setattr(migrations, "MIGRATIONS", upgraded)
+    Store.open(url).close()
+    Store.open(url).close()  # already at 2: nothing applied twice
+    assert applied == [2]
+    assert raw(url, "SELECT name, note FROM host") == [("keep-me", "migrated")]
+    assert raw(url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,)]
+
+
+def test_not_an_orchestrator_database(url: str) -> None:
+    raw(url, "CREATE TABLE customers (id INTEGER)")
+    with pytest.raises(StoreError, match="not an orchestrator database"):
+        Store.open(url)
+
+
+def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="does not exist"):
+        Store.open(str(tmp_path / "nope" / "state.db"))
+
+
+def test_unreachable_server_is_a_clear_error_without_the_password() -> None:
+    with pytest.raises(StoreError) as info:
+        Store.open("postgresql+psycopg://orch:hunter2@127.0.0.1:9/recovery")
+    assert "hunter2" not in str(info.value) and "cannot open database" in str(info.value)
+
+
+def test_a_failed_write_leaves_nothing(url: str) -> None:
+    store = Store.open(url)
+    with pytest.raises(RuntimeError), store.write() as session:
+        audit.record(session, "alice", "test", {})
+        session.add(Host(name="half-done"))
+        raise RuntimeError("crash in the middle")
+    with store.read() as session:
+        assert session.exec(select(Host)).all() == []
+        assert session.exec(select(AuditEntry)).all() == []
+    store.close()
+
+
+def test_audit_chain_redacts_secrets_and_detects_tampering(url: str) -> None:
+    store = Store.open(url)
+    with store.write() as session:
+        for i in range(3):
+            audit.record(
+                session, "alice", "plan approve", {"by": "alice", "vault_password": "hunter2", "n": i}
+            )
+    with store.read() as session:
+        assert audit.verify(session) is None
+        rows = session.exec(select(AuditEntry).order_by(AuditEntry.id)).all()
+        assert all(r.args["vault_password"] == audit.REDACTED for r in rows)
+        assert rows[1].prev_hash == rows[0].hash
+    store.close()
+    raw(url, "UPDATE audit_log SET operator = 'mallory' WHERE id = 2")
+    store = Store.open(url)
+    with store.read() as session:
+        problem = audit.verify(session)
+    store.close()
+    assert problem is not None and problem.entry_id == 2 and "altered" in problem.problem
+
+
+def test_concurrent_writers_keep_one_chain(url: str) -> None:
+    """Two writers appending at once never fork the hash chain (SQLite: BEGIN IMMEDIATE; PostgreSQL: lock)."""
+    Store.open(url).close()
+    errors: list[BaseException] = []
+
+    def writer(name: str) -> None:
+        try:
+            store = Store.open(url)
+            for i in range(25):
+                with store.write() as session:
+                    audit.record(session, name, "test", {"i": i})
+            store.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    store = Store.open(url)
+    with store.read() as session:
+        assert len(session.exec(select(AuditEntry)).all()) == 50
+        assert audit.verify(session) is None
+    store.close()
