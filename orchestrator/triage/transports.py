@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import paramiko
 
 from orchestrator.inventory import SECRET_VARS, Host, ansible_value
+from orchestrator.triage import winrm_http
 
 # paramiko logs a traceback from its reader thread when we close a connection that timed out; the
 # reason is already in the verdict, so its log records go nowhere unless the caller configures logging.
@@ -500,6 +501,12 @@ class WinRMTransport:
         )
 
     def run(self, script: str, timeout: float) -> tuple[int, str, str]:
+        deadline = Deadline(timeout)
+        resolve(self.host.address, self.port, deadline)
+        with winrm_http.Guard(deadline.left()) as guard:
+            return self._run(script, deadline, guard)
+
+    def _run(self, script: str, deadline: Deadline, guard: winrm_http.Guard) -> tuple[int, str, str]:
         import requests
         import winrm
         from winrm.exceptions import (
@@ -509,9 +516,9 @@ class WinRMTransport:
             WinRMTransportError,
         )
 
-        deadline = Deadline(timeout)
-        resolve(self.host.address, self.port, deadline)
-        # Each WinRM receive waits at most this long, so the deadline is checked at least that often.
+        timeout = deadline.seconds
+        # Each WinRM receive waits at most this long, so the deadline is checked at least that often;
+        # the guard closes the connection at the deadline whatever the endpoint does.
         operation = max(1, min(20, int(timeout // 3)))
         password = self.vars.get("ansible_winrm_password", "ansible_password")
         protocol = winrm.Protocol(
@@ -523,79 +530,108 @@ class WinRMTransport:
             ca_trust_path=str(self.vars.get("ansible_winrm_ca_trust_path") or "") or None,
             read_timeout_sec=operation + 1,
             operation_timeout_sec=operation,
+            kerberos_delegation=_truthy(self.vars.get("ansible_winrm_kerberos_delegation")),
+            kerberos_hostname_override=self.vars.get("ansible_winrm_kerberos_hostname_override"),
+            service=str(self.vars.get("ansible_winrm_service") or "HTTP"),
             message_encryption=str(self.vars.get("ansible_winrm_message_encryption") or "auto"),
             cert_pem=self.vars.get("ansible_winrm_cert_pem"),
             cert_key_pem=self.vars.get("ansible_winrm_cert_key_pem"),
         )
+        winrm_http.bound(protocol, guard)
         shell = None
         try:
             shell = protocol.open_shell(codepage=65001)
             command = protocol.run_command(shell, POWERSHELL_STDIN)
             protocol.send_command_input(shell, command, script.encode("utf-8"), end=True)
-            out, err, rc = self._receive(protocol, shell, command, deadline)
+            out, err, rc = self._receive(protocol, shell, command, deadline, guard)
             protocol.cleanup_command(shell, command)
             return rc, out, err
         except TransportError:
             raise
-        except InvalidCredentialsError as exc:
-            raise TransportError(
-                "auth", f"auth failure: {self.user} refused by {self.endpoint} ({exc})"
-            ) from None
-        except requests.exceptions.SSLError as exc:
-            raise TransportError(
-                "tls", f"TLS certificate not trusted for {self.endpoint}: {_first_line(exc)}"
-            ) from None
-        except requests.exceptions.ConnectTimeout:
-            raise TransportError(
-                "timeout", f"timeout: no TCP connection to {self.host.address}:{self.port}"
-            ) from None
-        except requests.exceptions.ReadTimeout:
-            raise TransportError(
-                "timeout", f"timeout: {self.endpoint} did not answer within {timeout:g}s"
-            ) from None
-        except requests.exceptions.ConnectionError as exc:
-            text = str(exc)
-            if "refused" in text.lower():
+        except Exception as exc:
+            if guard.fired or isinstance(exc, winrm_http.DeadlineExpired):
                 raise TransportError(
-                    "refused", f"connection refused by {self.host.address}:{self.port}"
+                    "timeout", f"timeout: {self.endpoint} did not finish within {timeout:g}s"
                 ) from None
-            raise TransportError(
-                "unreachable", f"cannot connect to {self.endpoint}: {_first_line(exc)}"
-            ) from None
-        except (WinRMOperationTimeoutError, WinRMTransportError, WinRMError) as exc:
-            raise TransportError(
-                "command_failed", f"command failed: WinRM error: {_first_line(exc)}"
-            ) from None
+            if isinstance(exc, winrm_http.ResponseTooLarge):
+                raise TransportError("command_failed", f"command failed: {exc}") from None
+            if isinstance(exc, InvalidCredentialsError):
+                raise TransportError(
+                    "auth", f"auth failure: {self.user} refused by {self.endpoint} ({_first_line(exc)})"
+                ) from None
+            if isinstance(exc, requests.exceptions.SSLError):
+                raise TransportError(
+                    "tls", f"TLS certificate not trusted for {self.endpoint}: {_first_line(exc)}"
+                ) from None
+            if isinstance(exc, requests.exceptions.ConnectTimeout):
+                raise TransportError(
+                    "timeout", f"timeout: no TCP connection to {self.host.address}:{self.port}"
+                ) from None
+            if isinstance(exc, requests.exceptions.ReadTimeout):
+                raise TransportError(
+                    "timeout", f"timeout: {self.endpoint} did not answer within {timeout:g}s"
+                ) from None
+            if isinstance(exc, requests.exceptions.ConnectionError):
+                if "refused" in str(exc).lower():
+                    raise TransportError(
+                        "refused", f"connection refused by {self.host.address}:{self.port}"
+                    ) from None
+                raise TransportError(
+                    "unreachable", f"cannot connect to {self.endpoint}: {_first_line(exc)}"
+                ) from None
+            if isinstance(exc, WinRMOperationTimeoutError | WinRMTransportError | WinRMError):
+                raise TransportError(
+                    "command_failed", f"command failed: WinRM error: {_first_line(exc)}"
+                ) from None
+            if isinstance(exc, requests.exceptions.RequestException | ValueError | OSError):
+                # A malformed answer (bad XML, broken chunking, a reset): the host is not WinRM-sane.
+                raise TransportError(
+                    "command_failed", f"command failed: bad WinRM answer: {_first_line(exc)}"
+                ) from None
+            raise
         finally:
-            if shell is not None:
+            if shell is not None and not guard.fired:
                 # The verdict is already decided; a failed goodbye changes nothing.
                 with contextlib.suppress(Exception):
                     protocol.close_shell(shell)
 
     @staticmethod
-    def _receive(protocol: Any, shell: str, command: str, deadline: Deadline) -> tuple[str, str, int]:
+    def _receive(
+        protocol: Any, shell: str, command: str, deadline: Deadline, guard: winrm_http.Guard
+    ) -> tuple[str, str, int]:
         from winrm.exceptions import WinRMOperationTimeoutError
 
         out: list[bytes] = []
-        err: list[bytes] = []
+        err = bytearray()
+        size = 0
         while True:
-            if deadline.expired():
+            try:
+                if deadline.expired():
+                    raise winrm_http.DeadlineExpired
+                try:
+                    stdout, stderr, rc, done = protocol.get_command_output_raw(shell, command)
+                except WinRMOperationTimeoutError:
+                    continue  # the command is still running: WinRM's long poll expired, ask again
+            except Exception as exc:
+                if not (guard.fired or isinstance(exc, winrm_http.DeadlineExpired)):
+                    raise
                 partial = b"".join(out).decode("utf-8", errors="replace")
                 raise TransportError(
                     "command_timeout", f"command timed out after {deadline.seconds:g}s", partial
-                )
-            try:
-                stdout, stderr, rc, done = protocol.get_command_output_raw(shell, command)
-            except WinRMOperationTimeoutError:
-                continue  # the command is still running: WinRM's long poll expired, ask again
+                ) from None
             out.append(stdout)
-            err.append(stderr)
-            if sum(map(len, out)) > MAX_STDOUT or done:
+            size += len(stdout)
+            err += stderr[: max(MAX_STDERR - len(err), 0)]
+            if size > MAX_STDOUT or done:
                 break
-        stderr_text = b"".join(err).decode("utf-8", errors="replace")
+        stderr_text = err.decode("utf-8", errors="replace")
         if stderr_text.startswith("#< CLIXML"):
             stderr_text = _clixml_text(stderr_text)
-        return b"".join(out).decode("utf-8", errors="replace"), stderr_text, rc
+        return b"".join(out)[:MAX_STDOUT].decode("utf-8", errors="replace"), stderr_text, rc
+
+
+def _truthy(value: Any) -> bool:
+    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _clixml_text(text: str) -> str:

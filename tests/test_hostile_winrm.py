@@ -1,0 +1,239 @@
+"""Hostile WS-Management endpoints and per-host Windows credentials, through the real CLI.
+
+A compromised Windows host answers whatever it likes: it can drip one byte per second (which no read
+timeout ever trips), or send an endless body. Triage must still end within its --timeout plus a few
+seconds, with the host `unreachable` or `error`, and the healthy host next to it checked as usual.
+Per-host (LAPS-style) passwords: two stand-in hosts with different accounts, each accepted only with its
+own password, one from the environment and one from Ansible Vault.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from orchestrator.lab import windows_scenarios
+from orchestrator.lab.winrm_server import Endpoint, start, stop, write_credentials
+from tests.conftest import Cli
+
+TIMEOUT = 5
+SLACK = 6  # start-up (ansible's inventory loader) and the guard's close, well under what a drip costs
+USER = "Administrator"
+PASSWORDS = {"WINA": "Laps-A-1f9c!x", "WINB": "Laps-B-77d0?q"}
+ADDRESSES = {"WINA": "127.0.0.1", "WINB": "127.0.0.2"}
+PORT = 5985
+
+
+class HostileServer:
+    """A TCP server on 127.0.0.1 that reads a request and answers with `behaviour(conn)`."""
+
+    def __init__(self, behaviour: Callable[[socket.socket, threading.Event], None]) -> None:
+        self.behaviour = behaviour
+        self.stopping = threading.Event()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.closed_by_client = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(2)
+        try:
+            conn.recv(65536)  # the request's first bytes: enough, we never answer it properly
+            self.behaviour(conn, self.stopping)
+        except OSError:
+            self.closed_by_client += 1  # the client hung up: what the deadline must do
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def drip_headers(conn: socket.socket, stopping: threading.Event) -> None:
+    """A status line, then a header that never ends, one byte per second."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+    while not stopping.wait(1.0):
+        conn.sendall(b"a")
+
+
+def drip_body(conn: socket.socket, stopping: threading.Event) -> None:
+    """Honest headers announcing a small body that arrives one byte per second."""
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml;charset=UTF-8\r\nContent-Length: 4000\r\n\r\n<"
+    )
+    while not stopping.wait(1.0):
+        conn.sendall(b" ")
+
+
+def huge_body(conn: socket.socket, stopping: threading.Event) -> None:
+    """A chunked body without end, as fast as the client reads."""
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"%x\r\n%s\r\n" % (1 << 20, b"A" * (1 << 20))
+    sent = 0
+    while not stopping.is_set() and sent < (1 << 30):
+        conn.sendall(chunk)
+        sent += len(chunk)
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Two clean stand-in Windows hosts, each with its own local Administrator password. One process
+    each: the stand-in's NTLM acceptor reads one account file per process, so one process would accept
+    the first matching `Administrator` line on both hosts."""
+    root = tmp_path_factory.mktemp("winrm-hosts")
+    rng = random.Random(13)
+    pids = []
+    try:
+        for name, address in ADDRESSES.items():
+            state, _verdict, _details = windows_scenarios.make_state(
+                "clean", rng, datetime(2025, 3, 14, tzinfo=UTC), hostname=name
+            )
+            path = root / name / "state.json"
+            path.parent.mkdir(parents=True)
+            path.write_text(json.dumps(state))
+            creds = root / name / "accounts.json"
+            write_credentials(creds, {USER: PASSWORDS[name]})
+            pids.append(
+                start(
+                    [Endpoint(address, PORT, path)],
+                    creds,
+                    pid_file=root / name / "winrm.pid",
+                    log_file=root / name / "winrm.log",
+                )
+            )
+        yield root
+    finally:
+        for pid in pids:
+            stop(pid)
+
+
+def _winrm(address: str, port: int, password: str, **extra: object) -> dict:
+    return {
+        "ansible_host": address,
+        "ansible_port": port,
+        "ansible_connection": "winrm",
+        "ansible_winrm_scheme": "http",
+        "ansible_winrm_transport": "ntlm",
+        "ansible_user": USER,
+        "ansible_password": password,
+        **extra,
+    }
+
+
+def test_dripping_and_huge_endpoints_end_within_the_timeout(standin: Path, cli: Cli, tmp_path: Path) -> None:
+    servers = {
+        name: HostileServer(b)
+        for name, b in (("drip-headers", drip_headers), ("drip-body", drip_body), ("huge", huge_body))
+    }
+    try:
+        hosts = {name: _winrm("127.0.0.1", s.port, "whatever-Passw0rd") for name, s in servers.items()}
+        hosts["healthy"] = _winrm(ADDRESSES["WINA"], PORT, "{{ lookup('env', 'WINA_PASSWORD') }}")
+        inventory = tmp_path / "hostile.yml"
+        inventory.write_text(json.dumps({"windows": {"hosts": hosts}}))
+        started = time.monotonic()
+        result = cli(
+            "triage", "-i", str(inventory), "--timeout", str(TIMEOUT), "--json",
+            env={"WINA_PASSWORD": PASSWORDS["WINA"]},
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+    finally:
+        for server in servers.values():
+            server.close()
+    assert result.exit_code == 1, result.output + result.stderr
+    got = {r["host"]: r for r in json.loads(result.stdout)["results"]}
+    assert elapsed < TIMEOUT + SLACK, (elapsed, got)
+    assert got["healthy"]["verdict"] == "clean", got["healthy"]
+    for name in ("drip-headers", "drip-body"):
+        assert got[name]["verdict"] == "unreachable", got[name]
+        assert got[name]["reason"].startswith("timeout: http://127.0.0.1:"), got[name]
+        assert got[name]["duration_s"] < TIMEOUT + 1.5, got[name]
+    assert got["huge"]["verdict"] == "error", got["huge"]
+    assert "response over 4194304 bytes refused" in got["huge"]["reason"], got["huge"]
+    assert got["huge"]["duration_s"] < TIMEOUT, got["huge"]
+
+
+def _vault(tmp_path: Path, name: str, value: str) -> tuple[str, Path]:
+    """`name: !vault ...` for host_vars, and the vault password file that opens it."""
+    password_file = tmp_path / "vault-pass"
+    password_file.write_text("correct horse\n")
+    encrypted = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-vault")), "encrypt_string", "--vault-password-file",
+         str(password_file), value, "--name", name],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return encrypted, password_file
+
+
+def _cli_process(cli: Cli, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in its own process: Ansible reads ANSIBLE_VAULT_PASSWORD_FILE once, at import."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", "--db", str(cli.db), *args],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "ORCHESTRATOR_OPERATOR": "tester", **env},
+    )  # fmt: skip
+
+
+def _per_host_inventory(root: Path, vaulted: str, from_env: str, encrypted: str) -> Path:
+    """wina and winb: host `from_env` reads its password from $WINA_PASSWORD, host `vaulted` from Vault."""
+    inv = root / f"inv-{vaulted}"
+    (inv / "host_vars").mkdir(parents=True)
+    hosts = {name: _winrm(ADDRESSES[name.upper()], PORT, "") for name in ("wina", "winb")}
+    hosts[from_env]["ansible_password"] = "{{ lookup('env', 'WINA_PASSWORD') }}"
+    del hosts[vaulted]["ansible_password"]
+    (inv / "hosts.yml").write_text(json.dumps({"windows": {"hosts": hosts}}))
+    (inv / "host_vars" / f"{vaulted}.yml").write_text(encrypted)
+    return inv
+
+
+def test_per_host_passwords_each_accepted_only_by_its_own_host(
+    standin: Path, cli: Cli, tmp_path: Path
+) -> None:
+    """LAPS-style: WINA's password from the environment, WINB's from Ansible Vault in host_vars; then the
+    same two sources swapped between the hosts: each host refuses the other's password."""
+    encrypted, vault_pass = _vault(tmp_path, "ansible_password", PASSWORDS["WINB"])
+    env = {"WINA_PASSWORD": PASSWORDS["WINA"], "ANSIBLE_VAULT_PASSWORD_FILE": str(vault_pass)}
+    own = _per_host_inventory(tmp_path, "winb", "wina", encrypted)
+    result = _cli_process(cli, env, "triage", "-i", str(own), "--timeout", "10", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    got = {r["host"]: r for r in json.loads(result.stdout)["results"]}
+    assert got["wina"]["verdict"] == "clean", got["wina"]
+    assert got["winb"]["verdict"] == "clean", got["winb"]
+
+    swapped = _per_host_inventory(tmp_path, "wina", "winb", encrypted)
+    result = _cli_process(cli, env, "triage", "-i", str(swapped), "--timeout", "10", "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    got = {r["host"]: r for r in json.loads(result.stdout)["results"]}
+    for name in ("wina", "winb"):
+        assert got[name]["verdict"] == "error", got[name]
+        assert got[name]["reason"].startswith("auth failure"), got[name]
+    for secret in PASSWORDS.values():
+        assert secret not in result.stdout + result.stderr
+        assert secret not in cli.db.read_bytes().decode("latin-1")
