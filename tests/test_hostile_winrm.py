@@ -237,3 +237,29 @@ def test_per_host_passwords_each_accepted_only_by_its_own_host(
     for secret in PASSWORDS.values():
         assert secret not in result.stdout + result.stderr
         assert secret not in cli.db.read_bytes().decode("latin-1")
+
+
+def test_validate_stage_recheck_ends_within_its_timeout(standin: Path, tmp_path: Path) -> None:
+    """`run`'s validate stage re-checks hosts with the triage engine (`_triage_validator`, given
+    `run --scan-timeout`): a dripping host fails validation within that timeout, the healthy one passes."""
+    from orchestrator import inventory as inventory_lib
+    from orchestrator.execution.engine import _triage_validator
+
+    server = HostileServer(drip_body)
+    try:
+        inventory = tmp_path / "validate.yml"
+        hosts = {
+            "drip": _winrm("127.0.0.1", server.port, "whatever-Passw0rd"),
+            "healthy": _winrm(ADDRESSES["WINA"], PORT, PASSWORDS["WINA"]),
+        }
+        inventory.write_text(json.dumps({"windows": {"hosts": hosts}}))
+        loaded = inventory_lib.load([str(inventory)])
+        started = time.monotonic()
+        verdicts = _triage_validator([], forks=4, timeout=TIMEOUT)(list(loaded.hosts.values()))
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert elapsed < TIMEOUT + 2, elapsed
+    assert verdicts["healthy"] == (True, "clean")
+    clean, reason = verdicts["drip"]
+    assert not clean and reason.startswith("unreachable: timeout: http://127.0.0.1:"), reason

@@ -22,6 +22,7 @@ from orchestrator.cli.options import (
 )
 from orchestrator.errors import HostsFailed, OrchestratorError
 from orchestrator.execution import DEFAULT_EVIDENCE_PATH, states
+from orchestrator.triage import DEFAULT_TIMEOUT
 
 # The engine (with SQLAlchemy and the models) is imported inside the commands: `run` first starts
 # loading the inventory in a helper process, which then overlaps those imports.
@@ -122,6 +123,13 @@ def _confirm(pending: engine.Pending) -> bool:
     "--pack", "packs", multiple=True, metavar="FILE", help="Extra check pack for scans (repeatable)."
 )
 @click.option(
+    "--scan-timeout",
+    type=click.FloatRange(1, 86400),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Seconds per host for the validate stage's triage re-check (as triage --timeout).",
+)
+@click.option(
     "--node",
     metavar="HOST",
     help="Run every stage on this execution node (an inventory host reached over SSH) instead of each "
@@ -145,6 +153,7 @@ def run(
     evidence_host: str | None,
     evidence_path: str,
     packs: tuple[str, ...],
+    scan_timeout: float,
     node: str | None,
     as_json: bool,
 ) -> None:
@@ -193,6 +202,7 @@ def run(
             evidence_host=evidence_host,
             evidence_path=evidence_path,
             packs=list(packs),
+            scan_timeout=scan_timeout,
             node=node,
             confirm=None if (yes or check) else _confirm,
             observer=ProgressObserver(progress),

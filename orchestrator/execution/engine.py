@@ -43,6 +43,7 @@ from orchestrator.store.models import (
     TriageResult,
     utcnow,
 )
+from orchestrator.triage import DEFAULT_TIMEOUT
 
 PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 EXECUTABLE_ACTIONS = ("rebuild", "verify", "protected")
@@ -89,6 +90,7 @@ class RunOptions:
     evidence_path: str = DEFAULT_EVIDENCE_PATH
     restore_margin: timedelta = restore_points.DEFAULT_MARGIN
     packs: list[str] = field(default_factory=list)
+    scan_timeout: float = DEFAULT_TIMEOUT  # per host, for the validate stage's triage re-check
     node: str | None = None  # every stage on this execution node, whatever the inventory says
     # `inventory` already being loaded (the command line starts it before importing this module).
     prefetched: inventory_lib.Prefetch | None = None
@@ -785,7 +787,7 @@ class Engine:
             return
         if self.evidence_host:  # the evidence directory holds ransom notes on purpose: never walked
             ok = [_excluding(h, self.o.evidence_path) if h.name == self.evidence_host else h for h in ok]
-        validator = self.o.validator or _triage_validator(self.o.packs, self.o.forks)
+        validator = self.o.validator or _triage_validator(self.o.packs, self.o.forks, self.o.scan_timeout)
         try:
             verdicts = validator(ok)
         except Exception as exc:  # a triage that cannot run proves nothing: those hosts are not validated
@@ -803,8 +805,8 @@ def _excluding(host: inventory_lib.Host, path: str) -> inventory_lib.Host:
     return dataclasses.replace(host, vars={**host.vars, "recovery_triage_exclude": excluded})
 
 
-def _triage_validator(packs: list[str], forks: int) -> Validator:
-    """The triage engine itself, over the hosts that passed the playbook."""
+def _triage_validator(packs: list[str], forks: int, timeout: float = DEFAULT_TIMEOUT) -> Validator:
+    """The triage engine itself, over the hosts that passed the playbook, each within `timeout`."""
 
     def validate(hosts: list[inventory_lib.Host]) -> dict[str, tuple[bool, str]]:
         from orchestrator.triage import engine as triage_engine
@@ -812,7 +814,9 @@ def _triage_validator(packs: list[str], forks: int) -> Validator:
 
         loaded = packs_lib.load(packs)
         out = {}
-        for r in triage_engine.Triage(hosts, loaded, triage_engine.Settings(forks=forks)).run():
+        for r in triage_engine.Triage(
+            hosts, loaded, triage_engine.Settings(forks=forks, timeout=timeout)
+        ).run():
             found = ", ".join(h.check_id for h in r.hits if h.severity != "info")
             detail = (f" ({found})" if found else "") + (f": {r.reason}" if r.reason else "")
             out[r.host] = (r.verdict == "clean", f"{r.verdict}{detail}")
