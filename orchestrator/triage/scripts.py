@@ -21,6 +21,7 @@ from typing import Any
 
 import jinja2
 
+from orchestrator.triage import fields
 from orchestrator.triage.packs import ROOT_ALIASES, AnyCheck, base_name
 
 VERSION = "v1"
@@ -420,7 +421,7 @@ def _parse_linux(script: Script, stdout: str) -> Output:
         parsed = _linux_item(line, mtimes)
         if parsed is None:
             continue
-        pid, item = parsed
+        pid, item = parsed[0], fields.item(parsed[1])
         targets = [pid] if pid is not None else owners(block, item.get("path", ""))
         for target in targets:
             key = (
@@ -433,11 +434,20 @@ def _parse_linux(script: Script, stdout: str) -> Output:
                 target in results and key not in seen
             ):  # overlapping roots (/root is also a home) list a file twice
                 seen.add(key)
-                results[target].items.append(item)
+                _add(results[target], item)
     for result in results.values():
         if not result.complete and result.error is None:
             result.error = "no output (the script stopped before this probe ended)"
     return Output(results, finished)
+
+
+def _add(result: ProbeResult, item: dict[str, Any]) -> bool:
+    """Keep the item unless the probe already holds fields.MAX_ITEMS (then its listing is partial)."""
+    if len(result.items) >= fields.MAX_ITEMS:
+        result.truncated = True
+        return False
+    result.items.append(item)
+    return True
 
 
 def _parse_windows(script: Script, stdout: str) -> Output:
@@ -448,19 +458,21 @@ def _parse_windows(script: Script, stdout: str) -> Output:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # a host can nest a record past any depth
             continue
         result = results.get(str(record.get("id"))) if isinstance(record, dict) else None
         if result is None:
             continue
         raw = record.get("results") or []
         items = raw if isinstance(raw, list) else [raw]
+        truncated = False
         for item in items:
             if isinstance(item, dict):
+                item = fields.item(item)
                 if result.kind == "files" and item.get("path"):
                     item = {**item, "name": base_name(str(item["path"]))}
-                result.items.append(item)
-        result.truncated = bool(record.get("truncated"))
+                truncated |= not _add(result, item)
+        result.truncated = truncated or bool(record.get("truncated"))
         result.error = str(record["error"]) if record.get("error") else None
         result.complete = True
     for result in results.values():
