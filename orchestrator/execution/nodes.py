@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import inventory as inventory_lib
+from orchestrator.execution import node_artifacts
 
 if TYPE_CHECKING:  # runner imports this module: the stage's type only, no import cycle
     from orchestrator.execution.runner import StageSpec
@@ -101,6 +102,7 @@ class NodeResult:
     lost: bool
     message: str | None
     staging: Path
+    refused: bool = False  # its artifacts were refused: none of its hosts' results is believed
 
 
 @dataclass
@@ -119,6 +121,7 @@ class NodeRun:
     _stderr: bytearray = field(default_factory=bytearray)
     _statuses: list[dict[str, Any]] = field(default_factory=list)
     _errors: list[str] = field(default_factory=list)
+    _refused: str | None = None  # why the node's artifacts were refused
 
     def start(self) -> None:
         import ansible_runner
@@ -148,8 +151,8 @@ class NodeRun:
             extravars=extravars,
             envvars=self.envvars,
         )
-        processor = ansible_runner.interface.init_runner(
-            streamer="process",
+        # Our `process` side: the node's artifacts are unpacked by node_artifacts, never by unstream.
+        processor = node_artifacts.processor(
             _input=self.proc.stdout,
             private_data_dir=str(self.private_dir),
             ident="run",
@@ -195,6 +198,9 @@ class NodeRun:
     def _guard(self, target: Any, *args: Any) -> None:
         try:
             target(*args)
+        except node_artifacts.UnsafeArtifacts as exc:
+            self._refused = str(exc)
+            self.stop()  # nothing more is read from this node
         except Exception as exc:  # a broken link is reported as a lost node, never a traceback
             self._errors.append(f"{type(exc).__name__}: {exc}")
 
@@ -208,6 +214,11 @@ class NodeRun:
         for thread in self._threads:
             thread.join()
         rc = self.proc.wait()
+        staging = self.private_dir / "artifacts" / "run" / "staging"
+        if self._refused is not None:
+            # Whatever its events said, a node that sends unsafe artifacts is not believed.
+            reason = f"execution node {self.node.name} sent unsafe artifacts: {self._refused}"[:500]
+            return NodeResult(self.node.name, "refused", False, reason, staging, refused=True)
         final = self._statuses[-1] if self._statuses else {}
         status = str(final.get("status") or "lost")
         # Only a worker that streamed its end ("successful"/"failed") ran the whole playbook.
@@ -219,9 +230,7 @@ class NodeRun:
                 or [str(final.get("job_explanation") or "")]
             )[0] or (self._errors[0] if self._errors else f"ssh exit code {rc}")
             message = f"execution node {self.node.name} lost: {detail}"[:500]
-        return NodeResult(
-            self.node.name, status, lost, message, self.private_dir / "artifacts" / "run" / "staging"
-        )
+        return NodeResult(self.node.name, status, lost, message, staging)
 
     def stop(self) -> None:
         """Ends the link (the worker dies at its next write): used when the controller gives up."""

@@ -308,6 +308,9 @@ def run_stage(
     results = writer.tracker.results(rc)
     for run, outcome in zip(remote, node_results, strict=True):
         for host in run.hosts:
+            if outcome.refused:
+                results[host] = HostResult(False, None, outcome.message)
+                continue
             _take_staging(outcome.staging / host, spec.private_dir / "staging" / host)
             if results[host].ok or host in writer.tracker.failed:
                 continue
