@@ -220,9 +220,9 @@ def test_a_compromised_node_fails_its_hosts_and_the_stage_goes_on(
     )
     ok_event = {
         "counter": 1, "uuid": str(uuid.uuid4()), "event": "runner_on_ok",
-        "event_data": {"host": victim, "task": "ping", "res": {}},
+        "event_data": {"host": victim, "task": runner.DONE_TASK, "res": {}},
     }  # fmt: skip
-    stream = worker_stream(archive, [ok_event])
+    stream = worker_stream(archive, [ok_event])  # the node claims the host finished the stage
     # The node's worker is the attacker's: it swallows what it is sent and answers with the crafted stream.
     remote_stream, worker = f"/var/tmp/evil-stream-{token}", f"/var/tmp/evil-worker-{token}"
     script = f"#!/bin/sh\ncat >/dev/null\ncat {remote_stream}\n"
@@ -233,7 +233,9 @@ def test_a_compromised_node_fails_its_hosts_and_the_stage_goes_on(
 
     playbook = tmp_path / "playbooks" / "ping.yml"
     playbook.parent.mkdir()
-    playbook.write_text("- hosts: all\n  gather_facts: false\n  tasks:\n    - name: ping\n      ping:\n")
+    playbook.write_text(
+        f"- hosts: all\n  gather_facts: false\n  tasks:\n    - name: {runner.DONE_TASK}\n      ping:\n"
+    )
     inv = inventory_lib.load([str(lab.inventory)])
     node = nodes.Node.from_host(inv.hosts[node_host])
     node = nodes.Node(node.name, node.address, node.port, node.user, node.ssh_options, runner=worker)

@@ -77,8 +77,12 @@ def check(inventory: tuple[str, ...], as_json: bool) -> None:
     Example:
       orchestrator inventory check -i inventory/hospital -i inventory/extra.ini
     """
+    from orchestrator import winrm_auth
+
     inv = inventory_lib.load(inventory)
     by_tier = {t: sum(1 for h in inv.hosts.values() if h.tier == t) for t in TIERS}
+    hosts = list(inv.hosts.values())
+    warnings = winrm_auth.plaintext_warnings(hosts) + winrm_auth.shared_account_warnings(hosts)
     if as_json:
         emit_json(
             {
@@ -86,11 +90,14 @@ def check(inventory: tuple[str, ...], as_json: bool) -> None:
                 "hosts": len(inv.hosts),
                 "by_tier": {str(k): v for k, v in by_tier.items()},
                 "problems": [{"host": p.host, "where": p.where, "message": p.message} for p in inv.problems],
+                "warnings": warnings,
             }
         )
     else:
         for p in inv.problems:
             click.echo(str(p), err=True)
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
     if inv.problems:
         raise InventoryError(f"{len(inv.problems)} problem(s) in {', '.join(inv.sources)}")
     if not as_json:

@@ -117,6 +117,10 @@ def triage_group(
     inv = inventory_lib.load(inventory)
     inv.require_valid()
     hosts = inv.select(limit)
+    from orchestrator import winrm_auth
+
+    for warning in winrm_auth.plaintext_warnings(hosts):
+        click.echo(f"warning: {warning}", err=True)
     settings = Settings(forks=forks, timeout=timeout, trust_new_keys=trust_new_keys)
     args = command_args(ctx)
     store = app.store()

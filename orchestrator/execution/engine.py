@@ -186,6 +186,12 @@ class Engine:
             raise RefusedError(
                 f"{len(missing)} host(s) of plan {self.plan_id} are not in the inventory: {', '.join(missing[:5])}"
             )
+        if self.observer is not None:
+            from orchestrator import winrm_auth
+
+            planned = [self.inventory.hosts[name] for name in self.members]
+            for warning in winrm_auth.plaintext_warnings(planned):
+                self.observer.note(f"warning: {warning}")
         with self.store.read() as session:
             rows = {
                 h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(list(self.members))))
