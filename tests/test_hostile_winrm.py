@@ -105,7 +105,8 @@ def huge_body(conn: socket.socket, stopping: threading.Event) -> None:
 
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Two clean stand-in Windows hosts, each with its own local Administrator password. One process
+    """Two clean stand-in Windows hosts, each with its own local Administrator password (WINB refuses
+    Basic, as a hardened listener does). One process
     each: the stand-in's NTLM acceptor reads one account file per process, so one process would accept
     the first matching `Administrator` line on both hosts."""
     root = tmp_path_factory.mktemp("winrm-hosts")
@@ -120,7 +121,7 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             path.parent.mkdir(parents=True)
             path.write_text(json.dumps(state))
             creds = root / name / "accounts.json"
-            write_credentials(creds, {USER: PASSWORDS[name]})
+            write_credentials(creds, {USER: PASSWORDS[name]}, basic=name != "WINB")  # WINB: NTLM only
             pids.append(
                 start(
                     [Endpoint(address, PORT, path)],
@@ -263,3 +264,58 @@ def test_validate_stage_recheck_ends_within_its_timeout(standin: Path, tmp_path:
     assert verdicts["healthy"] == (True, "clean")
     clean, reason = verdicts["drip"]
     assert not clean and reason.startswith("unreachable: timeout: http://127.0.0.1:"), reason
+
+
+def test_basic_over_http_is_warned_once_naming_the_hosts(standin: Path, cli: Cli, tmp_path: Path) -> None:
+    """Basic over HTTP works (the stand-in allows it, as a misconfigured listener would) but is named in
+    one warning per command; `inventory check` also names the account shared by several hosts."""
+    hosts = {
+        "wina": _winrm(ADDRESSES["WINA"], PORT, PASSWORDS["WINA"], ansible_winrm_transport="basic"),
+        "winb": _winrm(ADDRESSES["WINB"], PORT, PASSWORDS["WINB"], ansible_winrm_transport="basic"),
+        "winc": _winrm("127.0.0.3", PORT, "Shared-1", ansible_winrm_scheme="https", ansible_port=5986),
+        "wind": _winrm("127.0.0.4", PORT, "Shared-1", ansible_winrm_scheme="https", ansible_port=5986),
+    }
+    inventory = tmp_path / "basic.yml"
+    inventory.write_text(json.dumps({"windows": {"hosts": hosts}}))
+    result = cli("triage", "-i", str(inventory), "-l", "wina", "--timeout", "10", "--json")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert {r["verdict"] for r in json.loads(result.stdout)["results"]} == {"clean"}
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: Basic authentication over HTTP on wina: the password travels in clear (use HTTPS "
+        "with certificate validation, or Kerberos; see docs/windows-credentials.md)"
+    ]
+    for secret in PASSWORDS.values():
+        assert secret not in result.stdout + result.stderr
+
+    check = cli("inventory", "check", "-i", str(inventory))
+    assert check.exit_code == 0, check.stderr
+    lines = [line for line in check.stderr.splitlines() if line.startswith("warning:")]
+    assert lines[0].startswith("warning: Basic authentication over HTTP on wina, winb:")
+    assert lines[1].startswith(
+        "warning: one account (Administrator) shared by 2 Windows hosts over NTLM/Basic: winc, wind;"
+    )
+    assert len(lines) == 2 and "Shared-1" not in check.stderr + check.stdout
+
+
+def test_the_inventory_transport_reaches_pywinrm(standin: Path, cli: Cli, tmp_path: Path) -> None:
+    """ansible_winrm_transport decides how triage logs in: WINB refuses Basic and accepts NTLM. Kerberos
+    cannot be tried end to end here (no KDC): a kerberos host fails with an auth reason saying what is
+    missing, which shows the setting reached pywinrm's Protocol rather than a default."""
+    hosts = {
+        "ntlm": _winrm(ADDRESSES["WINB"], PORT, PASSWORDS["WINB"]),
+        "basic": _winrm(ADDRESSES["WINB"], PORT, PASSWORDS["WINB"], ansible_winrm_transport="basic"),
+        "kerberos": _winrm(ADDRESSES["WINA"], PORT, PASSWORDS["WINA"], ansible_winrm_transport="kerberos"),
+    }
+    results = {}
+    for name, host in hosts.items():  # one host per run: they share an address
+        inventory = tmp_path / f"{name}.yml"
+        inventory.write_text(json.dumps({"windows": {"hosts": {name: host}}}))
+        result = cli("triage", "-i", str(inventory), "--timeout", "10", "--json")
+        results[name] = json.loads(result.stdout)["results"][0]
+    assert results["ntlm"]["verdict"] == "clean", results["ntlm"]
+    assert results["basic"]["verdict"] == "error", results["basic"]
+    assert results["basic"]["reason"].startswith("auth failure"), results["basic"]
+    assert results["kerberos"]["verdict"] == "error", results["kerberos"]
+    assert results["kerberos"]["reason"].startswith("auth failure"), results["kerberos"]
+    assert "erberos" in results["kerberos"]["reason"], results["kerberos"]

@@ -579,6 +579,12 @@ class WinRMTransport:
                 raise TransportError(
                     "unreachable", f"cannot connect to {self.endpoint}: {_first_line(exc)}"
                 ) from None
+            if self.auth == "kerberos" and "not installed" in str(exc):
+                raise TransportError(
+                    "auth",
+                    "auth failure: ansible_winrm_transport is kerberos but Kerberos support is not "
+                    "installed (pip install 'recovery-orchestrator[kerberos]'; then kinit)",
+                ) from None
             if isinstance(exc, WinRMOperationTimeoutError | WinRMTransportError | WinRMError):
                 raise TransportError(
                     "command_failed", f"command failed: WinRM error: {_first_line(exc)}"

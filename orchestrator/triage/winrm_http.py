@@ -157,16 +157,18 @@ class BoundedAdapter(HTTPAdapter):
 def bound(protocol: Any, guard: Guard) -> None:
     """Route every request of this pywinrm Protocol (including the authentication round trips and
     the message-encryption set-up, which happen inside pywinrm's session building) through the
-    guard's adapter."""
+    guard's adapter. pywinrm sends every message through `Transport._send_message_request`; the
+    adapter is mounted on whichever session that call uses."""
     transport = protocol.transport
     send = transport._send_message_request
 
-    def guarded(session: requests.Session, prepared: requests.PreparedRequest) -> Any:
-        if not isinstance(session.get_adapter("http://"), BoundedAdapter):
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        session = next((a for a in args if isinstance(a, requests.Session)), None) or transport.session
+        if session is not None and not isinstance(session.get_adapter("http://"), BoundedAdapter):
             adapter = BoundedAdapter(guard)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         guard.check()
-        return send(session, prepared)
+        return send(*args, **kwargs)
 
     transport._send_message_request = guarded
