@@ -148,6 +148,9 @@ def test_sizes_and_counts_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyP
     huge = b'{"zipfile": 99999999999999}\n'
     _statuses, refused = _process(tmp_path / "n3", huge)
     assert refused is not None and "announced size" in str(refused)
+    monkeypatch.setattr(node_artifacts, "MAX_LINE", 1000)
+    _statuses, refused = _process(tmp_path / "n5", b'{"event": "' + b"x" * 5000)
+    assert refused is not None and "line of over 1000 bytes" in str(refused)
     cut = worker_stream(_zip([_entry("a", os.urandom(5000))]))[:300]
     _statuses, refused = _process(tmp_path / "n4", cut)
     assert refused is not None and "ended inside the artifacts" in str(refused)

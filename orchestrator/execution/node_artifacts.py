@@ -28,6 +28,7 @@ from typing import IO, Any
 MAX_ZIP = 2 * 1024**3  # the archive as streamed (compressed)
 MAX_TOTAL = 4 * 1024**3  # everything it unpacks to: evidence manifests, job events, stdout
 MAX_ENTRIES = 100_000
+MAX_LINE = 16 * 1024 * 1024  # one event or status line
 CHUNK = 1024 * 1024
 _EVENT_UUID = re.compile(r"[0-9a-fA-F-]{1,64}")
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -59,7 +60,23 @@ def processor(**kwargs: Any) -> Any:
                 with codecs.getwriter("utf-8")(os.fdopen(fd, "wb")) as handle:
                     json.dump(event_data, handle)
 
-    return NodeProcessor(**kwargs)
+    return NodeProcessor(**{**kwargs, "_input": _BoundedLines(kwargs["_input"])})
+
+
+class _BoundedLines:
+    """The node's stream with each line capped: ansible-runner reads a line whole, however long."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = self._stream.readline(MAX_LINE + 1)
+        if len(line) > MAX_LINE:
+            raise UnsafeArtifacts(f"a line of over {MAX_LINE} bytes from the node refused")
+        return line
+
+    def __getattr__(self, name: str) -> Any:  # read, close, closed... as the stream has them
+        return getattr(self._stream, name)
 
 
 def _event_named(counter: Any, uuid: Any) -> bool:
