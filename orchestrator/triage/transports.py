@@ -464,8 +464,8 @@ class SSHTransport:
         channel.close()
         return (
             rc,
-            b"".join(out).decode("utf-8", errors="replace"),
-            b"".join(err).decode("utf-8", errors="replace"),
+            b"".join(out)[:MAX_STDOUT].decode("utf-8", errors="replace"),
+            b"".join(err)[:MAX_STDERR].decode("utf-8", errors="replace"),
         )
 
 
