@@ -3,10 +3,10 @@ names, device files or a bomb, and its events may carry path-like ids. Nothing i
 outside the node's artifacts folder; the stage refuses the node's hosts with a clear reason and goes on
 for the others.
 
-The unit tests feed streams shaped exactly as `ansible-runner worker` writes them (status and event
+These tests feed streams shaped exactly as `ansible-runner worker` writes them (status and event
 lines, `{"zipfile": N}` and the base64 archive, `{"eof": true}`) through our `process` side with
-ansible-runner's real Processor underneath; the lab test sends one over real SSH from a lab host whose
-worker was replaced by an attacker's.
+ansible-runner's real Processor underneath; tests/lab/test_node_artifacts_lab.py sends one over real
+SSH from a lab host whose worker was replaced by an attacker's.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import io
 import json
 import os
 import stat
-import subprocess
 import uuid
 import zipfile
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Any
 import pytest
 
 from orchestrator.execution import node_artifacts
-from tests.conftest import needs_lab
 
 
 def _entry(name: str, data: bytes = b"x", mode: int = stat.S_IFREG | 0o644) -> tuple[zipfile.ZipInfo, bytes]:
@@ -192,75 +190,3 @@ def test_a_real_worker_archive_unpacks_as_before(tmp_path: Path) -> None:
     assert (target / "staging" / "web-01" / "manifest.json").read_text() == '{"items": []}'
     assert (target / "stdout").read_text() == "PLAY RECAP\n"
     assert stat.S_IMODE((target / "stdout").stat().st_mode) == 0o600
-
-
-# --- Over real SSH, through the stage runner ----------------------------------------------------
-
-
-@pytest.mark.lab
-@needs_lab
-def test_a_compromised_node_fails_its_hosts_and_the_stage_goes_on(
-    lab: Any, tmp_path: Path, outside: Path
-) -> None:
-    from orchestrator import inventory as inventory_lib
-    from orchestrator.execution import nodes, runner
-
-    clean = [
-        h
-        for h in lab.hosts
-        if h["os"] == "linux" and h["scenario"]["kind"] == "clean" and not h.get("reimages")
-    ]
-    assert len(clean) >= 3, "the session lab needs three clean Linux hosts"
-    honest, victim, node_host = clean[0]["name"], clean[1]["name"], clean[2]["name"]
-    token = uuid.uuid4().hex
-    archive = _zip(
-        [
-            _entry("staging", str(outside).encode(), stat.S_IFLNK | 0o777),
-            _entry("staging/authorized_keys", b"attacker key\n"),
-            _entry(f"{outside}/abs-{token}", b"evil"),
-            _entry(f"../../../escape-{token}", b"evil"),
-        ]
-    )
-    ok_event = {
-        "counter": 1, "uuid": str(uuid.uuid4()), "event": "runner_on_ok",
-        "event_data": {"host": victim, "task": runner.DONE_TASK, "res": {}},
-    }  # fmt: skip
-    stream = worker_stream(archive, [ok_event])  # the node claims the host finished the stage
-    # The node's worker is the attacker's: it swallows what it is sent and answers with the crafted stream.
-    remote_stream, worker = f"/var/tmp/evil-stream-{token}", f"/var/tmp/evil-worker-{token}"
-    script = f"#!/bin/sh\ncat >/dev/null\ncat {remote_stream}\n"
-    for path, data, mode in ((remote_stream, stream, "600"), (worker, script.encode(), "700")):
-        subprocess.run(
-            lab.ssh_command(node_host, f"cat > {path} && chmod {mode} {path}"), input=data, check=True
-        )
-
-    playbook = tmp_path / "playbooks" / "ping.yml"
-    playbook.parent.mkdir()
-    playbook.write_text(
-        f"- hosts: all\n  gather_facts: false\n  tasks:\n    - name: {runner.DONE_TASK}\n      ping:\n"
-    )
-    inv = inventory_lib.load([str(lab.inventory)])
-    node = nodes.Node.from_host(inv.hosts[node_host])
-    node = nodes.Node(node.name, node.address, node.port, node.user, node.ssh_options, runner=worker)
-    spec = runner.StageSpec(
-        stage="validate",
-        playbook=playbook,
-        inventory=[str(lab.inventory)],
-        hosts=[honest, victim],
-        extravars={},
-        private_dir=tmp_path / "stage",
-        forks=2,
-        placement={victim: node},
-    )
-    outcome = runner.run_stage(spec)
-    assert outcome.hosts[honest].ok, outcome.hosts[honest]
-    refused = outcome.hosts[victim]
-    assert not refused.ok and not refused.interrupted
-    assert refused.message.startswith(
-        f"execution node {node_host} sent unsafe artifacts: artifact entry 'staging'"
-    )
-    assert "a symbolic link" in refused.message
-    assert sorted(p.name for p in outside.iterdir()) == ["authorized_keys"]
-    assert (outside / "authorized_keys").read_text() == "operator key\n"
-    assert not list(tmp_path.rglob(f"*{token}*"))
-    assert not (tmp_path / "stage" / "staging" / victim).exists()

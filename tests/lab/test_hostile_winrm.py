@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.lab import windows_scenarios
-from orchestrator.lab.winrm_server import Endpoint, start, stop, write_credentials
+from orchestrator_lab.windows import scenarios as windows_scenarios
+from orchestrator_lab.windows.launcher import Endpoint, start, stop, write_credentials
 from tests.conftest import Cli
 
 TIMEOUT = 5
