@@ -553,7 +553,7 @@ class WinRMTransport:
                 raise TransportError(
                     "timeout", f"timeout: {self.endpoint} did not finish within {timeout:g}s"
                 ) from None
-            if isinstance(exc, winrm_http.ResponseTooLarge):
+            if isinstance(exc, winrm_http.ResponseTooLarge | winrm_http.RedirectRefused):
                 raise TransportError("command_failed", f"command failed: {exc}") from None
             if isinstance(exc, InvalidCredentialsError):
                 raise TransportError(

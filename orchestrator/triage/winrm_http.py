@@ -34,6 +34,11 @@ class ResponseTooLarge(Exception):
     """A response body exceeded MAX_RESPONSE (or was compressed, which WinRM never does)."""
 
 
+class RedirectRefused(Exception):
+    """The endpoint answered with a redirect: WinRM never does, and following one would let a host
+    send our next request, and the authentication that follows it, wherever it likes."""
+
+
 class Guard:
     """One host's deadline over every socket its WinRM requests open."""
 
@@ -117,6 +122,13 @@ class BoundedAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = _pool_classes(self.guard)
 
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        """Through an HTTP proxy too (a SOCKS proxy keeps its own pools: only the size caps hold)."""
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = _pool_classes(self.guard)
+        return manager
+
     def send(self, request: requests.PreparedRequest, stream: bool = False, **kwargs: Any) -> Any:
         self.guard.check()
         response = super().send(request, stream=True, **kwargs)
@@ -127,6 +139,11 @@ class BoundedAdapter(HTTPAdapter):
             problem = f"compressed response ({encoding[:40]!r}) refused"
         elif declared.isdigit() and int(declared) > MAX_RESPONSE:
             problem = f"response of {int(declared)} bytes refused (limit {MAX_RESPONSE})"
+        if response.is_redirect:
+            response.close()
+            raise RedirectRefused(
+                f"redirect ({response.status_code}) refused: WinRM endpoints do not redirect"
+            )
         if problem:
             response.close()
             raise ResponseTooLarge(problem)

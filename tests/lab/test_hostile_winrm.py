@@ -103,6 +103,13 @@ def huge_body(conn: socket.socket, stopping: threading.Event) -> None:
         sent += len(chunk)
 
 
+def redirect(conn: socket.socket, stopping: threading.Event) -> None:
+    """A redirect elsewhere: the next request, and its NTLM exchange, would go where the host says."""
+    conn.sendall(
+        b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.2:5985/wsman\r\nContent-Length: 0\r\n\r\n"
+    )
+
+
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Two clean stand-in Windows hosts, each with its own local Administrator password (WINB refuses
@@ -152,7 +159,12 @@ def _winrm(address: str, port: int, password: str, **extra: object) -> dict:
 def test_dripping_and_huge_endpoints_end_within_the_timeout(standin: Path, cli: Cli, tmp_path: Path) -> None:
     servers = {
         name: HostileServer(b)
-        for name, b in (("drip-headers", drip_headers), ("drip-body", drip_body), ("huge", huge_body))
+        for name, b in (
+            ("drip-headers", drip_headers),
+            ("drip-body", drip_body),
+            ("huge", huge_body),
+            ("redirect", redirect),
+        )
     }
     try:
         hosts = {name: _winrm("127.0.0.1", s.port, "whatever-Passw0rd") for name, s in servers.items()}
@@ -192,6 +204,8 @@ def test_dripping_and_huge_endpoints_end_within_the_timeout(standin: Path, cli: 
     assert got["huge"]["verdict"] == "error", got["huge"]
     assert "response over 4194304 bytes refused" in got["huge"]["reason"], got["huge"]
     assert got["huge"]["duration_s"] < TIMEOUT, got["huge"]
+    assert got["redirect"]["verdict"] == "error", got["redirect"]
+    assert "redirect (307) refused" in got["redirect"]["reason"], got["redirect"]
 
 
 def _vault(tmp_path: Path, name: str, value: str) -> tuple[str, Path]:
