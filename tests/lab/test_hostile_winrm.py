@@ -346,3 +346,36 @@ def test_the_inventory_transport_reaches_pywinrm(standin: Path, cli: Cli, tmp_pa
     assert results["kerberos"]["verdict"] == "error", results["kerberos"]
     assert results["kerberos"]["reason"].startswith("auth failure"), results["kerberos"]
     assert "erberos" in results["kerberos"]["reason"], results["kerberos"]
+
+
+def test_playbooks_log_in_with_each_hosts_own_password(standin: Path, tmp_path: Path) -> None:
+    """The playbooks' side: ansible-playbook's winrm connection reads the same per-host variables (one
+    password from the environment, one from Vault), and a swapped password is refused there too."""
+    encrypted, vault_pass = _vault(tmp_path, "ansible_password", PASSWORDS["WINB"])
+    playbook = tmp_path / "ping.yml"
+    playbook.write_text("- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.windows.win_ping:\n")
+    env = {
+        **os.environ,
+        "WINA_PASSWORD": PASSWORDS["WINA"],
+        "ANSIBLE_VAULT_PASSWORD_FILE": str(vault_pass),
+        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+        "ANSIBLE_NOCOLOR": "1",
+    }
+
+    def play(inventory: Path) -> dict[str, dict]:
+        run = subprocess.run(
+            [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(playbook)],
+            capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+        for secret in PASSWORDS.values():
+            assert secret not in run.stdout + run.stderr
+        return json.loads(run.stdout)["stats"]
+
+    own = play(_per_host_inventory(tmp_path / "own", "winb", "wina", encrypted))
+    assert {h: (s["ok"], s["failures"], s["unreachable"]) for h, s in own.items()} == {
+        "wina": (1, 0, 0),
+        "winb": (1, 0, 0),
+    }
+    swapped = play(_per_host_inventory(tmp_path / "swapped", "wina", "winb", encrypted))
+    assert all(s["ok"] == 0 and (s["unreachable"] or s["failures"]) for s in swapped.values()), swapped
