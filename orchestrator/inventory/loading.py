@@ -152,6 +152,8 @@ def load(sources: Sequence[str]) -> Inventory:
         manager.reconcile_inventory()
 
     variables = VariableManager(loader=loader, inventory=manager)
+    if not manager.get_hosts(ignore_restrictions=True):
+        raise InventoryError(f"{', '.join(absolute)}: no hosts in the inventory")
     return _build(list(sources), manager, variables, loader)
 
 
@@ -193,23 +195,36 @@ def _explain_failure(source: str, failures: list[tuple[str, BaseException]]) -> 
         (f for name in preferred for f in failures if f[0] in (name, f"ansible.builtin.{name}")), failures[0]
     )
     where = error_origin(chosen[1]) or source
-    if ":" not in where and (line := _parser_line(chosen[1])):
+    if ":" not in where and (line := _parser_line(chosen[1], where)):
         where = f"{where}:{line}"
     return f"{where}: {first_line(chosen[1]) or 'cannot be parsed'}"
 
 
-def _parser_line(exc: BaseException | None) -> int | None:
-    """The line a line-based parser (ansible-core's INI plugin) was reading when it failed: ansible-core
-    2.19 leaves it out of the error, but the plugin still follows it in its `_origin`."""
+def _parser_line(exc: BaseException | None, path: str) -> int | None:
+    """The line of `path` the failing plugin was reading, when its error leaves it out (ansible-core
+    2.19's INI and YAML plugins often name the file only). Taken from the innermost frame that knows:
+    the INI plugin's `_parse` loop holds the line it stopped on, the YAML plugin's frames hold values
+    tagged with where they were read (the furthest one is what it was reading)."""
+    from orchestrator.inventory.origins import value_origin
+
+    frames = []
     while exc is not None:
         tb = exc.__traceback__
         while tb is not None:
-            frame_self = tb.tb_frame.f_locals.get("self")
-            line = getattr(getattr(frame_self, "_origin", None), "line_num", None)
-            if tb.tb_frame.f_code.co_name == "_parse" and isinstance(line, int) and line > 0:
-                return line
+            frames.append(tb.tb_frame)
             tb = tb.tb_next
         exc = exc.__cause__
+    for frame in reversed(frames):
+        local = frame.f_locals
+        current, lines = local.get("line"), local.get("lines")
+        if frame.f_code.co_name == "_parse" and isinstance(current, str) and isinstance(lines, list):
+            stripped = [str(text).strip() for text in lines]
+            if current.strip() in stripped:
+                return stripped.index(current.strip()) + 1
+        found = [value_origin(v) for k, v in local.items() if k != "self"]
+        numbers = [int(w.rsplit(":", 1)[1]) for w in found if w and w.rsplit(":", 1)[0] == path and ":" in w]
+        if numbers:
+            return max(numbers)
     return None
 
 
@@ -243,10 +258,7 @@ def _build(sources: list[str], manager: Any, variables: Any, loader: Any) -> Inv
         for name, group in manager.groups.items()
         if name not in ("all", "ungrouped")
     }
-    ansible_hosts = manager.get_hosts(ignore_restrictions=True)
-    if not ansible_hosts:
-        raise InventoryError(f"{', '.join(sources)}: no hosts in the inventory")
-    for ahost in ansible_hosts:
+    for ahost in manager.get_hosts(ignore_restrictions=True):
         try:
             hv = variables.get_vars(host=ahost, include_hostvars=False, stage="all")
         except AnsibleError as exc:  # a group_vars/host_vars file Ansible cannot read

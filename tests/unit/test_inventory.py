@@ -136,7 +136,15 @@ BROKEN = {
         "all:\n  hosts:\n    a: {ansible_host: 127.9.4.1}\n    b: {ansible_host: 127.9.4.1}\n",
         "host b: same address 127.9.4.1 as host a",
     ),
-    "no_address": ("all:\n  hosts:\n    shortname: {recovery_tier: 2}\n", "host shortname: no address"),
+    "no_hosts": ("all:\n  children:\n    web: {}\n", "no hosts in the inventory"),
+    "undefined_template": (
+        "all:\n  hosts:\n    a: {ansible_host: '{{ missing_ip }}'}\n",
+        "host a: cannot render ansible_host: ",
+    ),
+    "integer_host_name": (
+        "all:\n  hosts:\n    12: {ansible_host: 127.9.4.1}\n",
+        ":3: Host pattern 12 must be a string",
+    ),
     "winrm_without_settings": (
         "all:\n  children:\n    windows:\n      hosts:\n        w1: {ansible_host: 127.9.4.1, ansible_connection: winrm}\n",
         "host w1: Windows host without WinRM settings",
