@@ -31,6 +31,7 @@ from orchestrator.errors import OrchestratorError, RefusedError
 from orchestrator.execution import DEFAULT_EVIDENCE_PATH, nodes, restore_points, runner, states
 from orchestrator.execution.locks import claim_waves
 from orchestrator.execution.runner import HostResult
+from orchestrator.package_data import package_path
 from orchestrator.planning.store import PlanView, load_approved_plan
 from orchestrator.store import Store, audit
 from orchestrator.store import hosts as host_store
@@ -45,7 +46,7 @@ from orchestrator.store.models import (
 )
 from orchestrator.triage import DEFAULT_TIMEOUT
 
-PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+PLAYBOOKS = package_path("orchestrator", "playbooks")
 EXECUTABLE_ACTIONS = ("rebuild", "verify", "protected")
 EVIDENCE_GROUP = "evidence_store"
 # Reimage methods whose tools live on the controller (the lab's images, Vagrant): those stages run

@@ -24,8 +24,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.package_data import package_path
 
-SHIPPED_DIR = Path(__file__).with_name("packs")
+SHIPPED_DIR = package_path("orchestrator.triage", "packs")
 SEVERITIES = ("info", "suspicious", "infected")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 OSES = ("linux", "windows")

@@ -16,16 +16,16 @@ import secrets
 import shlex
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from orchestrator.package_data import package_path
 from orchestrator.triage import fields
 from orchestrator.triage.packs import ROOT_ALIASES, AnyCheck, base_name
 
 VERSION = "v1"
-TEMPLATES = Path(__file__).with_name("templates")
+TEMPLATES = package_path("orchestrator.triage", "templates")
 MAX_HASH_BYTES = 64 * 1024 * 1024
 MAX_STRINGS_BYTES = 8 * 1024 * 1024
 # Bytes hashed or searched per walk, so a temp dir full of big files stays cheap.

@@ -247,13 +247,25 @@ def _quickack_socket(sock: socket.socket) -> Any:
 
 
 def resolve(address: str, port: int, deadline: Deadline) -> tuple[Any, ...]:
-    try:
-        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise TransportError("dns", f"DNS failure: cannot resolve {address!r} ({exc})") from None
-    if deadline.expired():
+    """The address (an IP, or a name as the inventory gives it), looked up within the deadline: the
+    system resolver has no timeout of its own, so the lookup runs on a helper thread and a resolver
+    that hangs costs the host its timeout, not the run."""
+    answer: list[Any] = []
+
+    def lookup() -> None:
+        try:
+            answer.append(socket.getaddrinfo(address, port, type=socket.SOCK_STREAM))
+        except (socket.gaierror, UnicodeError, OSError) as exc:
+            answer.append(exc)
+
+    worker = threading.Thread(target=lookup, name=f"resolve-{address}", daemon=True)
+    worker.start()
+    worker.join(deadline.left())
+    if not answer:
         raise TransportError("timeout", f"timeout: resolving {address!r} took over {deadline.seconds:g}s")
-    return infos[0]
+    if isinstance(answer[0], BaseException):
+        raise TransportError("dns", f"DNS failure: cannot resolve {address!r} ({answer[0]})")
+    return answer[0][0]
 
 
 def connect(address: str, port: int, deadline: Deadline) -> socket.socket:
@@ -285,7 +297,8 @@ class SSHTransport:
         self.options = options
         self.vars = HostVars(host)
         self.port = host.port or 22
-        self.user = str(self.vars.get("ansible_user", "ansible_ssh_user") or getpass.getuser())
+        # The inventory resolved the user as Ansible's ssh plugin does (ansible_ssh_user wins).
+        self.user = host.user or getpass.getuser()
         self.new_key: str | None = None  # fingerprint of a key accepted with --trust-new-keys
 
     def run(self, script: str, timeout: float) -> tuple[int, str, str]:
@@ -366,7 +379,8 @@ class SSHTransport:
         transport.auth_timeout = max(deadline.left(), 0.01)
         key_file = self.vars.get("ansible_ssh_private_key_file", "ansible_private_key_file")
         passphrase = self.vars.get("ansible_ssh_private_key_passphrase")
-        password = self.vars.get("ansible_ssh_pass", "ansible_ssh_password", "ansible_password")
+        # The ssh plugin's `password` option: the last of its variables that is set wins.
+        password = self.vars.get("ansible_ssh_password", "ansible_ssh_pass", "ansible_password")
         tried: list[str] = []
         try:
             if key_file:
