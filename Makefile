@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= lab-data
 
-.PHONY: demo test test-unit lint format system-deps venv docs clean
+.PHONY: demo test test-unit lint format system-deps venv docs clean wheel-test
 
 venv: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ lint: venv
 
 test: system-deps venv lint
 	ORCHESTRATOR_NO_SKIP=1 $(BIN)/pytest
+	$(MAKE) wheel-test
+
+# The wheel as a user installs it (a fresh virtualenv, no extras), rehearsed outside the source tree.
+wheel-test: system-deps
+	PYTHON=$(PYTHON) ./scripts/wheel-rehearsal.sh
 
 # The unit part only (tests/unit: no root, no lab, no system packages), in about a minute.
 test-unit: venv

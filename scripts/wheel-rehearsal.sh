@@ -44,7 +44,7 @@ step orchestrator status
 step orchestrator report -o report.txt
 step orchestrator report --format html -o report.html
 step orchestrator audit verify
-recovered=$(orchestrator status --json | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["by_bucket"].get("recovered", 0))')
-grep -q "report.css" report.html && { echo "wheel-rehearsal: report.html links a stylesheet it lacks" >&2; exit 1; }
+grep -q "<style" report.html || { echo "wheel-rehearsal: report.html has no stylesheet" >&2; exit 1; }
+recovered=$(orchestrator status --json | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["by_category"].get("recovered", 0))')
 if [ "$recovered" -lt 1 ]; then echo "wheel-rehearsal: no host recovered" >&2; exit 1; fi
 echo "wheel rehearsal: $recovered host(s) recovered, in $((SECONDS - started))s"

@@ -34,6 +34,7 @@ Exit codes: 0 success, 1 ran but some hosts failed, 2 bad input or refused.
 COMMANDS = {
     "audit": "audit_cmd",
     "completion": "completion_cmd",
+    "doctor": "doctor_cmd",
     "host": "run_cmd",
     "inventory": "inventory_cmd",
     "lab": "lab_cmd",

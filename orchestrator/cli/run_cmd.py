@@ -187,7 +187,7 @@ def run(
             disable=as_json,
         ) as progress,
     ):
-        from orchestrator.execution import engine
+        from orchestrator.execution import engine, preflight
 
         options = engine.RunOptions(
             inventory=list(inventory),
@@ -207,7 +207,16 @@ def run(
             confirm=None if (yes or check) else _confirm,
             observer=ProgressObserver(progress),
         )
-        report = engine.run(app.store(), options)
+        try:
+            report = engine.run(app.store(), options)
+        except preflight.PreflightError as exc:
+            missing = exc.missing
+        else:
+            missing = []
+    if missing:  # one line per missing thing, then exit 2 (nothing started)
+        for finding in missing:
+            click.echo(f"error: {finding}", err=True)
+        raise click.exceptions.Exit(2)
     if as_json:
         emit_json(report.to_dict())
     else:

@@ -28,7 +28,7 @@ from sqlmodel import Session, col, func, select
 
 from orchestrator import inventory as inventory_lib
 from orchestrator.errors import OrchestratorError, RefusedError
-from orchestrator.execution import DEFAULT_EVIDENCE_PATH, nodes, restore_points, runner, states
+from orchestrator.execution import DEFAULT_EVIDENCE_PATH, nodes, preflight, restore_points, runner, states
 from orchestrator.execution.locks import claim_waves
 from orchestrator.execution.runner import HostResult
 from orchestrator.package_data import package_path
@@ -220,6 +220,17 @@ class Engine:
                     f"plan {self.plan_id} has no wave {self.o.wave} (waves: {self.waves})"
                 )
             self.waves = [self.o.wave]
+        self._preflight()
+
+    def _preflight(self) -> None:
+        """Refuse before anything starts when the controller lacks what these waves' stages need."""
+        stage_hosts: dict[str, list[inventory_lib.Host]] = {}
+        for name, member in self.members.items():
+            if member.wave in self.waves:
+                for stage in self.paths[name]:
+                    stage_hosts.setdefault(stage, []).append(self.inventory.hosts[name])
+        findings = preflight.check(self.o.playbooks, stage_hosts, self.store.url, self.o.runs_dir)
+        preflight.require(findings)
 
     def _triage(self, session: Session) -> dict[str, dict[str, Any]]:
         """Each planned host's verdict, compromise time and matches from the plan's triage run."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shlex
 import shutil
 import sys
@@ -44,6 +45,11 @@ KEPT_EVENTS = frozenset(
 BATCH_SECONDS = 0.25
 BATCH_EVENTS = 500
 MESSAGE_LIMIT = 500
+# ansible-playbook's own error lines ("[ERROR]: the playbook: x.yml could not be found", "ERROR! ...")
+# reach ansible-runner as `verbose` events: the first one says why hosts never finished the stage.
+ERROR_LINE = re.compile(r"^\s*(?:\[ERROR\]:|ERROR!)\s*(?P<text>.+)$")
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class Observer(Protocol):
@@ -129,7 +135,10 @@ class _Tracker:
             return True
         return None
 
-    def results(self, rc: int) -> dict[str, HostResult]:
+    def results(self, rc: int, error: str | None = None) -> dict[str, HostResult]:
+        """How each host ended; one that never reached its end takes ansible-playbook's own error
+        line when there was one (a missing playbook, a syntax error), else its exit code."""
+        unfinished = f"did not finish the stage: {error}" if error else None
         out: dict[str, HostResult] = {}
         for host in sorted(self.hosts):
             if host in self.failed:
@@ -138,7 +147,7 @@ class _Tracker:
                 out[host] = HostResult(True)
             else:
                 out[host] = HostResult(
-                    False, None, f"did not finish the stage (ansible-playbook exit code {rc})"
+                    False, None, unfinished or f"did not finish the stage (ansible-playbook exit code {rc})"
                 )
         return out
 
@@ -154,6 +163,7 @@ class EventWriter(threading.Thread):
         self.observer = observer
         self.tracker = _Tracker(set(spec.hosts))
         self.error: BaseException | None = None
+        self.error_line: str | None = None  # ansible-playbook's first error, see `error_line`
 
     def handler(self, event: dict[str, Any]) -> bool:
         """ansible-runner's event_handler: cheap, never blocks, keeps the event file on disk."""
@@ -164,6 +174,8 @@ class EventWriter(threading.Thread):
             if name == "runner_on_failed" and data.get("ignore_errors"):
                 name = "runner_on_failed_ignored"
             self.queue.put((name, data.get("host"), data.get("task"), res, event.get("created")))
+        elif name in ("verbose", "error") and self.error_line is None:
+            self.error_line = error_line(str(event.get("stdout") or ""))
         return True
 
     def stop(self) -> None:
@@ -223,6 +235,16 @@ class EventWriter(threading.Thread):
         if rows:
             with self.store.write() as session:
                 session.execute(insert(StageEvent), rows)
+
+
+def error_line(output: str) -> str | None:
+    """The first error line in ansible-playbook's output, as plain bounded text (it may quote what a
+    host or an inventory said: no escape sequences, no control characters, one line)."""
+    for raw in output[: 64 * 1024].splitlines():
+        match = ERROR_LINE.match(CONTROL.sub(" ", ANSI_ESCAPE.sub("", raw)))
+        if match:
+            return match["text"].strip()[:MESSAGE_LIMIT]
+    return None
 
 
 def _parse_created(value: Any) -> datetime:
@@ -305,7 +327,7 @@ def run_stage(
             for run in remote:
                 run.stop()
         writer.stop()
-    results = writer.tracker.results(rc)
+    results = writer.tracker.results(rc, writer.error_line)
     for run, outcome in zip(remote, node_results, strict=True):
         for host in run.hosts:
             if outcome.refused:

@@ -1,0 +1,261 @@
+"""What a run needs on the controller, checked before anything starts: ansible-playbook, the playbooks
+the run will use and every collection they name, ssh, restic where a restore uses it, a writable
+database and runs folder, and credentials for the WinRM hosts. A missing piece found half-way through
+a wave costs a failed stage on every host of it; found here, it costs one line.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.execution import states
+from orchestrator.inventory import WINDOWS_CONNECTIONS, Host
+
+# A task's module named by its full name: namespace.collection.module
+FQCN = re.compile(r"^([a-z0-9_]+)\.([a-z0-9_]+)\.[a-z0-9_]+$")
+BUILTIN_COLLECTIONS = frozenset({"ansible.builtin", "ansible.legacy"})
+# WinRM authentication that needs no password in the inventory.
+PASSWORDLESS_WINRM = ("kerberos", "certificate")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing checked: what, whether it is there, and where (or what to do)."""
+
+    item: str
+    ok: bool
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.item}: {self.detail}"
+
+
+class PreflightError(OrchestratorError):
+    """Something a run needs is missing; `missing` holds one finding per missing thing."""
+
+    def __init__(self, missing: list[Finding]) -> None:
+        super().__init__(f"preflight: {len(missing)} thing(s) missing: {missing[0]}")
+        self.missing = missing
+
+
+def stage_files(playbooks: Path, stage: str, hosts: Iterable[Host]) -> list[Path]:
+    """The stage's playbook and the task files it includes for these hosts (by OS, or by the host's
+    reimage or restore method), then every file those name in a static include."""
+    keys: set[str] = set()
+    for host in hosts:
+        if stage == "reimage":
+            keys.add(host.reimage_method or "")
+        elif stage == "restore":
+            keys.add(host.restore_method or "none")
+        else:
+            keys.add(host.os)
+    files = [
+        playbooks / f"{stage}.yml",
+        *(playbooks / "tasks" / stage / f"{k}.yml" for k in sorted(keys) if k),
+    ]
+    seen: list[Path] = []
+    while files:
+        path = files.pop(0)
+        if path in seen:
+            continue
+        seen.append(path)
+        if path.is_file():
+            files.extend(_static_includes(path, playbooks))
+    return seen
+
+
+def _static_includes(path: Path, playbooks: Path) -> list[Path]:
+    found = []
+    for key, value in _walk(_read_yaml(path)):
+        if key.endswith(("include_tasks", "import_tasks")) and isinstance(value, str) and "{{" not in value:
+            for base in (path.parent, playbooks):
+                if (base / value).is_file():
+                    found.append(base / value)
+                    break
+    return found
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _walk(data: Any) -> Iterable[tuple[str, Any]]:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield str(key), value
+            yield from _walk(value)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _walk(item)
+
+
+def collections_used(files: Iterable[Path]) -> set[str]:
+    """The collections (namespace.name) whose modules the files' tasks call."""
+    used: set[str] = set()
+    for path in files:
+        for key, _ in _walk(_read_yaml(path)):
+            match = FQCN.match(key)
+            if match and f"{match[1]}.{match[2]}" not in BUILTIN_COLLECTIONS:
+                used.add(f"{match[1]}.{match[2]}")
+    return used
+
+
+def collection_installed(name: str) -> bool:
+    """Whether Ansible finds the collection, with its collection finder as ansible-playbook sets it up."""
+    from orchestrator.inventory.loading import init_plugin_loader
+
+    init_plugin_loader()
+    namespace, collection = name.split(".")
+    try:
+        return importlib.util.find_spec(f"ansible_collections.{namespace}.{collection}") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _tool(name: str, path: str | None, why: str) -> Finding:
+    if path and os.access(path, os.X_OK):
+        return Finding(name, True, path)
+    return Finding(name, False, f"not found on PATH ({why})")
+
+
+def _writable(item: str, path: Path) -> Finding:
+    """A file or folder can be written when it is writable, or does not exist yet in a folder that is."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if os.access(probe, os.W_OK) and (probe.is_dir() or probe == path):
+        return Finding(item, True, str(path))
+    return Finding(item, False, f"{path} cannot be written ({probe} is not writable)")
+
+
+def _winrm_credentials(host: Host) -> Finding | None:
+    from orchestrator.triage.transports import HostVars
+
+    if host.connection not in WINDOWS_CONNECTIONS:
+        return None
+    hv = HostVars(host)
+    transport = str(hv.get("ansible_winrm_transport") or "").split(",")[0].strip().lower()
+    if transport in PASSWORDLESS_WINRM:
+        return None
+    try:
+        password = hv.get("ansible_winrm_password", "ansible_password")
+    except Exception:  # an unresolvable template: the password is not there either
+        password = None
+    if password:
+        return None
+    return Finding(
+        f"WinRM credentials for {host.name}",
+        False,
+        "ansible_password is unset or renders empty (a lookup of an unset variable?)",
+    )
+
+
+def check(
+    playbooks: Path,
+    stage_hosts: dict[str, list[Host]] | None,
+    database: str | None,
+    runs_dir: Path | None,
+) -> list[Finding]:
+    """Every finding (missing or not) for a run where each stage takes the hosts `stage_hosts` gives
+    it; None checks for any run: every playbook, ssh and restic."""
+    from orchestrator.execution.runner import ansible_playbook_path
+
+    findings: list[Finding] = []
+    playbook = ansible_playbook_path()
+    findings.append(
+        _tool("ansible-playbook", shutil.which(playbook) or playbook, "install the package's dependencies")
+    )
+    config = playbooks / "ansible.cfg"
+    findings.append(
+        Finding("playbooks", config.is_file(), str(playbooks) if config.is_file() else f"{config} missing")
+    )
+    hosts: list[Host] = []
+    files: list[Path] = []
+    if stage_hosts is None:
+        files = sorted(playbooks.rglob("*.yml"))
+        files += [
+            playbooks / f"{stage}.yml"
+            for stage in states.STAGE_ORDER
+            if not (playbooks / f"{stage}.yml").is_file()
+        ]
+    else:
+        for stage, takers in stage_hosts.items():
+            hosts.extend(h for h in takers if h not in hosts)
+            files.extend(f for f in stage_files(playbooks, stage, takers) if f not in files)
+    for path in files:
+        if not path.is_file():
+            findings.append(Finding(f"playbook {path.name}", False, f"{path} missing"))
+    for name in sorted(collections_used(files)):
+        installed = collection_installed(name)
+        findings.append(
+            Finding(
+                f"collection {name}",
+                installed,
+                "installed" if installed else f"not installed (ansible-galaxy collection install {name})",
+            )
+        )
+    if stage_hosts is None or any(h.connection not in WINDOWS_CONNECTIONS for h in hosts):
+        findings.append(_tool("ssh", shutil.which("ssh"), "Linux hosts are reached over SSH"))
+    restores = stage_hosts is None or any(
+        h.restore_method == "restic" for h in stage_hosts.get("restore", [])
+    )
+    if restores:
+        findings.append(
+            _tool("restic", shutil.which("restic"), "restores read restic snapshots on the controller")
+        )
+    database_file = _sqlite_file(database)
+    if database_file is not None:
+        findings.append(_writable("database", database_file))
+    if runs_dir is not None:
+        findings.append(_writable("runs folder", runs_dir.absolute()))
+    findings.extend(f for f in (_winrm_credentials(h) for h in hosts) if f is not None)
+    return findings
+
+
+def _sqlite_file(database: str | None) -> Path | None:
+    """The file of a SQLite database given as a path or URL (a server database is checked on connect)."""
+    if not database:
+        return None
+    if "://" not in database:
+        return Path(database).absolute()
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database)
+    if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database).absolute()
+
+
+def doctor(inventory: list[str], database: str | None, runs_dir: Path) -> list[Finding]:
+    """What any run would need: for every stage, over the inventory's hosts when one is given (its
+    Windows hosts' credentials, its restic restores), else for a fleet of every kind."""
+    from orchestrator import inventory as inventory_lib
+    from orchestrator.execution.engine import PLAYBOOKS
+
+    if not inventory:
+        return check(PLAYBOOKS, None, database, runs_dir)
+    hosts = list(inventory_lib.load(inventory).hosts.values())
+    return check(PLAYBOOKS, {stage: hosts for stage in states.STAGE_ORDER}, database, runs_dir)
+
+
+def require(findings: list[Finding]) -> None:
+    missing = [f for f in findings if not f.ok]
+    if missing:
+        raise PreflightError(missing)
+
+
+def to_dict(findings: list[Finding]) -> dict[str, Any]:
+    return {"ok": all(f.ok for f in findings), "checks": [asdict(f) for f in findings]}
