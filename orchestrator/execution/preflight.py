@@ -49,20 +49,11 @@ class PreflightError(OrchestratorError):
 
 
 def stage_files(playbooks: Path, stage: str, hosts: Iterable[Host]) -> list[Path]:
-    """The stage's playbook and the task files it includes for these hosts (by OS, or by the host's
-    reimage or restore method), then every file those name in a static include."""
-    keys: set[str] = set()
-    for host in hosts:
-        if stage == "reimage":
-            keys.add(host.reimage_method or "")
-        elif stage == "restore":
-            keys.add(host.restore_method or "none")
-        else:
-            keys.add(host.os)
-    files = [
-        playbooks / f"{stage}.yml",
-        *(playbooks / "tasks" / stage / f"{k}.yml" for k in sorted(keys) if k),
-    ]
+    """The stage's playbook and every task file it includes for these hosts: a templated include
+    (`tasks/restore/{{ recovery_restore_method | default('none') }}.yml`) is rendered with each host's
+    recovery variables, as the engine passes them."""
+    hosts = list(hosts)
+    files = [playbooks / f"{stage}.yml"]
     seen: list[Path] = []
     while files:
         path = files.pop(0)
@@ -70,19 +61,38 @@ def stage_files(playbooks: Path, stage: str, hosts: Iterable[Host]) -> list[Path
             continue
         seen.append(path)
         if path.is_file():
-            files.extend(_static_includes(path, playbooks))
+            files.extend(_includes(path, playbooks, hosts))
     return seen
 
 
-def _static_includes(path: Path, playbooks: Path) -> list[Path]:
+def _includes(path: Path, playbooks: Path, hosts: list[Host]) -> list[Path]:
     found = []
     for key, value in _walk(_read_yaml(path)):
-        if key.endswith(("include_tasks", "import_tasks")) and isinstance(value, str) and "{{" not in value:
-            for base in (path.parent, playbooks):
-                if (base / value).is_file():
-                    found.append(base / value)
-                    break
+        if not key.endswith(("include_tasks", "import_tasks")) or not isinstance(value, str):
+            continue
+        names = {value} if "{{" not in value else {_render(value, h) for h in hosts}
+        for name in sorted(n for n in names if n):
+            # Ansible looks beside the including file, then in the playbook's directory.
+            candidates = [path.parent / name, playbooks / name]
+            found.append(next((c for c in candidates if c.is_file()), candidates[0]))
     return found
+
+
+def _render(template: str, host: Host) -> str | None:
+    """An include path for one host; None when it depends on more than the host's recovery variables."""
+    import jinja2
+
+    values = {
+        "recovery_os": host.os,
+        "recovery_reimage_method": host.reimage_method,
+        "recovery_restore_method": host.restore_method,
+        "inventory_hostname": host.name,
+    }
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    try:
+        return env.from_string(template).render({k: v for k, v in values.items() if v is not None})
+    except jinja2.TemplateError:
+        return None
 
 
 def _read_yaml(path: Path) -> Any:
