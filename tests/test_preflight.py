@@ -153,3 +153,12 @@ def test_error_lines_are_single_bounded_plain_text() -> None:
     assert line.startswith("a ") and len(line) <= runner.MESSAGE_LIMIT
     assert runner.error_line("PLAY [all] ****\nok: [h1]") is None
     assert runner.error_line("ERROR! Syntax error in x.yml") == "Syntax error in x.yml"
+
+
+def test_a_host_name_is_resolved_only_when_connecting_and_within_the_deadline() -> None:
+    from orchestrator.triage.transports import Deadline, TransportError, resolve
+
+    assert resolve("localhost", 22, Deadline(5))[4][0] in ("127.0.0.1", "::1")
+    with pytest.raises(TransportError) as late:
+        resolve("localhost", 22, Deadline(0))
+    assert late.value.kind == "timeout"

@@ -261,7 +261,7 @@ def resolve(address: str, port: int, deadline: Deadline) -> tuple[Any, ...]:
     worker = threading.Thread(target=lookup, name=f"resolve-{address}", daemon=True)
     worker.start()
     worker.join(deadline.left())
-    if not answer:
+    if not answer or deadline.expired():
         raise TransportError("timeout", f"timeout: resolving {address!r} took over {deadline.seconds:g}s")
     if isinstance(answer[0], BaseException):
         raise TransportError("dns", f"DNS failure: cannot resolve {address!r} ({answer[0]})")
