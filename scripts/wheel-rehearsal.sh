@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The package as a user installs it: build the wheel, install it into a fresh virtualenv with no extras,
 # and rehearse a recovery on the local lab from a directory outside the source tree (lab up, triage,
-# plan, approve, run --all, report in text and HTML, audit verify). Fails if a step fails or if the run
+# plan, approve, run --all, report in JSON and HTML, audit verify). Fails if a step fails or if the run
 # recovered no host (a wheel without its playbooks fails every host).
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,7 +34,7 @@ echo "== installed in $((SECONDS - started))s"
 export PATH="$WORK/venv/bin:$PATH"
 mkdir -p "$WORK/run" && cd "$WORK/run"   # nothing of the source tree is reachable from here
 
-step orchestrator lab up --hosts 4 --windows 1 --seed 7 --net 127.47.0.0/16 --dir "$ORCHESTRATOR_LAB_DIR"
+step orchestrator lab up --hosts 2 --windows 1 --seed 7 --net 127.47.0.0/16 --dir "$ORCHESTRATOR_LAB_DIR"
 if [ -f "$ORCHESTRATOR_LAB_DIR/winrm.env" ]; then set -a; . "$ORCHESTRATOR_LAB_DIR/winrm.env"; set +a; fi
 step orchestrator doctor
 step orchestrator inventory check
@@ -43,7 +43,7 @@ step orchestrator plan --max-wave-size 4
 step orchestrator plan approve --by "wheel rehearsal"
 step orchestrator run --all --yes
 step orchestrator status
-step orchestrator report -o report.txt
+step orchestrator report --format json -o report.json
 step orchestrator report --format html -o report.html
 step orchestrator audit verify
 grep -q "<style" report.html || { echo "wheel-rehearsal: report.html has no stylesheet" >&2; exit 1; }

@@ -16,9 +16,9 @@ from orchestrator.execution import engine, preflight, runner
 from orchestrator.store import Store
 from orchestrator.store.models import StageRun
 from tests.conftest import ROOT, Cli
-from tests.execution_support import approved_plan, toy_inventory, toy_playbooks
+from tests.lab.execution_support import approved_plan, toy_inventory, toy_playbooks
 
-CORPUS = Path(__file__).parent / "data" / "inventories"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "inventories"
 
 
 @pytest.fixture

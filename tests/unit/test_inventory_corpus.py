@@ -19,10 +19,10 @@ import pytest
 
 from tests.conftest import Cli
 
-CORPUS = Path(__file__).parent / "data" / "inventories"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "inventories"
 BIN = Path(sys.executable).parent
 ORCHESTRATOR = [sys.executable, "-m", "orchestrator"]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # case -> the -i argument, relative to the case directory (as people type it)
 READABLE = {
