@@ -67,10 +67,12 @@ def stage_files(playbooks: Path, stage: str, hosts: Iterable[Host]) -> list[Path
 
 def _includes(path: Path, playbooks: Path, hosts: list[Host]) -> list[Path]:
     found = []
+    # Include paths depend on a host's recovery variables only: one rendering per distinct set of them.
+    kinds = {_include_values(h): h for h in hosts}
     for key, value in _walk(_read_yaml(path)):
         if not key.endswith(("include_tasks", "import_tasks")) or not isinstance(value, str):
             continue
-        names = {value} if "{{" not in value else {_render(value, h) for h in hosts}
+        names = {value} if "{{" not in value else {_render(value, values) for values in kinds}
         for name in sorted(n for n in names if n):
             # Ansible looks beside the including file, then in the playbook's directory.
             candidates = [path.parent / name, playbooks / name]
@@ -78,19 +80,22 @@ def _includes(path: Path, playbooks: Path, hosts: list[Host]) -> list[Path]:
     return found
 
 
-def _render(template: str, host: Host) -> str | None:
-    """An include path for one host; None when it depends on more than the host's recovery variables."""
-    import jinja2
-
+def _include_values(host: Host) -> tuple[tuple[str, str], ...]:
     values = {
         "recovery_os": host.os,
         "recovery_reimage_method": host.reimage_method,
         "recovery_restore_method": host.restore_method,
-        "inventory_hostname": host.name,
     }
+    return tuple((k, v) for k, v in values.items() if v is not None)
+
+
+def _render(template: str, values: tuple[tuple[str, str], ...]) -> str | None:
+    """An include path for hosts with these values; None when it depends on anything else."""
+    import jinja2
+
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
     try:
-        return env.from_string(template).render({k: v for k, v in values.items() if v is not None})
+        return env.from_string(template).render(dict(values))
     except jinja2.TemplateError:
         return None
 
@@ -151,26 +156,65 @@ def _writable(item: str, path: Path) -> Finding:
     return Finding(item, False, f"{path} cannot be written ({probe} is not writable)")
 
 
-def _winrm_credentials(host: Host) -> Finding | None:
+WINRM_CREDENTIAL_VARS = ("ansible_winrm_transport", "ansible_winrm_password", "ansible_password")
+
+
+def _winrm_credentials(hosts: Iterable[Host]) -> list[Finding]:
+    """A finding for each WinRM host whose password is unset or renders empty. Hosts whose credential
+    variables are the same text over the same values (a group's `lookup('env', ...)`) are rendered
+    once: rendering builds Ansible's templar over all of a host's variables."""
+    rendered: dict[tuple[str, ...], bool] = {}
+    findings = []
+    for host in hosts:
+        if host.connection not in WINDOWS_CONNECTIONS:
+            continue
+        key = _credential_key(host)
+        if key not in rendered:
+            rendered[key] = _has_password(host)
+        if not rendered[key]:
+            findings.append(
+                Finding(
+                    f"WinRM credentials for {host.name}",
+                    False,
+                    "ansible_password is unset or renders empty (a lookup of an unset variable?)",
+                )
+            )
+    return findings
+
+
+def _credential_key(host: Host) -> tuple[str, ...]:
+    """The credential variables' raw text and, transitively, that of every variable they name."""
+    import jinja2
+    from jinja2 import meta
+
+    env = jinja2.Environment(autoescape=False)
+    names, key, seen = list(WINRM_CREDENTIAL_VARS), [], set()
+    while names:
+        name = names.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        value = host.vars.get(name)
+        key.append(f"{name}={value!r}")
+        if isinstance(value, str) and ("{{" in value or "{%" in value):
+            try:
+                names.extend(sorted(meta.find_undeclared_variables(env.parse(value))))
+            except jinja2.TemplateSyntaxError:
+                key.append(f"unique={host.name}")
+    return tuple(key)
+
+
+def _has_password(host: Host) -> bool:
     from orchestrator.triage.transports import HostVars
 
-    if host.connection not in WINDOWS_CONNECTIONS:
-        return None
     hv = HostVars(host)
-    transport = str(hv.get("ansible_winrm_transport") or "").split(",")[0].strip().lower()
-    if transport in PASSWORDLESS_WINRM:
-        return None
     try:
-        password = hv.get("ansible_winrm_password", "ansible_password")
+        transport = str(hv.get("ansible_winrm_transport") or "").split(",")[0].strip().lower()
+        if transport in PASSWORDLESS_WINRM:
+            return True
+        return bool(hv.get("ansible_winrm_password", "ansible_password"))
     except Exception:  # an unresolvable template: the password is not there either
-        password = None
-    if password:
-        return None
-    return Finding(
-        f"WinRM credentials for {host.name}",
-        False,
-        "ansible_password is unset or renders empty (a lookup of an unset variable?)",
-    )
+        return False
 
 
 def check(
@@ -192,7 +236,7 @@ def check(
     findings.append(
         Finding("playbooks", config.is_file(), str(playbooks) if config.is_file() else f"{config} missing")
     )
-    hosts: list[Host] = []
+    hosts: dict[str, Host] = {}
     files: list[Path] = []
     if stage_hosts is None:
         files = sorted(playbooks.rglob("*.yml"))
@@ -203,7 +247,7 @@ def check(
         ]
     else:
         for stage, takers in stage_hosts.items():
-            hosts.extend(h for h in takers if h not in hosts)
+            hosts.update((h.name, h) for h in takers)
             files.extend(f for f in stage_files(playbooks, stage, takers) if f not in files)
     for path in files:
         if not path.is_file():
@@ -217,7 +261,7 @@ def check(
                 "installed" if installed else f"not installed (ansible-galaxy collection install {name})",
             )
         )
-    if stage_hosts is None or any(h.connection not in WINDOWS_CONNECTIONS for h in hosts):
+    if stage_hosts is None or any(h.connection not in WINDOWS_CONNECTIONS for h in hosts.values()):
         findings.append(_tool("ssh", shutil.which("ssh"), "Linux hosts are reached over SSH"))
     restores = stage_hosts is None or any(
         h.restore_method == "restic" for h in stage_hosts.get("restore", [])
@@ -231,7 +275,7 @@ def check(
         findings.append(_writable("database", database_file))
     if runs_dir is not None:
         findings.append(_writable("runs folder", runs_dir.absolute()))
-    findings.extend(f for f in (_winrm_credentials(h) for h in hosts) if f is not None)
+    findings.extend(_winrm_credentials(hosts.values()))
     return findings
 
 
