@@ -24,6 +24,7 @@ system-deps:
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 test: system-deps venv lint
 	ORCHESTRATOR_NO_SKIP=1 $(BIN)/pytest
@@ -50,4 +51,4 @@ format: venv
 
 clean:
 	-$(BIN)/orchestrator lab down --dir $(DEMO_DIR) 2>/dev/null
-	rm -rf $(VENV) runs reports test-artifacts .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs reports test-artifacts .pytest_cache .ruff_cache .import_linter_cache .grimp_cache
