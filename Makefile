@@ -41,7 +41,7 @@ test-unit: venv
 demo: system-deps venv
 	DEMO_DIR=$(DEMO_DIR) PATH="$(CURDIR)/$(BIN):$$PATH" ./scripts/demo.sh
 
-# Regenerate the README's command reference from --help (a test keeps them in step).
+# Regenerate the command reference, docs/commands.md, from --help (a test keeps them in step).
 docs: venv
 	$(BIN)/python scripts/cli_reference.py --write
 

@@ -1,10 +1,11 @@
-"""The local lab: real OpenSSH hosts on loopback (and WinRM stand-ins for Windows), with LockBit
-scenarios, restic backups and golden images, for rehearsing a recovery and for the tests.
+"""The rehearsal kit, beside the product: the local lab of real OpenSSH hosts on loopback (and WinRM
+stand-ins for Windows), with LockBit scenarios, restic backups and golden images, for rehearsing a
+recovery and for the tests. It imports nothing of the product but its errors.
 
     from orchestrator_lab import LabConfig, up, status, reimage, down, load_manifest
     manifest = up(LabConfig(dir=Path("lab-data"), hosts=12, seed=7))
 
-See the lab contract in the README: `manifest.json` is the ground truth, `inventory/` the Ansible
+See docs/lab.md: `manifest.json` is the ground truth, `inventory/` the Ansible
 inventory, `known_hosts` the trusted channel for host keys.
 """
 

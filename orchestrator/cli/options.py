@@ -49,7 +49,9 @@ def limit_option(f: Callable) -> Callable:
 
 
 def json_option(f: Callable) -> Callable:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON (stable keys, see README).")(f)
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON (stable keys, see docs/commands.md)."
+    )(f)
 
 
 def emit_json(data: Any) -> None:

@@ -56,7 +56,7 @@ class Host:
     vars: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The stable, secret-free JSON shape (documented in the README)."""
+        """The stable, secret-free JSON shape (documented in docs/commands.md)."""
         return {
             "name": self.name,
             "address": self.address,

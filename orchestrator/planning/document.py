@@ -1,5 +1,5 @@
 """The plan as data for people and spreadsheets: the stable JSON shape of `plan`, `plan show`,
-`plan diff` and `plan export`, and the CSV rows (documented in the README)."""
+`plan diff` and `plan export`, and the CSV rows (documented in docs/commands.md)."""
 
 from __future__ import annotations
 

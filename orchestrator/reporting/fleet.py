@@ -42,7 +42,7 @@ def status(
     attention_limit: int | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The fleet's progress as a JSON-ready dict (keys documented in the README)."""
+    """The fleet's progress as a JSON-ready dict (keys documented in docs/commands.md)."""
     flt = flt or HostFilter()
     now = now or utcnow()
     with store.read() as session:

@@ -37,8 +37,8 @@ def test_every_command_has_help_with_an_example() -> None:
 
 
 def test_readme_command_reference_matches_help() -> None:
-    assert cli_reference.current_readme_section() == cli_reference.render().strip("\n"), (
-        "README command reference is out of date: run `make docs`"
+    assert cli_reference.current_section() == cli_reference.render().strip("\n"), (
+        "docs/commands.md is out of date: run `make docs`"
     )
 
 
