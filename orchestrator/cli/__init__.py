@@ -84,8 +84,10 @@ class OrchestratorGroup(click.Group):
         app = ctx.find_object(AppContext)
         if app is not None and app.debug:
             traceback.print_exception(exc, file=sys.stderr)
+        from orchestrator.safe_text import plain
+
         text = str(exc).strip()
-        message = text.splitlines()[0] if text else type(exc).__name__
+        message = plain(text.splitlines()[0]) if text else type(exc).__name__
         hint = " (rerun with --debug for the traceback)" if prefix and not (app and app.debug) else ""
         click.echo(f"error: {prefix}{message}{hint}", err=True)
         ctx.exit(code)

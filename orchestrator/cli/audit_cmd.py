@@ -12,6 +12,7 @@ from orchestrator.cli.context import AppContext
 from orchestrator.cli.options import console, emit_json, json_option, limit_option, pass_app
 from orchestrator.reporting.selection import match_pattern
 from orchestrator.reporting.timefmt import iso, short
+from orchestrator.safe_text import cells, plain
 from orchestrator.store import audit
 from orchestrator.store.models import AuditEntry
 
@@ -56,13 +57,15 @@ def show(app: AppContext, limit: str | None, count: int, as_json: bool) -> None:
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
-            str(row["id"]),
-            short(row["ts"]),
-            row["operator"],
-            row["command"],
-            row["host"] or "",
-            _compact(row["details"]),
-            _compact(row["args"]),
+            *cells(
+                row["id"],
+                short(row["ts"]),
+                row["operator"],
+                row["command"],
+                row["host"],
+                _compact(row["details"]),
+                _compact(row["args"]),
+            )
         )
     console().print(table)
 
@@ -97,7 +100,7 @@ def verify(ctx: click.Context, app: AppContext, as_json: bool) -> None:
         if not as_json:
             click.echo(f"ok: {head['entries']} entries, chain intact, head {head['last_hash'] or '-'}")
         return
-    click.echo(f"error: audit chain broken at entry {problem.entry_id}: {problem.problem}", err=True)
+    click.echo(plain(f"error: audit chain broken at entry {problem.entry_id}: {problem.problem}"), err=True)
     ctx.exit(1)
 
 

@@ -18,6 +18,7 @@ from orchestrator.cli.options import (
 )
 from orchestrator.errors import InventoryError
 from orchestrator.inventory import TIERS
+from orchestrator.safe_text import cells, plain
 from orchestrator.store import audit
 from orchestrator.store import hosts as host_store
 
@@ -50,16 +51,18 @@ def show(inventory: tuple[str, ...], limit: str | None, as_json: bool) -> None:
     for h in hosts:
         deps = ", ".join(h.depends_on) + (f" ({len(h.depends_on_hosts)} hosts)" if h.depends_on else "")
         table.add_row(
-            h.name,
-            h.address + (f":{h.port}" if h.port else ""),
-            h.os,
-            str(h.tier),
-            h.role,
-            h.site or "",
-            "yes" if h.protected else "",
-            str(h.priority),
-            deps,
-            ", ".join(h.groups),
+            *cells(
+                h.name,
+                h.address + (f":{h.port}" if h.port else ""),
+                h.os,
+                h.tier,
+                h.role,
+                h.site,
+                "yes" if h.protected else "",
+                h.priority,
+                deps,
+                ", ".join(h.groups),
+            )
         )
     console().print(table)
     if inv.problems:
@@ -95,9 +98,9 @@ def check(inventory: tuple[str, ...], as_json: bool) -> None:
         )
     else:
         for p in inv.problems:
-            click.echo(str(p), err=True)
+            click.echo(plain(str(p)), err=True)
         for warning in warnings:
-            click.echo(f"warning: {warning}", err=True)
+            click.echo(plain(f"warning: {warning}"), err=True)
     if inv.problems:
         raise InventoryError(f"{len(inv.problems)} problem(s) in {', '.join(inv.sources)}")
     if not as_json:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +10,7 @@ import click
 from rich.console import Console
 
 from orchestrator.cli.context import AppContext
+from orchestrator.safe_text import json_text
 
 pass_app = click.make_pass_decorator(AppContext)
 
@@ -55,7 +55,8 @@ def json_option(f: Callable) -> Callable:
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+    """JSON on stdout; host strings in it are escaped, never raw terminal control (`safe_text`)."""
+    click.echo(json_text(data, indent=2, sort_keys=False, default=str))
 
 
 def console() -> Console:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 import click
@@ -26,6 +25,7 @@ from orchestrator.planning import capacity, document
 from orchestrator.planning import durations as durations_lib
 from orchestrator.planning import store as plan_store
 from orchestrator.planning.model import HOLD, PROTECTED
+from orchestrator.safe_text import cells, csv_row, json_text, plain, text
 from orchestrator.store import audit
 
 
@@ -47,7 +47,7 @@ def _warn_people(view: plan_store.PlanView) -> None:
     """Loudly, on stderr: protected hosts found dirty or untriaged, and the count on hold."""
     for m in view.members:
         if m.action == PROTECTED and m.verdict != "clean":
-            click.secho(f"WARNING: {m.host_name}: {m.reason}", fg="red", bold=True, err=True)
+            click.secho(plain(f"WARNING: {m.host_name}: {m.reason}"), fg="red", bold=True, err=True)
     held = sum(1 for m in view.members if m.action == HOLD)
     if held:
         click.echo(f"{held} host(s) on hold, waiting for a person: see 'orchestrator plan show'", err=True)
@@ -209,8 +209,10 @@ def _render_plan(view: plan_store.PlanView, only_wave: int | None, summary: bool
     if plan.approved_by:
         status += f" by {plan.approved_by} at {plan.approved_at:%Y-%m-%d %H:%M} UTC"
     out.print(
-        f"plan {plan.id} ({status}), from triage run {plan.triage_run_id}, made by {plan.created_by} "
-        f"at {plan.created_at:%Y-%m-%d %H:%M} UTC; hash {plan.content_hash[:16]}",
+        text(
+            f"plan {plan.id} ({status}), from triage run {plan.triage_run_id}, made by {plan.created_by} "
+            f"at {plan.created_at:%Y-%m-%d %H:%M} UTC; hash {plan.content_hash[:16]}"
+        ),
         highlight=False,
     )
     if view.changed_since_approval:
@@ -240,7 +242,7 @@ def _render_plan(view: plan_store.PlanView, only_wave: int | None, summary: bool
         for m in people:
             style = "bold red" if m.action == PROTECTED and m.verdict != "clean" else None
             wave = str(m.wave) if m.wave is not None else ""
-            table.add_row(m.host_name, m.action, wave, str(m.tier), m.verdict or "", m.reason, style=style)
+            table.add_row(*cells(m.host_name, m.action, wave, m.tier, m.verdict, m.reason), style=style)
         out.print(table)
     if summary:
         return
@@ -249,9 +251,7 @@ def _render_plan(view: plan_store.PlanView, only_wave: int | None, summary: bool
     for column in ("wave", "host", "action", "tier", "prio", "estimated", "reason"):
         hosts.add_column(column, overflow="fold")
     for m in listed:
-        hosts.add_row(
-            str(m.wave), m.host_name, m.action, str(m.tier), str(m.priority), _hm(m.estimated_s), m.reason
-        )
+        hosts.add_row(*cells(m.wave, m.host_name, m.action, m.tier, m.priority, _hm(m.estimated_s), m.reason))
     out.print(hosts)
 
 
@@ -295,7 +295,9 @@ def diff(app: AppContext, as_json: bool) -> None:
         ("wave", d.wave_changed),
     ):
         for c in changes:
-            table.add_row(label, c.host, side(c.before), side(c.after), c.after.reason if c.after else "")
+            table.add_row(
+                *cells(label, c.host, side(c.before), side(c.after), c.after.reason if c.after else "")
+            )
     out.print(table)
     out.print(
         f"{len(d.added)} added, {len(d.removed)} removed, {len(d.action_changed)} action changed, "
@@ -348,8 +350,10 @@ def approve(
         emit_json(document.plan_document(view)["plan"])
     else:
         click.echo(
-            f"approved plan {plan.id} by {approver} at {plan.approved_at:%Y-%m-%d %H:%M:%S} UTC; "
-            f"hash {plan.approved_hash}" + (f"; supersedes plan {superseded}" if superseded else "")
+            plain(
+                f"approved plan {plan.id} by {approver} at {plan.approved_at:%Y-%m-%d %H:%M:%S} UTC; "
+                f"hash {plan.approved_hash}" + (f"; supersedes plan {superseded}" if superseded else "")
+            )
         )
     _warn_people(view)
 
@@ -376,21 +380,21 @@ def export(app: AppContext, fmt: str, output: str | None, approved: bool) -> Non
         view = plan_store.current(session, approved=approved)
         hosts = plan_store.host_snapshot(session, view)
     if fmt == "json":
-        text = json.dumps(document.plan_document(view), indent=2, default=str) + "\n"
+        content = json_text(document.plan_document(view), indent=2, default=str) + "\n"
     else:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=document.CSV_COLUMNS)
         writer.writeheader()
-        writer.writerows(document.csv_rows(view, hosts))
-        text = buffer.getvalue()
+        writer.writerows(csv_row(r) for r in document.csv_rows(view, hosts))
+        content = buffer.getvalue()
     if output:
         try:
-            Path(output).write_text(text)
+            Path(output).write_text(content)
         except OSError as exc:
             raise OrchestratorError(f"{output}: cannot write: {exc.strerror}") from exc
         click.echo(f"wrote plan {view.plan.id} ({len(view.members)} hosts) to {output}", err=True)
     else:
-        click.echo(text, nl=False)
+        click.echo(content, nl=False)
 
 
 commands = [plan_group]

@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator import inventory as inventory_lib
 from orchestrator.cli.context import AppContext
@@ -22,6 +24,7 @@ from orchestrator.cli.options import (
 )
 from orchestrator.errors import HostsFailed, OrchestratorError
 from orchestrator.execution import DEFAULT_EVIDENCE_PATH, states
+from orchestrator.safe_text import optional, plain, text
 from orchestrator.triage import DEFAULT_TIMEOUT
 
 # The engine (with SQLAlchemy and the models) is imported inside the commands: `run` first starts
@@ -32,7 +35,10 @@ if TYPE_CHECKING:
 
 
 class ProgressObserver:
-    """Progress bars per wave and per stage, advanced by runner events as hosts finish."""
+    """Progress bars per wave and per stage, advanced by runner events as hosts finish.
+
+    Host names, task names and failure messages are shown as plain text (`safe_text`): the bars'
+    descriptions are rich markup, so they are escaped too."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -53,7 +59,7 @@ class ProgressObserver:
 
     def task(self, host: str, task: str) -> None:
         if self.stage_task is not None:
-            self.progress.update(self.stage_task, description=f"  {task[:40]}")
+            self.progress.update(self.stage_task, description="  " + escape(plain(task[:40])))
 
     def host_done(self, host: str, ok: bool) -> None:
         if self.stage_task is not None:
@@ -63,7 +69,10 @@ class ProgressObserver:
         failed = [h for h, r in results.items() if not r.ok]
         for host in failed:
             ended = "interrupted" if results[host].interrupted else "failed"
-            self.progress.console.print(f"[red]{host}[/red]: {stage} {ended}: {results[host].message}")
+            line = Text.assemble(
+                text(host, style="red"), f": {stage} {ended}: ", optional(results[host].message)
+            )
+            self.progress.console.print(line)
         if self.wave_task is not None:
             for host in failed:
                 if host not in self.ended:
@@ -76,7 +85,7 @@ class ProgressObserver:
                     self.progress.advance(self.wave_task)
 
     def note(self, message: str) -> None:
-        self.progress.console.print(message)
+        self.progress.console.print(text(message))
 
 
 def _confirm(pending: engine.Pending) -> bool:
@@ -85,7 +94,7 @@ def _confirm(pending: engine.Pending) -> bool:
         f"and verify {len(pending.verify)} in wave(s) {', '.join(map(str, pending.waves))}.",
         err=True,
     )
-    shown = ", ".join(pending.rebuild[:10]) + (" ..." if len(pending.rebuild) > 10 else "")
+    shown = plain(", ".join(pending.rebuild[:10]) + (" ..." if len(pending.rebuild) > 10 else ""))
     if shown:
         click.echo(f"Rebuilt: {shown}", err=True)
     return click.confirm("Wipe and rebuild these hosts?", default=False, err=True)
@@ -234,11 +243,12 @@ def _render(report: engine.RunReport) -> None:
     for column in ("host", "action", "wave", "state", "outcome", "reason"):
         table.add_column(column, overflow="fold")
     for h in sorted(report.hosts.values(), key=lambda h: (h.wave or 0, h.name)):
-        table.add_row(h.name, h.action, str(h.wave), h.state or "", h.outcome, h.reason or "")
+        cells = (h.name, h.action, h.wave, h.state or "", h.outcome, h.reason or "")
+        table.add_row(*(text(c) for c in cells))
     console().print(table)
     if report.stopped:
-        click.echo(report.stopped, err=True)
-    click.echo(f"artifacts: {report.runs_dir}", err=True)
+        click.echo(plain(report.stopped), err=True)
+    click.echo(f"artifacts: {plain(report.runs_dir)}", err=True)
 
 
 @click.group("host")
@@ -263,7 +273,7 @@ def reset(ctx: click.Context, app: AppContext, host: str, to_stage: str) -> None
     from orchestrator.execution import engine
 
     before, after = engine.reset_host(app.store(), app.operator, host, to_stage, command_args(ctx))
-    click.echo(f"{host}: {before} -> {after}; the next run starts it at {to_stage}")
+    click.echo(plain(f"{host}: {before} -> {after}; the next run starts it at {to_stage}"))
 
 
 commands = [run, host_group]

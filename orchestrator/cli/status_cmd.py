@@ -22,6 +22,7 @@ from orchestrator.inventory import TIERS
 from orchestrator.reporting import fleet, host_view
 from orchestrator.reporting.selection import HostFilter
 from orchestrator.reporting.timefmt import duration, short
+from orchestrator.safe_text import cells, plain
 
 BUCKET_LABELS = {
     "pending": "pending",
@@ -137,7 +138,7 @@ def render_fleet(data: dict[str, Any]) -> RenderableType:
         head.append(f" · {_eta_text(timing)}")
     active = [f for f, v in data["filters"].items() if v is not None]
     if active:
-        head.append("  [" + ", ".join(f"{f}={data['filters'][f]}" for f in active) + "]", style="dim")
+        head.append(plain("  [" + ", ".join(f"{f}={data['filters'][f]}" for f in active) + "]"), style="dim")
 
     buckets = Table(title="Hosts by state", title_justify="left")
     buckets.add_column("state")
@@ -164,15 +165,18 @@ def render_fleet(data: dict[str, Any]) -> RenderableType:
             table.add_column(column, overflow="fold")
         for row in attention["hosts"]:
             table.add_row(
-                row["host"],
-                Text(
-                    WHY_LABELS.get(row["why"], row["why"]), style="red" if row["why"] != "hold" else "yellow"
-                ),
-                str(row["tier"]),
-                "-" if row["wave"] is None else str(row["wave"]),
-                row["stage"] or "-",
-                short(row["since"]),
-                row["reason"] or "",
+                *cells(
+                    row["host"],
+                    Text(
+                        WHY_LABELS.get(row["why"], row["why"]),
+                        style="red" if row["why"] != "hold" else "yellow",
+                    ),
+                    str(row["tier"]),
+                    "-" if row["wave"] is None else str(row["wave"]),
+                    row["stage"] or "-",
+                    short(row["since"]),
+                    row["reason"] or "",
+                )
             )
         parts.append(table)
         if attention["count"] > len(attention["hosts"]):
@@ -219,7 +223,7 @@ def _progress_table(title: str, key: str, rows: list[dict[str, Any]], with_eta: 
             if label is None
             else (f"{label} {TIERS.get(label, '')}" if key == "tier" else str(label))
         )
-        cells = [
+        row_cells = [
             name,
             str(row["total"]),
             Text(str(row["recovered"]), style="green" if row["recovered"] else ""),
@@ -231,18 +235,18 @@ def _progress_table(title: str, key: str, rows: list[dict[str, Any]], with_eta: 
             f"{row['percent_recovered']:.0f}",
         ]
         if with_eta:
-            cells += [short(row["started_at"]), " ".join(row["remaining_stages"]), duration(row["eta_s"])]
-        table.add_row(*cells)
+            row_cells += [short(row["started_at"]), " ".join(row["remaining_stages"]), duration(row["eta_s"])]
+        table.add_row(*row_cells)
     return table
 
 
 def render_host(data: dict[str, Any]) -> RenderableType:
     facts = data["host"]
     head = Text()
-    head.append(facts["name"], style="bold")
-    head.append(f"  {data['state']}", style=BUCKET_STYLES.get(data["bucket"], ""))
+    head.append(plain(facts["name"]), style="bold")
+    head.append(f"  {plain(data['state'])}", style=BUCKET_STYLES.get(data["bucket"], ""))
     if data["state_reason"]:
-        head.append(f" ({data['state_reason']})")
+        head.append(f" ({plain(data['state_reason'])})")
     if data["remaining_stages"]:
         head.append(f" · next: {', '.join(data['remaining_stages'])} · ETA {duration(data['eta_s'])}")
 
@@ -264,7 +268,7 @@ def render_host(data: dict[str, Any]) -> RenderableType:
     ):
         value = facts[key]
         inv.add_row(
-            key, ", ".join(value) if isinstance(value, list) else ("-" if value is None else str(value))
+            *cells(key, ", ".join(value) if isinstance(value, list) else ("-" if value is None else value))
         )
 
     parts: list[RenderableType] = [head, inv]
@@ -272,12 +276,13 @@ def render_host(data: dict[str, Any]) -> RenderableType:
     for column in ("run", "at", "verdict", "compromised", "check", "severity", "evidence"):
         triage.add_column(column, overflow="fold")
     for t in data["triage"]:
-        first = [str(t["run_id"]), short(t["created_at"]), t["verdict"], short(t["compromise_time"])]
+        first = [t["run_id"], short(t["created_at"]), t["verdict"], short(t["compromise_time"])]
         if not t["matches"]:
-            triage.add_row(*first, "", "", t["reason"] or "")
+            triage.add_row(*cells(*first, "", "", t["reason"]))
         for i, m in enumerate(t["matches"]):
             triage.add_row(
-                *(first if i == 0 else [""] * 4), m["check_id"], m["severity"], m["evidence"][:200]
+                *cells(*(first if i == 0 else [""] * 4), m["check_id"], m["severity"]),
+                *cells(m["evidence"][:200], multiline=True),
             )
     parts.append(triage)
 
@@ -286,7 +291,9 @@ def render_host(data: dict[str, Any]) -> RenderableType:
         wave = "no wave" if plan["wave"] is None else f"wave {plan['wave']}"
         parts.append(
             Text(
-                f"Plan {plan['plan_id']} ({plan['plan_status']}): {plan['action']}, {wave} · {plan['reason']}"
+                plain(
+                    f"Plan {plan['plan_id']} ({plan['plan_status']}): {plan['action']}, {wave} · {plan['reason']}"
+                )
             )
         )
 
@@ -297,13 +304,15 @@ def render_host(data: dict[str, Any]) -> RenderableType:
         result = s["status"] + (" (check)" if s["check_mode"] else "")
         style = "green" if s["status"] == "ok" else ("red" if s["status"] == "failed" else "")
         stages.add_row(
-            s["stage"],
-            str(s["attempt"]),
-            Text(result, style=style),
-            short(s["started_at"]),
-            short(s["finished_at"]),
-            duration(s["duration_s"]),
-            s["message"] or s["task"] or "",
+            *cells(
+                s["stage"],
+                s["attempt"],
+                Text(plain(result), style=style),
+                short(s["started_at"]),
+                short(s["finished_at"]),
+                duration(s["duration_s"]),
+                s["message"] or s["task"] or "",
+            )
         )
     parts.append(stages)
 
@@ -313,7 +322,7 @@ def render_host(data: dict[str, Any]) -> RenderableType:
             evidence.add_column(column, overflow="fold")
         for e in data["evidence"]:
             evidence.add_row(
-                e["path"], e["sha256"], str(e["size"]), e["collected_by"], short(e["collected_at"])
+                *cells(e["path"], e["sha256"], e["size"], e["collected_by"], short(e["collected_at"]))
             )
         parts.append(evidence)
     restore = data["restore_point"]
@@ -323,8 +332,10 @@ def render_host(data: dict[str, Any]) -> RenderableType:
         )
         parts.append(
             Text(
-                f"Restore snapshot {restore['snapshot_id']} taken {short(restore['snapshot_time'])} "
-                f"(cutoff {short(restore['cutoff'])}){skipped}"
+                plain(
+                    f"Restore snapshot {restore['snapshot_id']} taken {short(restore['snapshot_time'])} "
+                    f"(cutoff {short(restore['cutoff'])}){skipped}"
+                )
             )
         )
     if data["audit"]:
@@ -333,11 +344,13 @@ def render_host(data: dict[str, Any]) -> RenderableType:
             audit.add_column(column, overflow="fold")
         for a in data["audit"]:
             audit.add_row(
-                str(a["id"]),
-                short(a["ts"]),
-                a["operator"],
-                a["command"],
-                _details_for(data["host"]["name"], a["details"]),
+                *cells(
+                    a["id"],
+                    short(a["ts"]),
+                    a["operator"],
+                    a["command"],
+                    _details_for(data["host"]["name"], a["details"]),
+                )
             )
         parts.append(audit)
     return Group(*parts)

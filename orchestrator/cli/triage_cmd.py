@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator import inventory as inventory_lib
 from orchestrator.cli.context import AppContext
@@ -21,6 +22,7 @@ from orchestrator.cli.options import (
     pass_app,
 )
 from orchestrator.errors import HostsFailed
+from orchestrator.safe_text import cells, plain, text
 from orchestrator.triage import DEFAULT_FORKS, DEFAULT_TIMEOUT, VERDICTS
 
 if TYPE_CHECKING:  # the SSH and database libraries load only when a triage command runs
@@ -197,11 +199,13 @@ def _summary(outcome: Outcome) -> None:
         for r in findings:
             why = r.reason or ", ".join(h.check_id for h in r.hits if h.severity != "info")
             table.add_row(
-                r.host,
-                f"[{STYLES[r.verdict]}]{r.verdict}[/]",
-                iso(r.compromise_time) or "",
-                why,
-                f"{r.duration_s:.1f}",
+                *cells(
+                    r.host,
+                    text(r.verdict, style=STYLES[r.verdict]),
+                    iso(r.compromise_time),
+                    why,
+                    f"{r.duration_s:.1f}",
+                )
             )
         out.print(table)
     totals = Table(title=f"triage run {outcome.run_id}: {len(outcome.results)} host(s)")
@@ -240,24 +244,26 @@ def show(app: AppContext, host: str, history: int, as_json: bool) -> None:
     out = console()
     latest = data["latest"]
     out.print(
-        f"[bold]{host}[/]: [{STYLES[latest['verdict']]}]{latest['verdict']}[/]"
-        + (f" ({latest['reason']})" if latest["reason"] else "")
-        + f"  run {latest['run_id']} at {latest['run_started_at']}, {latest['duration_s']:.1f}s"
+        Text.assemble(
+            text(host, style="bold"),
+            ": ",
+            text(latest["verdict"], style=STYLES.get(latest["verdict"], "")),
+            plain(f" ({latest['reason']})" if latest["reason"] else ""),
+            plain(f"  run {latest['run_id']} at {latest['run_started_at']}, {latest['duration_s']:.1f}s"),
+        )
     )
     if latest["compromise_time"]:
-        out.print(f"estimated compromise time: {latest['compromise_time']}")
+        out.print(text(f"estimated compromise time: {latest['compromise_time']}"))
     if latest["matches"]:
         table = Table(title="checks that matched", show_lines=True)
         for column in ("severity", "check", "first seen", "evidence"):
             table.add_column(column, overflow="fold")
         for m in latest["matches"]:
             table.add_row(
-                f"[{STYLES.get(m['severity'], '')}]{m['severity']}[/]"
-                if m["severity"] in STYLES
-                else m["severity"],
-                f"{m['check']}\n{m['title']}",
-                m["first_seen"] or "",
-                m["evidence"],
+                text(m["severity"], style=STYLES.get(m["severity"], "")),
+                Text.assemble(text(m["check"]), "\n", text(m["title"])),
+                *cells(m["first_seen"]),
+                *cells(m["evidence"], multiline=True),
             )
         out.print(table)
     if data["history"]:
@@ -266,11 +272,13 @@ def show(app: AppContext, host: str, history: int, as_json: bool) -> None:
             table.add_column(column, overflow="fold")
         for r in data["history"]:
             table.add_row(
-                str(r["run_id"]),
-                r["run_started_at"] or "",
-                f"[{STYLES[r['verdict']]}]{r['verdict']}[/]",
-                r["reason"] or "",
-                r["compromise_time"] or "",
+                *cells(
+                    r["run_id"],
+                    r["run_started_at"],
+                    text(r["verdict"], style=STYLES.get(r["verdict"], "")),
+                    r["reason"],
+                    r["compromise_time"],
+                )
             )
         out.print(table)
 
@@ -319,7 +327,7 @@ def list_packs(pack_paths: tuple[str, ...], as_json: bool) -> None:
         table.add_column(column, overflow="fold")
     for p in packs:
         for c in p.checks:
-            table.add_row(p.id, c.id, c.os, c.severity, c.kind, c.title)
+            table.add_row(*cells(p.id, c.id, c.os, c.severity, c.kind, c.title))
     console().print(table)
 
 

@@ -1,18 +1,23 @@
 """A report as a file: one self-contained HTML page (Jinja2 template, styles and chart inline, no
-script, nothing fetched), or the per-host rows as CSV or JSON for spreadsheets and scripts."""
+script, nothing fetched), or the per-host rows as CSV or JSON for spreadsheets and scripts.
+
+Reports carry host strings (reasons, evidence paths): HTML is autoescaped and every value passes
+`safe_text.plain` on its way out (no control character); CSV cells are neutralised (`csv_cell`);
+JSON escapes every control character."""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from orchestrator import safe_text
 from orchestrator.reporting import chart
 from orchestrator.reporting.report import COLUMNS, Report
 from orchestrator.reporting.timefmt import duration, iso, short
+from orchestrator.safe_text import csv_row, plain
 
 FORMATS = ("html", "csv", "json")
 
@@ -24,10 +29,16 @@ def _environment() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_finalize,
     )
     env.filters["duration"] = duration
     env.filters["short"] = short
     return env
+
+
+def _finalize(value: Any) -> Any:
+    """Every `{{ value }}` of the template: strings lose their control characters (then autoescape)."""
+    return plain(value, multiline=True) if isinstance(value, str) else value
 
 
 def html(report: Report, title: str) -> str:
@@ -50,7 +61,7 @@ def csv_text(report: Report) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(report.rows)
+    writer.writerows(csv_row(r) for r in report.rows)
     return out.getvalue()
 
 
@@ -69,7 +80,7 @@ def json_text(report: Report) -> str:
         "columns": list(COLUMNS),
         "hosts": report.rows,
     }
-    return json.dumps(data, indent=2) + "\n"
+    return safe_text.json_text(data, indent=2) + "\n"
 
 
 def render(report: Report, fmt: str, title: str) -> str:
