@@ -28,7 +28,15 @@ from sqlmodel import Session, col, func, select
 
 from orchestrator import inventory as inventory_lib
 from orchestrator.errors import OrchestratorError, RefusedError
-from orchestrator.execution import DEFAULT_EVIDENCE_PATH, nodes, preflight, restore_points, runner, states
+from orchestrator.execution import (
+    DEFAULT_EVIDENCE_PATH,
+    nodes,
+    observers,
+    preflight,
+    restore_points,
+    runner,
+    states,
+)
 from orchestrator.execution.locks import claim_waves
 from orchestrator.execution.runner import HostResult
 from orchestrator.package_data import package_path
@@ -162,7 +170,8 @@ class Engine:
     def __init__(self, store: Store, options: RunOptions) -> None:
         self.store = store
         self.o = options
-        self.observer = options.observer
+        # A display that fails must not stop a recovery halfway (see observers).
+        self.observer = observers.guarded(options.observer)
         self.confirmed = options.confirm is None
         self.attempts = 0
         self.new_points: set[str] = set()  # restore points chosen in this run, recorded when restore begins

@@ -42,14 +42,17 @@ def run(
 ) -> Outcome:
     """Check `hosts` against `packs` and store the run. Packs are validated before this is called, so a
     bad pack never costs a connection; the run row exists before the first host is contacted."""
+    from orchestrator.execution.observers import guarded_callback
+
     triage = Triage(hosts, packs, settings)
+    display = guarded_callback(on_result)  # a failing progress bar must not stop the triage
     recorder = RunRecorder(store, operator)
     run_id = recorder.start(hosts, sorted({p.path for p in packs}), settings, limit)
 
     def record(result: HostResult) -> None:
         recorder.add(result)
-        if on_result is not None:
-            on_result(result)
+        if display is not None:
+            display(result)
 
     done: list[HostResult] = []
 
