@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,6 +32,7 @@ from orchestrator import inventory as inventory_lib
 from orchestrator.errors import OrchestratorError, RefusedError
 from orchestrator.execution import (
     DEFAULT_EVIDENCE_PATH,
+    evidence_manifest,
     nodes,
     observers,
     preflight,
@@ -60,6 +63,9 @@ EVIDENCE_GROUP = "evidence_store"
 # Reimage methods whose tools live on the controller (the lab's images, Vagrant): those stages run
 # here even for hosts placed on an execution node; PXE through the BMC and vSphere run on the node.
 CONTROLLER_REIMAGE = frozenset({"lab", "vagrant"})
+# The host's triage results, staged for the collect playbook to copy into the evidence pack.
+TRIAGE_FILE = "triage.json"
+SNAPSHOT_ID = re.compile(r"[0-9a-f]{8,64}")
 
 
 class EngineObserver(runner.Observer, Protocol):
@@ -522,6 +528,7 @@ class Engine:
         placement = self._placement(stage, running)
         for name in running:
             (private / "staging" / name).mkdir(parents=True, exist_ok=True)
+        self._stage_inputs(stage, running, private)
         if running:
             spec = runner.StageSpec(
                 stage=stage,
@@ -637,7 +644,7 @@ class Engine:
                                 host_name=name,
                                 path=item["path"],
                                 sha256=item["sha256"],
-                                size=int(item.get("size") or 0),
+                                size=item["size"],
                                 collected_by=self.o.operator,
                                 collected_at=now,
                                 stage_run_id=run_id,
@@ -700,15 +707,19 @@ class Engine:
         private: Path,
         points: dict[str, restore_points.Choice],
     ) -> dict[str, Any]:
+        """What the playbooks receive: ids, our own times and paths, nothing a host wrote.
+
+        ansible-core renders every string of the extra vars as a trusted template, so a host's cron
+        line holding `{{ lookup('pipe', ...) }}` would run on the controller. Host data travels in
+        files the playbooks copy (`staging/<host>/triage.json`, see `_stage_inputs`), never here.
+        """
         per_host: dict[str, dict[str, Any]] = {}
         for name in hosts:
-            triage = self.triage.get(name, {})
+            compromise = self.triage.get(name, {}).get("compromise_time")
             entry: dict[str, Any] = {
                 "action": self.members[name].action,
-                "compromise_time": _iso(triage.get("compromise_time")),
+                "compromise_time": _aware(compromise).isoformat() if compromise else None,
             }
-            if stage == "collect":
-                entry["triage"] = json.loads(json.dumps(triage, default=_iso))
             if stage == "restore":
                 choice = points.get(name)
                 if choice is not None and choice.snapshot is not None:
@@ -730,6 +741,17 @@ class Engine:
             extravars["recovery_evidence_host"] = self.evidence_host
             extravars["recovery_evidence_path"] = self.o.evidence_path
         return extravars
+
+    def _stage_inputs(self, stage: str, hosts: list[str], private: Path) -> None:
+        """Host data the stage's playbook needs, as files in each host's staging folder (0600)."""
+        if stage != "collect":
+            return
+        for name in hosts:
+            data = json.dumps(self.triage.get(name, {}), indent=2, sort_keys=True, default=_iso) + "\n"
+            path = private / "staging" / name / TRIAGE_FILE
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(data)
 
     def _restore_points(
         self, hosts: list[str]
@@ -784,6 +806,13 @@ class Engine:
                 self.new_points.add(name)
             except restore_points.RestoreError as exc:
                 refused[name] = HostResult(False, None, f"restore point: {exc}")
+        for name, choice in list(points.items()):
+            # Read from the backup repository, which may sit on a host the attacker held: an id goes
+            # into the extra vars and restic's command line only if it is one.
+            if choice.snapshot is not None and not SNAPSHOT_ID.fullmatch(choice.snapshot.id):
+                del points[name]
+                self.new_points.discard(name)
+                refused[name] = HostResult(False, None, "restore point: the snapshot id is not a restic id")
         return points, refused
 
     def _evidence(
@@ -798,11 +827,9 @@ class Engine:
                 continue
             manifest = private / "staging" / name / "manifest.json"
             try:
-                out[name] = json.loads(manifest.read_text(encoding="utf-8"))["items"]
-            except (OSError, ValueError, KeyError) as exc:
-                results[name] = HostResult(
-                    False, "Report the stored items to the orchestrator", f"no evidence manifest: {exc}"
-                )
+                out[name] = evidence_manifest.read(manifest)
+            except evidence_manifest.ManifestError as exc:
+                results[name] = HostResult(False, "Report the stored items to the orchestrator", str(exc))
         return out
 
     def _retriage(self, results: dict[str, HostResult]) -> None:

@@ -50,6 +50,8 @@ MESSAGE_LIMIT = 500
 ERROR_LINE = re.compile(r"^\s*(?:\[ERROR\]:|ERROR!)\s*(?P<text>.+)$")
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# A node's staging folder inside its private data directory (the worker's recovery_staging_dir).
+NODE_STAGING = Path("artifacts") / "run" / "staging"
 
 
 class Observer(Protocol):
@@ -308,11 +310,13 @@ def run_stage(
             if host in spec.placement:
                 by_node.setdefault(spec.placement[host], []).append(host)
         for node, hosts in by_node.items():
+            private_dir = spec.private_dir / f"node-{node.name}"
+            _give_staging(spec.private_dir / "staging", private_dir / NODE_STAGING, hosts)
             run = nodes.NodeRun(
                 node=node,
                 spec=spec,
                 hosts=hosts,
-                private_dir=spec.private_dir / f"node-{node.name}",
+                private_dir=private_dir,
                 envvars={"ANSIBLE_HOST_KEY_CHECKING": "True"},
                 handler=writer.handler,
             )
@@ -347,6 +351,14 @@ def run_stage(
         if outcome.lost or outcome.status != "successful":
             status = "failed"
     return StageOutcome(rc=rc, status=status, hosts=results, seconds=time.monotonic() - started)
+
+
+def _give_staging(source: Path, target: Path, hosts: list[str]) -> None:
+    """The files the orchestrator staged for these hosts (their triage results), where the node's
+    playbook finds its staging folder: the node receives its whole private data directory."""
+    for host in hosts:
+        if (source / host).is_dir():
+            shutil.copytree(source / host, target / host, dirs_exist_ok=True)
 
 
 def _take_staging(source: Path, target: Path) -> None:
