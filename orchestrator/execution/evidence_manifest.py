@@ -55,4 +55,13 @@ def _item(index: int, item: Any) -> dict[str, Any]:
         raise ManifestError(f"evidence manifest item {index}: bad size")
     if stored_at is not None and (not isinstance(stored_at, str) or len(stored_at) > MAX_PATH):
         raise ManifestError(f"evidence manifest item {index}: bad stored_at")
-    return {"path": path, "sha256": sha256, "size": size, "stored_at": stored_at}
+    return {"path": _text(path), "sha256": sha256, "size": size, "stored_at": stored_at}
+
+
+def _text(path: str) -> str:
+    """A host path that was not UTF-8 (its bytes arrive as lone surrogates) as text the database can
+    hold: the undecodable bytes written as \\xNN."""
+    try:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in path)
