@@ -68,7 +68,7 @@ def csv_cell(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     cleaned = plain(value, multiline=True)
-    return "'" + cleaned if cleaned.startswith(CSV_TRIGGERS) else cleaned
+    return "'" + cleaned if value.startswith(CSV_TRIGGERS) else cleaned
 
 
 def csv_row(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -163,7 +163,9 @@ def test_check_mode_and_declining_change_nothing_then_the_run_recovers(
         )
         assert check.returncode == 0
         for path, item in mine.items():
-            stored = store_dir / ("triage.json" if path == "triage.json" else "files" + path)
+            # Stored under a name the controller made (files/<index>); the host's path is data.
+            stored = lab / "hosts" / m["evidence_host"] / item.stored_at.split(":", 1)[1].lstrip("/")
+            assert stored.parent in (store_dir, store_dir / "files")
             assert hashlib.sha256(stored.read_bytes()).hexdigest() == item.sha256
             assert item.collected_by == "tester" and item.stored_at
         assert "triage.json" in mine
