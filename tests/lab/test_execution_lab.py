@@ -162,7 +162,7 @@ def test_check_mode_and_declining_change_nothing_then_the_run_recovers(
             ["sha256sum", "--check", "--strict", "--quiet", "MANIFEST.sha256"], cwd=store_dir
         )
         assert check.returncode == 0
-        for path, item in mine.items():
+        for item in mine.values():
             # Stored under a name the controller made (files/<index>); the host's path is data.
             stored = lab / "hosts" / m["evidence_host"] / item.stored_at.split(":", 1)[1].lstrip("/")
             assert stored.parent in (store_dir, store_dir / "files")

@@ -117,7 +117,7 @@ def _plant(lab: Path, canary: str, target: Path, liar: Path) -> None:
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory):
-    from orchestrator.lab import LabConfig, down, free_net, reimage, up
+    from orchestrator_lab import LabConfig, down, free_net, reimage, up
 
     base = tmp_path_factory.mktemp("hostile")
     directory = base / "lab"
