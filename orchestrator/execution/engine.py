@@ -715,10 +715,10 @@ class Engine:
         """
         per_host: dict[str, dict[str, Any]] = {}
         for name in hosts:
-            compromise = self.triage.get(name, {}).get("compromise_time")
             entry: dict[str, Any] = {
                 "action": self.members[name].action,
-                "compromise_time": _aware(compromise).isoformat() if compromise else None,
+                # a datetime from the database, formatted here: no host text
+                "compromise_time": _iso(self.triage.get(name, {}).get("compromise_time")),
             }
             if stage == "restore":
                 choice = points.get(name)
