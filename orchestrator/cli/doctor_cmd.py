@@ -9,6 +9,7 @@ from rich.table import Table
 
 from orchestrator.cli.context import AppContext
 from orchestrator.cli.options import console, emit_json, inventory_option, json_option, pass_app
+from orchestrator.safe_text import cells, plain
 
 
 @click.command("doctor")
@@ -43,11 +44,11 @@ def doctor(app: AppContext, inventory: tuple[str, ...], runs_dir: Path, as_json:
         for column in ("", "needed", "where / what to do"):
             table.add_column(column, overflow="fold")
         for f in findings:
-            table.add_row("ok" if f.ok else "MISSING", f.item, f.detail)
+            table.add_row(*cells("ok" if f.ok else "MISSING", f.item, f.detail))
         console().print(table)
     missing = [f for f in findings if not f.ok]
     for finding in missing:
-        click.echo(f"error: {finding}", err=True)
+        click.echo(plain(f"error: {finding}"), err=True)
     if missing:
         raise click.exceptions.Exit(2)
 
