@@ -29,12 +29,12 @@ from typing import Any, Protocol
 from sqlmodel import Session, col, func, select
 
 from orchestrator import inventory as inventory_lib
+from orchestrator import observers
 from orchestrator.errors import OrchestratorError, RefusedError
 from orchestrator.execution import (
     DEFAULT_EVIDENCE_PATH,
     evidence_manifest,
     nodes,
-    observers,
     preflight,
     restore_points,
     runner,

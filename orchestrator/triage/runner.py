@@ -42,7 +42,7 @@ def run(
 ) -> Outcome:
     """Check `hosts` against `packs` and store the run. Packs are validated before this is called, so a
     bad pack never costs a connection; the run row exists before the first host is contacted."""
-    from orchestrator.execution.observers import guarded_callback
+    from orchestrator.observers import guarded_callback
 
     triage = Triage(hosts, packs, settings)
     display = guarded_callback(on_result)  # a failing progress bar must not stop the triage

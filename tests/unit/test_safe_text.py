@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator import safe_text
-from orchestrator.execution import evidence_manifest, observers
+from orchestrator import observers, safe_text
+from orchestrator.execution import evidence_manifest
 
 CONTROL = {*range(0x00, 0x20), *range(0x7F, 0xA0)}
 LINES = {0x0A, 0x09}
