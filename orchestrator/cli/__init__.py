@@ -16,7 +16,7 @@ import traceback
 
 import click
 
-from orchestrator import __version__
+from orchestrator import __version__, private
 from orchestrator.cli.context import AppContext
 from orchestrator.errors import HostsFailed, OrchestratorError
 
@@ -61,6 +61,26 @@ class OrchestratorGroup(click.Group):
         return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return self._invoke(ctx)
+        finally:
+            self._audit_head(ctx)
+
+    @staticmethod
+    def _audit_head(ctx: click.Context) -> None:
+        """After a command that changed the state: the audit head on stderr, to be noted elsewhere
+        (stdout stays the command's own, `--json` included)."""
+        app = ctx.find_object(AppContext)
+        if app is None:
+            return
+        try:
+            line = app.audit_head_line()
+        except Exception as exc:  # never hide the command's own outcome behind this line
+            line = f"audit head: could not be read ({type(exc).__name__})"
+        if line:
+            click.echo(line, err=True)
+
+    def _invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
         try:
             return super().invoke(ctx)
         except OrchestratorError as exc:
@@ -122,15 +142,27 @@ def _default_operator() -> str:
     default=False,
     help="Show tracebacks on errors (env ORCHESTRATOR_DEBUG).",
 )
+@click.option(
+    "--audit-key",
+    envvar="ORCHESTRATOR_AUDIT_KEY",
+    metavar="PATH",
+    help="The key file of the audit chain and plan approvals, created 0600 on first use (env "
+    "ORCHESTRATOR_AUDIT_KEY; default: beside a SQLite database as DB.audit-key, for a database URL "
+    "~/.config/orchestrator/audit-key).",
+)
 @click.version_option(__version__, prog_name="orchestrator")
 @click.pass_context
-def main(ctx: click.Context, db: str, operator: str, debug: bool) -> None:
+def main(ctx: click.Context, db: str, operator: str, debug: bool, audit_key: str | None) -> None:
     """Recover a fleet after ransomware: inventory, triage, plan, run, track.
 
     Every command reads the standard Ansible inventory (-i, repeatable) and keeps its
     state in one database, created on first use.
     """
-    ctx.obj = AppContext(db=db, operator=operator, debug=debug, argv=list(sys.argv[1:]))
+    if ctx.invoked_subcommand != "lab":  # the lab sets its hosts' modes itself; its root is 0700
+        # Everything the command and its children (SQLite, ansible-runner) create is private; the
+        # previous umask comes back when it ends (tests run many commands in one process).
+        ctx.with_resource(private.umask())
+    ctx.obj = AppContext(db=db, operator=operator, debug=debug, argv=list(sys.argv[1:]), audit_key=audit_key)
     ctx.call_on_close(ctx.obj.close)
 
 

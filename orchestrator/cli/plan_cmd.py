@@ -10,6 +10,7 @@ import click
 from rich.table import Table
 
 from orchestrator import inventory as inventory_lib
+from orchestrator import private
 from orchestrator.cli.context import AppContext
 from orchestrator.cli.options import (
     command_args,
@@ -389,7 +390,7 @@ def export(app: AppContext, fmt: str, output: str | None, approved: bool) -> Non
         content = buffer.getvalue()
     if output:
         try:
-            Path(output).write_text(content)
+            private.write_text(Path(output), content)
         except OSError as exc:
             raise OrchestratorError(f"{output}: cannot write: {exc.strerror}") from exc
         click.echo(f"wrote plan {view.plan.id} ({len(view.members)} hosts) to {output}", err=True)

@@ -72,9 +72,7 @@ def _write_atomically(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a report is as readable as any file
+        os.chmod(tmp, 0o600)  # host names, evidence, restore points: for whom the operator sends it to
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

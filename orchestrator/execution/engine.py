@@ -30,6 +30,7 @@ from sqlmodel import Session, col, func, select
 
 from orchestrator import inventory as inventory_lib
 from orchestrator import observers
+from orchestrator import private as private_lib
 from orchestrator.errors import OrchestratorError, RefusedError
 from orchestrator.execution import (
     DEFAULT_EVIDENCE_PATH,
@@ -161,12 +162,11 @@ def _now_tag() -> str:
 def _new_run_dir(parent: Path, name: str) -> Path:
     """A directory of this run's own: a run resumed within the second its killed predecessor started
     (or another run started) gets `NAME-2`, never the other's directory."""
-    parent.mkdir(parents=True, exist_ok=True)
+    private_lib.mkdir(parent, exist_ok=True)
     for n in range(1, 1000):
         path = parent / (name if n == 1 else f"{name}-{n}")
         try:
-            path.mkdir()
-            return path
+            return private_lib.mkdir(path)
         except FileExistsError:
             continue
     raise OrchestratorError(f"{parent}: no free run directory named {name}[-N]")
@@ -333,7 +333,8 @@ class Engine:
 
     def run(self) -> RunReport:
         self._load()
-        with claim_waves(self.store, self.waves, self.o.runs_dir) as self.claim:
+        # ansible-runner and ansible-playbook write env/, artifacts and staged evidence themselves.
+        with private_lib.umask(), claim_waves(self.store, self.waves, self.o.runs_dir) as self.claim:
             return self._run()
 
     def _run(self) -> RunReport:
@@ -519,7 +520,7 @@ class Engine:
         self.claim.verify()
         self.attempts += 1
         private = self.root / f"{self.attempts:03d}-w{wave}-{stage}-a{attempt}"
-        private.mkdir(parents=True)
+        private_lib.mkdir(private)
         run_ids, refused = self._begin(wave, stage, hosts, private, points)
         running = [h for h in hosts if h in run_ids and h not in refused]
         if self.observer:
@@ -527,7 +528,7 @@ class Engine:
         results: dict[str, HostResult] = dict(refused)
         placement = self._placement(stage, running)
         for name in running:
-            (private / "staging" / name).mkdir(parents=True, exist_ok=True)
+            private_lib.mkdir(private / "staging" / name, exist_ok=True)
         self._stage_inputs(stage, running, private)
         if running:
             spec = runner.StageSpec(

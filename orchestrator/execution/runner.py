@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import insert
 
+from orchestrator import private as private_lib
 from orchestrator.execution import nodes, playbook_exec, prompt_pty
 from orchestrator.store import Store
 from orchestrator.store.audit import SECRET_NAME
@@ -366,7 +367,7 @@ def _take_staging(source: Path, target: Path) -> None:
     leaves it."""
     if not source.is_dir():
         return
-    target.mkdir(parents=True, exist_ok=True)
+    private_lib.mkdir(target, exist_ok=True)
     for item in source.iterdir():
         item.replace(target / item.name)
 
@@ -379,12 +380,10 @@ def _run_local(
     prompt_pty.install()
 
     private = spec.private_dir
-    (private / "env").mkdir(parents=True, exist_ok=True)
-    (private / "env" / "extravars").write_text(
-        json.dumps(spec.extravars, indent=1, default=str), encoding="utf-8"
-    )
+    private_lib.mkdir(private / "env", exist_ok=True)
+    private_lib.write_text(private / "env" / "extravars", json.dumps(spec.extravars, indent=1, default=str))
     limit_file = private / "limit"
-    limit_file.write_text("".join(f"{h}\n" for h in hosts), encoding="utf-8")
+    private_lib.write_text(limit_file, "".join(f"{h}\n" for h in hosts))
     _, secret_env = split_secret_env(dict(os.environ))
     envvars = {
         "ANSIBLE_CONFIG": str(spec.playbook.parent / "ansible.cfg"),

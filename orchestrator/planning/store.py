@@ -7,6 +7,7 @@ supersedes the previously approved plan. Execution loads the approved plan throu
 
 from __future__ import annotations
 
+import hmac
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from orchestrator.planning import durations as durations_lib
 from orchestrator.planning.content import content_hash
 from orchestrator.planning.model import Draft, Limits, Verdict
 from orchestrator.planning.planner import build
+from orchestrator.store import audit
 from orchestrator.store import hosts as host_store
 from orchestrator.store.models import (
     Host,
@@ -255,6 +257,7 @@ def approve(session: Session, by: str, expect_hash: str | None = None) -> tuple[
     plan.approved_by = by
     plan.approved_at = utcnow()
     plan.approved_hash = digest
+    plan.approval_mac = approval_mac(session, plan, create=True)
     session.add(plan)
     session.flush()
     return view, previous.id if previous else None
@@ -274,7 +277,28 @@ def load_approved_plan(session: Session) -> PlanView:
             f"plan {plan.id} changed since {plan.approved_by} approved it (content hash mismatch): "
             "run 'orchestrator plan' and approve again"
         )
+    if plan.approval_mac is None:
+        raise RefusedError(
+            f"plan {plan.id} was approved before approvals were keyed (or its approval record was "
+            "emptied): run 'orchestrator plan' and approve again"
+        )
+    if not hmac.compare_digest(plan.approval_mac, approval_mac(session, plan)):
+        raise RefusedError(
+            f"plan {plan.id}'s approval does not verify with the audit key: its rows or its approval were "
+            "changed behind the orchestrator's back (or --audit-key names another key); "
+            "run 'orchestrator audit verify', then plan and approve again"
+        )
     return view
+
+
+def approval_mac(session: Session, plan: Plan, create: bool = False) -> str:
+    """HMAC with the audit key over who approved which content of which plan: whoever can write the
+    database can recompute the plain content hash, not this."""
+    key = audit.writing_key(session) if create else audit.session_key(session)
+    if key.get() is None:
+        raise RefusedError(f"no audit key at {key.path}: cannot check the plan's approval (see --audit-key)")
+    message = f"orchestrator plan approval\0{plan.id}\0{plan.approved_by}\0{plan.approved_hash}"
+    return key.mac(message.encode())
 
 
 @dataclass

@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator.errors import StoreError
 from orchestrator.store import migrations
+from orchestrator.store.audit_key import AuditKey
 from orchestrator.store.models import Host
 
 __all__ = ["Store", "db_url"]
@@ -61,20 +62,24 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
 
 
 class Store:
-    def __init__(self, url: str, read_engine: Engine, write_engine: Engine) -> None:
+    def __init__(self, url: str, read_engine: Engine, write_engine: Engine, audit_key: AuditKey) -> None:
         self.url = url
         self._read = read_engine
         self._write = write_engine
+        self.audit_key = audit_key
 
     @classmethod
-    def open(cls, db: str) -> Store:
+    def open(cls, db: str, audit_key: str | None = None) -> Store:
+        """`audit_key`: the key file's path (default: see `orchestrator.store.audit_key`)."""
         url = db_url(db)
+        key = AuditKey.resolve(url, audit_key)
         if url.startswith("sqlite:///"):
             path = Path(url.removeprefix("sqlite:///"))
             if not path.parent.is_dir():
                 raise StoreError(f"{path}: directory {path.parent} does not exist")
             if path.exists() and not os.access(path, os.R_OK | os.W_OK):
                 raise StoreError(f"{path}: not readable and writable by this user")
+            private_file(path)
             read = _sqlite_engine(url, "BEGIN")
             write = _sqlite_engine(url, "BEGIN IMMEDIATE")
         else:
@@ -82,7 +87,7 @@ class Store:
                 read = write = create_engine(url, pool_pre_ping=True)
             except (SQLAlchemyError, ImportError) as exc:
                 raise StoreError(f"cannot use database URL {_safe_url(url)}: {exc}") from exc
-        store = cls(url, read, write)
+        store = cls(url, read, write, key)
         try:
             migrations.upgrade(store._write_connection)
         except OperationalError as exc:
@@ -102,6 +107,7 @@ class Store:
     def write(self) -> Iterator[Session]:
         """A session whose changes are committed together or not at all."""
         with Session(self._write, expire_on_commit=False) as session:
+            session.info[AUDIT_KEY] = self.audit_key
             event.listen(session, "before_flush", _note_read_versions)
             try:
                 yield session
@@ -130,6 +136,7 @@ class Store:
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
         with Session(self._read) as session:
+            session.info[AUDIT_KEY] = self.audit_key
             yield session
 
     def close(self) -> None:
@@ -139,6 +146,24 @@ class Store:
 
 
 READ_VERSIONS = "read_versions"
+AUDIT_KEY = "audit_key"
+
+
+def private_file(path: Path) -> None:
+    """The database and its -wal/-shm readable by this user only: they hold evidence, host names and
+    the audit log. Created empty 0600 before SQLite opens it: SQLite gives -wal and -shm the mode of
+    the database file; an existing file (and its -wal/-shm) is narrowed to 0600 if it was wider."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = candidate.stat().st_mode & 0o777
+            if mode & 0o077:
+                candidate.chmod(mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except PermissionError as exc:
+            raise StoreError(f"{candidate}: readable by others and not ours to narrow: {exc}") from exc
 
 
 def _note_read_versions(session: Session, _context: object, _instances: object) -> None:

@@ -1,17 +1,25 @@
-"""The append-only audit log, chained by hash so an edited, inserted or deleted row is detectable.
+"""The append-only audit log, chained by a keyed hash so an edited, inserted or deleted row is
+detectable, even by someone who can write the database.
 
-Each entry's hash covers its content and the previous entry's hash; the head row records the newest
-entry and the count, so cutting the newest entries off is detectable too. Rows are written inside
-the same transaction as the change they describe, so there is never a change without its audit row.
+Each entry's hash is an HMAC-SHA256, with the audit key (a file outside the database, see
+`audit_key`), of its content and the previous entry's hash; the head row records the newest entry
+and the count under a MAC of its own, so cutting the newest entries off is detectable too. Rows are
+written inside the same transaction as the change they describe, so there is never a change without
+its audit row.
 
-The chain is tamper-evident against edits made behind the orchestrator's back (a text editor, the
-sqlite3 shell), not against someone who recomputes every hash: keep `audit verify --json`'s head hash
-somewhere else (the incident log, a ticket) to pin the log as it was at that moment.
+Without the key, a rewritten chain cannot be made to verify: recomputing it with the plain SHA-256
+formula (the scheme of entries written before the chain was keyed) fails. With the key, everything
+in the database can be rewritten consistently; only a head written down elsewhere (printed after every
+state-changing command, checked by `audit verify --expect HEAD`) shows that the log since then changed.
+
+Entries from before keying (key_id NULL) stay as they were: the first keyed entry links to the last
+of them, which pins them; a chain with no keyed entry at all proves nothing and `verify` says so.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Sequence
@@ -22,6 +30,8 @@ from typing import Any
 from sqlalchemy import String, cast, or_, text
 from sqlmodel import Session, col, select
 
+from orchestrator.errors import StoreError
+from orchestrator.store.audit_key import SCHEME, AuditKey
 from orchestrator.store.models import AuditEntry, AuditHead, utcnow
 
 SECRET_NAME = re.compile(r"pass(word)?|secret|token|private|credential|vault", re.IGNORECASE)
@@ -53,8 +63,16 @@ def serialize_writers(session: Session) -> None:
 
 
 def _digest(
-    prev_hash: str, ts: datetime, operator: str, command: str, args: Any, details: Any, host: str | None
+    key: AuditKey | None,
+    prev_hash: str,
+    ts: datetime,
+    operator: str,
+    command: str,
+    args: Any,
+    details: Any,
+    host: str | None,
 ) -> str:
+    """HMAC-SHA256 with the audit key; plain SHA-256 when `key` is None (entries from before keying)."""
     payload = json.dumps(
         {
             "prev": prev_hash,
@@ -69,7 +87,40 @@ def _digest(
         default=str,
         separators=(",", ":"),
     )
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return key.mac(payload.encode()) if key is not None else hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _head_message(last_id: int, last_hash: str, entries: int) -> bytes:
+    return f"orchestrator audit head\0{last_id}\0{last_hash}\0{entries}".encode()
+
+
+def session_key(session: Session) -> AuditKey:
+    """The audit key of the store that opened `session` (a Store puts it there)."""
+    key = session.info.get("audit_key")
+    if not isinstance(key, AuditKey):
+        raise StoreError("this session has no audit key: open the database through Store.open")
+    return key
+
+
+def writing_key(session: Session, last: AuditEntry | None = None) -> AuditKey:
+    """The key for the next entry (or approval): the one the chain is keyed with, created only for a
+    chain that has no keyed entry yet (never a second key beside the first)."""
+    key = session_key(session)
+    if last is None:
+        last = session.exec(select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(1)).first()
+    if last is not None and last.key_id is not None:
+        if not key.exists():
+            raise StoreError(
+                f"the audit log is keyed with key {last.key_id} but there is no key file at {key.path}: "
+                "give its path with --audit-key (or ORCHESTRATOR_AUDIT_KEY); nothing was written"
+            )
+        if key.id != last.key_id:
+            raise StoreError(
+                f"the audit key at {key.path} is key {key.id}, but the log is keyed with {last.key_id}: "
+                "give the right one with --audit-key; nothing was written"
+            )
+    key.get(create=True)
+    return key
 
 
 def record(
@@ -83,6 +134,7 @@ def record(
     """Append one entry in the caller's transaction (which must be a write transaction)."""
     serialize_writers(session)
     last = session.exec(select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(1)).first()
+    key = writing_key(session, last)
     prev_hash = last.hash if last else ""
     clean_args = json.loads(json.dumps(redact(args or {}), default=str))
     clean_details = json.loads(json.dumps(redact(details or {}), default=str))
@@ -95,13 +147,15 @@ def record(
         details=clean_details,
         host_name=host,
         prev_hash=prev_hash,
-        hash=_digest(prev_hash, ts, operator, command, clean_args, clean_details, host),
+        hash=_digest(key, prev_hash, ts, operator, command, clean_args, clean_details, host),
+        key_id=key.id,
     )
     session.add(entry)
     session.flush()
     assert entry.id is not None
     head = session.get(AuditHead, 1) or AuditHead(id=1)
     head.last_id, head.last_hash, head.entries = entry.id, entry.hash, head.entries + 1
+    head.mac = key.mac(_head_message(head.last_id, head.last_hash, head.entries))
     session.add(head)
     session.flush()
     return entry
@@ -112,14 +166,20 @@ class ChainProblem:
     """The first place the chain breaks: `entry_id` names the altered, inserted or deleted row."""
 
     entry_id: int
-    kind: str  # altered | deleted | inserted
+    kind: str  # altered | deleted | inserted | unkeyed | wrong-key | expected
     problem: str
 
 
-def verify(session: Session) -> ChainProblem | None:
-    """Recompute the chain; return the first row that was altered, inserted or deleted."""
+def verify(session: Session, expect: str | None = None) -> ChainProblem | None:
+    """Recompute the chain; return the first row that was altered, inserted or deleted.
+
+    `expect`: a head hash written down elsewhere earlier (or a prefix of at least 16 hex digits): the
+    chain must still hold that entry, so a log cut back or rewritten since then fails even when
+    whoever did it held the key."""
+    key = session_key(session)
     head = session.get(AuditHead, 1)
-    prev_hash, prev_id, count = "", 0, 0
+    prev_hash, prev_id, count, keyed = "", 0, 0, 0
+    found_expected = expect is None
     query = select(AuditEntry).order_by(col(AuditEntry.id)).execution_options(yield_per=1000)
     for entry in session.exec(query):
         assert entry.id is not None
@@ -127,7 +187,32 @@ def verify(session: Session) -> ChainProblem | None:
         if head is None or entry.id > head.last_id:
             after = f"the newest recorded entry, {head.last_id}" if head else "an empty log"
             return ChainProblem(entry.id, "inserted", f"entry {entry.id} was inserted after {after}")
+        if entry.key_id is None:
+            if keyed:
+                return ChainProblem(
+                    entry.id,
+                    "altered",
+                    f"entry {entry.id} was altered or forged: it has a plain SHA-256 hash after keyed "
+                    "entries (rewritten by someone without the audit key)",
+                )
+            entry_key = None
+        else:
+            if key.get() is None:
+                raise StoreError(
+                    f"cannot verify: the log is keyed with key {entry.key_id} and there is no audit key "
+                    f"at {key.path} (give it with --audit-key or ORCHESTRATOR_AUDIT_KEY)"
+                )
+            if entry.key_id != key.id:
+                return ChainProblem(
+                    entry.id,
+                    "wrong-key",
+                    f"entry {entry.id} names key {entry.key_id}, the audit key at {key.path} is {key.id}: "
+                    "the wrong key file, or the entry was forged",
+                )
+            entry_key = key
+            keyed += 1
         expected = _digest(
+            entry_key,
             entry.prev_hash,
             entry.ts,
             entry.operator,
@@ -136,16 +221,20 @@ def verify(session: Session) -> ChainProblem | None:
             entry.details,
             entry.host_name,
         )
-        if entry.hash != expected:
+        if not hmac.compare_digest(entry.hash, expected):
             return ChainProblem(
                 entry.id,
                 "altered",
-                f"entry {entry.id} was altered or forged: its hash does not match its content",
+                f"entry {entry.id} was altered or forged: its "
+                + ("HMAC" if entry_key else "hash")
+                + " does not match its content",
             )
         # Consistent in itself but not linked to the entry before: rows went missing, or it was put here.
         if entry.prev_hash != prev_hash:
             return _broken_link(entry.id, prev_id)
         prev_hash, prev_id = entry.hash, entry.id
+        if not found_expected and expect is not None and entry.hash.startswith(expect.lower()):
+            found_expected = True
     if head is not None and (prev_id, prev_hash) != (head.last_id, head.last_hash):
         return ChainProblem(
             head.last_id,
@@ -160,6 +249,31 @@ def verify(session: Session) -> ChainProblem | None:
     if head is not None and count != head.entries:
         return ChainProblem(
             prev_id, "deleted", f"the log holds {count} entries but {head.entries} were recorded"
+        )
+    if (
+        head is not None
+        and keyed
+        and not hmac.compare_digest(
+            head.mac, key.mac(_head_message(head.last_id, head.last_hash, head.entries))
+        )
+    ):
+        return ChainProblem(
+            head.last_id, "altered", "the head record (newest entry and count) was altered: its MAC fails"
+        )
+    if count and not keyed:
+        return ChainProblem(
+            prev_id,
+            "unkeyed",
+            f"none of the {count} entries is keyed: they were written before the audit log was keyed, or "
+            "rewritten by someone without the key, and prove nothing against anyone who can write the "
+            "database (the next state-changing command keys the log from there on)",
+        )
+    if not found_expected:
+        return ChainProblem(
+            prev_id,
+            "expected",
+            f"no entry has the expected head {expect}: the log was cut back or rewritten since that "
+            "head was written down",
         )
     return None
 
@@ -189,11 +303,28 @@ def _broken_link(entry_id: int, prev_id: int) -> ChainProblem:
 def head(session: Session) -> dict[str, Any]:
     """Where the log ends: write the hash down elsewhere to pin the log as it is now."""
     row = session.get(AuditHead, 1)
+    last = (
+        session.exec(select(AuditEntry.key_id).where(AuditEntry.id == row.last_id)).first()
+        if row and row.last_id
+        else None
+    )
     return {
         "entries": row.entries if row else 0,
         "last_id": row.last_id if row else None,
         "last_hash": row.last_hash if row else None,
+        "scheme": SCHEME if last else "sha256" if row and row.last_id else None,
+        "key_id": last,
+        "mac": row.mac or None if row else None,
     }
+
+
+def head_line(data: dict[str, Any]) -> str:
+    """The one line every state-changing command and every report ends with: note it elsewhere, and
+    `audit verify --expect HASH` proves later that the log still holds everything up to it."""
+    if not data.get("last_id"):
+        return "audit head: the log is empty"
+    keyed = f"{data['scheme']}, key {data['key_id']}" if data.get("key_id") else "plain sha256, NOT keyed"
+    return f"audit head: entry {data['last_id']} {data['last_hash']} ({keyed})"
 
 
 def entries(

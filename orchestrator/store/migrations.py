@@ -29,10 +29,20 @@ def _baseline(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn)
 
 
+def _keyed_audit(conn: Connection) -> None:
+    """Columns for the keyed chain and approvals, and the table of restore-point decisions. Existing
+    entries stay plain (key_id NULL): the next keyed entry links to them and so pins them."""
+    conn.exec_driver_sql("ALTER TABLE audit_log ADD COLUMN key_id VARCHAR")
+    conn.exec_driver_sql("ALTER TABLE audit_head ADD COLUMN mac VARCHAR NOT NULL DEFAULT ''")
+    conn.exec_driver_sql("ALTER TABLE plan ADD COLUMN approval_mac VARCHAR")
+    models.RestoreDecision.__table__.create(conn)  # type: ignore[attr-defined]
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "baseline: hosts, triage, plans, stage runs, evidence, restore points, audit log", _baseline
     ),
+    Migration(2, "keyed audit chain and plan approvals; restore-point decisions", _keyed_audit),
 ]
 
 

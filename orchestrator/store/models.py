@@ -126,6 +126,9 @@ class Plan(SQLModel, table=True):
     approved_by: str | None = None
     approved_at: datetime | None = None
     approved_hash: str | None = None
+    # HMAC (the audit key) over the approval: recomputing `approved_hash` with the plain formula after
+    # editing the plan's rows does not make a plan runnable. None: approved before approvals were keyed.
+    approval_mac: str | None = None
     estimated_s: float = 0.0
     lower_bound_s: float = 0.0
 
@@ -225,8 +228,26 @@ class RestorePoint(SQLModel, table=True):
     chosen_at: datetime = Field(default_factory=utcnow)
 
 
+class RestoreDecision(SQLModel, table=True):
+    """A person's decision about where a host's restore point lies: the newest clean snapshot before
+    `before`. It replaces the compromise time triage estimated (which the host itself controls) for
+    that host only; the newest decision per host is the one in force."""
+
+    __tablename__ = "restore_decision"
+    id: int | None = Field(default=None, primary_key=True)
+    host_name: str = Field(index=True)
+    before: datetime
+    accepted: bool = False  # True: the person accepted the triage estimate (minus the margin) as it was
+    why: str = ""
+    decided_by: str = ""
+    decided_at: datetime = Field(default_factory=utcnow)
+    triage_run_id: int | None = None
+
+
 class AuditEntry(SQLModel, table=True):
-    """Append-only, hash-chained: each row carries the hash of the one before it."""
+    """Append-only, chained: each row's hash covers its content and the hash of the one before it,
+    keyed with the audit key (HMAC-SHA256, `key_id` names the key); None: a plain SHA-256 entry
+    written before the chain was keyed."""
 
     __tablename__ = "audit_log"
     id: int | None = Field(default=None, primary_key=True)
@@ -238,6 +259,7 @@ class AuditEntry(SQLModel, table=True):
     host_name: str | None = Field(default=None, index=True)
     prev_hash: str = ""
     hash: str = ""
+    key_id: str | None = None
 
 
 class AuditHead(SQLModel, table=True):
@@ -250,3 +272,4 @@ class AuditHead(SQLModel, table=True):
     last_id: int = 0
     last_hash: str = ""
     entries: int = 0
+    mac: str = ""  # HMAC of (last_id, last_hash, entries): cutting entries and moving the head shows
