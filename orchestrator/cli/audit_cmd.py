@@ -71,26 +71,38 @@ def show(app: AppContext, limit: str | None, count: int, as_json: bool) -> None:
 
 
 @audit_group.command("verify")
+@click.option(
+    "--expect",
+    metavar="HASH",
+    callback=lambda _ctx, _param, value: _head_hash(value),
+    help="A head hash written down earlier (at least 16 hex digits): the log must still hold that entry.",
+)
 @json_option
 @pass_app
 @click.pass_context
-def verify(ctx: click.Context, app: AppContext, as_json: bool) -> None:
-    """Recompute the hash chain; name the first altered, inserted or deleted entry. Exit 1 if broken.
+def verify(ctx: click.Context, app: AppContext, expect: str | None, as_json: bool) -> None:
+    """Recompute the keyed chain; name the first altered, inserted or deleted entry. Exit 1 if broken.
 
-    Note the head hash it prints somewhere else (the incident log): it pins the log as it is now.
+    Every entry's hash is an HMAC with the audit key (--audit-key), so a log rewritten by someone who
+    can write the database but lacks the key fails here. Someone who holds the key too can rewrite it
+    consistently: --expect with a head noted elsewhere (every state-changing command prints it on
+    stderr) proves the log still holds everything up to that point.
 
     \b
-    Example:
-      orchestrator audit verify && orchestrator audit verify --json | jq -r .head.last_hash
+    Examples:
+      orchestrator audit verify
+      orchestrator audit verify --expect 3f2a9c0d11e4b5a6
+      orchestrator audit verify --json | jq -r .head.last_hash
     """
     with app.store().read() as session:
-        problem = audit.verify(session)
+        problem = audit.verify(session, expect)
         head = audit.head(session)
     if as_json:
         emit_json(
             {
                 "ok": problem is None,
                 "head": head,
+                "expected": expect,
                 "problem": None
                 if problem is None
                 else {"entry_id": problem.entry_id, "kind": problem.kind, "message": problem.problem},
@@ -98,10 +110,21 @@ def verify(ctx: click.Context, app: AppContext, as_json: bool) -> None:
         )
     if problem is None:
         if not as_json:
-            click.echo(f"ok: {head['entries']} entries, chain intact, head {head['last_hash'] or '-'}")
+            found = f"; holds the expected head {expect}" if expect else ""
+            click.echo(f"ok: {head['entries']} entries, chain intact{found}")
+            click.echo(audit.head_line(head))
         return
     click.echo(plain(f"error: audit chain broken at entry {problem.entry_id}: {problem.problem}"), err=True)
     ctx.exit(1)
+
+
+def _head_hash(value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if not 16 <= len(text) <= 64 or any(c not in "0123456789abcdef" for c in text):
+        raise click.BadParameter("a head hash is 16 to 64 hex digits", param_hint="--expect")
+    return text
 
 
 def _entry(entry: AuditEntry) -> dict[str, Any]:

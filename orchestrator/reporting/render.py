@@ -18,6 +18,7 @@ from orchestrator.reporting import chart
 from orchestrator.reporting.report import COLUMNS, Report
 from orchestrator.reporting.timefmt import duration, iso, short
 from orchestrator.safe_text import csv_row, plain
+from orchestrator.store import audit
 
 FORMATS = ("html", "csv", "json")
 
@@ -54,6 +55,7 @@ def html(report: Report, title: str) -> str:
         regulator=report.regulator,
         evidence=report.evidence,
         chart=chart.timeline(report.rows, report.waves),
+        audit_head=audit.head_line(report.audit),
     )
 
 
@@ -77,6 +79,7 @@ def json_text(report: Report) -> str:
         | {"hosts": [r["host"] for r in report.regulator["systems"]]},
         "attention": [r["host"] for r in report.attention],
         "evidence": report.evidence,
+        "audit": report.audit,
         "columns": list(COLUMNS),
         "hosts": report.rows,
     }

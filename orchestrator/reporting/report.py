@@ -20,7 +20,7 @@ from orchestrator.reporting import lifecycle
 from orchestrator.reporting.durations import seconds
 from orchestrator.reporting.fleet import current_plan
 from orchestrator.reporting.timefmt import iso
-from orchestrator.store import Store
+from orchestrator.store import Store, audit
 from orchestrator.store.models import (
     EvidenceItem,
     Host,
@@ -60,6 +60,7 @@ COLUMNS = (
     "evidence_items",
     "snapshot_id",
     "snapshot_time",
+    "audit_head",  # the same on every row: the log this report was made from (see `audit verify --expect`)
 )
 _SEVERITY = {"infected": 3, "suspicious": 2, "error": 1, "unreachable": 1, "clean": 0}
 AFFECTED = ("infected", "suspicious")
@@ -79,6 +80,7 @@ class Report:
     waves: list[dict[str, Any]] = field(default_factory=list)
     attention: list[dict[str, Any]] = field(default_factory=list)
     regulator: dict[str, Any] = field(default_factory=dict)
+    audit: dict[str, Any] = field(default_factory=dict)
 
 
 def build(store: Store, now: datetime | None = None) -> Report:
@@ -92,6 +94,7 @@ def build(store: Store, now: datetime | None = None) -> Report:
         stages = _stage_times(session)
         evidence = _evidence(session)
         snapshots = _snapshots(session)
+        audit_head = audit.head(session)
         wave_meta = (
             {
                 w.number: {"tier": w.tier, "estimated_s": w.estimated_s}
@@ -120,7 +123,10 @@ def build(store: Store, now: datetime | None = None) -> Report:
         rows=rows,
         evidence=evidence,
         wave_meta=wave_meta,
+        audit=audit_head,
     )
+    for row in rows:
+        row["audit_head"] = audit_head["last_hash"] or ""
     report.summary = _summary(rows, now)
     report.tiers = _tiers(rows, report.summary["recovery_started_at"])
     report.waves = _waves(rows, wave_meta)

@@ -113,7 +113,8 @@ def test_emptied_log_is_detected(logged: Cli) -> None:
 def _copy_of(db: Path, entry_id: int) -> tuple:
     con = sqlite3.connect(db)
     row = con.execute(
-        "SELECT ts, operator, command, args, details, host_name, prev_hash, hash FROM audit_log WHERE id = ?",
+        "SELECT ts, operator, command, args, details, host_name, prev_hash, hash, key_id FROM audit_log"
+        " WHERE id = ?",
         (entry_id,),
     ).fetchone()
     con.close()
@@ -168,9 +169,9 @@ def test_replaced_row_is_named(logged: Cli) -> None:
     tamper(
         logged.db,
         "DELETE FROM audit_log WHERE id = 4",
-        "INSERT INTO audit_log (id, ts, operator, command, args, details, host_name, prev_hash, hash)"
+        "INSERT INTO audit_log (id, ts, operator, command, args, details, host_name, prev_hash, hash, key_id)"
         f" VALUES (4, '{donor[0]}', '{donor[1]}', '{donor[2]}', '{donor[3]}', '{donor[4]}', '{donor[5]}',"
-        f" '{donor[6]}', '{donor[7]}')",
+        f" '{donor[6]}', '{donor[7]}', '{donor[8]}')",
     )
     assert "inserted or replaced" in verify_fails_at(logged, 4, "inserted")
 
