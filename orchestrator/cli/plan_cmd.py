@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -22,7 +23,7 @@ from orchestrator.cli.options import (
     pass_app,
 )
 from orchestrator.errors import OrchestratorError
-from orchestrator.planning import capacity, document
+from orchestrator.planning import capacity, compromise, document
 from orchestrator.planning import durations as durations_lib
 from orchestrator.planning import store as plan_store
 from orchestrator.planning.model import HOLD, PROTECTED
@@ -71,6 +72,15 @@ def _warn_people(view: plan_store.PlanView) -> None:
     type=click.Path(dir_okay=False),
     help="Stage durations file (default: the shipped orchestrator/config/stage_durations.yml).",
 )
+@click.option(
+    "--time-window",
+    type=click.FloatRange(min=0, min_open=True),
+    default=7.0,
+    show_default=True,
+    metavar="DAYS",
+    help="A restored host whose compromise time lies further than this (or 5 MADs, if wider) from the "
+    "fleet's median waits for a person.",
+)
 @json_option
 @pass_app
 @click.pass_context
@@ -82,12 +92,15 @@ def plan_group(
     max_wave_size: int | None,
     capacities: tuple[str, ...],
     durations_file: str | None,
+    time_window: float,
     as_json: bool,
 ) -> None:
     """Make the draft recovery plan from the latest triage: actions, waves, estimates.
 
     Infected or suspicious hosts are rebuilt, clean ones verified, untriaged ones held for a person
-    (with every host that depends on them); protected hosts are never wiped. Waves run one after
+    (with every host that depends on them); protected hosts are never wiped. A host restored from
+    backups waits for a person when its compromise time (set by the host, so by the attacker) is
+    missing, in the future or far from the fleet's: see 'orchestrator host restore-point'. Waves run one after
     another: tier 0 first, dependencies before dependants, by recovery_priority inside a tier, each
     wave within --max-wave-size and every --capacity. A new plan replaces the earlier draft; nothing
     runs until it is approved.
@@ -109,7 +122,15 @@ def plan_group(
     if ctx.invoked_subcommand is not None:
         given = [
             p
-            for p in ("inventory", "limit", "max_wave_size", "capacities", "durations_file", "as_json")
+            for p in (
+                "inventory",
+                "limit",
+                "max_wave_size",
+                "capacities",
+                "durations_file",
+                "time_window",
+                "as_json",
+            )
             if ctx.params[p] not in (None, (), False)
             # ORCHESTRATOR_INVENTORY fills -i for every command: only what was typed counts here
             and ctx.get_parameter_source(p) is click.core.ParameterSource.COMMANDLINE
@@ -138,6 +159,7 @@ def plan_group(
             durations,
             operator=app.operator,
             params={"inventory": list(inv.sources), "limit": limit},
+            time_rules=compromise.TimeRules(window=timedelta(days=time_window)),
         )
         view = made.view
         counts = made.draft.counts()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -230,8 +231,10 @@ def run(
         emit_json(report.to_dict())
     else:
         _render(report)
-    if report.failed or report.interrupted:
+    if report.failed or report.interrupted or report.held:
         parts = [f"{len(report.failed)} host(s) failed"] if report.failed else []
+        if report.held:
+            parts.append(f"{len(report.held)} held for a person's restore-point decision")
         if report.interrupted:
             parts.append(f"{len(report.interrupted)} interrupted (run again to resume them)")
         raise HostsFailed(f"{', '.join(parts)}: see 'orchestrator status' and {report.runs_dir}")
@@ -274,6 +277,67 @@ def reset(ctx: click.Context, app: AppContext, host: str, to_stage: str) -> None
 
     before, after = engine.reset_host(app.store(), app.operator, host, to_stage, command_args(ctx))
     click.echo(plain(f"{host}: {before} -> {after}; the next run starts it at {to_stage}"))
+
+
+class _Time(click.ParamType):
+    """ISO 8601 (2026-11-30T08:00:00Z, 2026-11-30 08:00); without a zone, UTC."""
+
+    name = "TIME"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-30T08:00:00Z)", param, ctx)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@host_group.command("restore-point")
+@click.argument("host")
+@click.option(
+    "--before", type=_Time(), help="Restore from the newest clean snapshot before TIME (UTC if no zone)."
+)
+@click.option("--accept", is_flag=True, help="Accept the host's triage estimate as it is (minus one hour).")
+@click.option("--why", required=True, help="Why this restore point is right (recorded in the audit log).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (stable keys, see README).")
+@pass_app
+@click.pass_context
+def restore_point(
+    ctx: click.Context,
+    app: AppContext,
+    host: str,
+    before: datetime | None,
+    accept: bool,
+    why: str,
+    as_json: bool,
+) -> None:
+    """Decide where HOST's restore point lies, instead of its own (untrusted) compromise time. Audited.
+
+    A host restored from backups waits for this decision when its compromise time is missing, in the
+    future, older than its oldest backup or far outside the fleet's. The next 'orchestrator plan'
+    schedules it with the decision in its reason (approve that plan); a host held at its restore
+    stage uses the decision on the next 'orchestrator run'.
+
+    \b
+    Examples:
+      orchestrator host restore-point ehr-db-01 --before 2026-11-27T00:00:00Z --why "foothold 28 Nov per EDR"
+      orchestrator host restore-point ehr-db-01 --accept --why "mtime matches the VPN log"
+    """
+    if (before is None) == (not accept):
+        raise click.UsageError("give exactly one of --before TIME or --accept")
+    from orchestrator.execution import decisions
+
+    decision = decisions.set_restore_point(app.store(), app.operator, host, before, why, command_args(ctx))
+    cutoff = decision.before.isoformat(timespec="seconds")
+    if as_json:
+        emit_json({"host": host, "before": cutoff, "accepted": decision.accepted, "why": decision.why,
+                   "decided_by": decision.decided_by})  # fmt: skip
+    else:
+        click.echo(
+            f"{host}: restore from the newest clean snapshot before {cutoff}; plan again to schedule it"
+        )
 
 
 commands = [run, host_group]

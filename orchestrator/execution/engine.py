@@ -44,7 +44,8 @@ from orchestrator.execution import (
 from orchestrator.execution.locks import claim_waves
 from orchestrator.execution.runner import HostResult
 from orchestrator.package_data import package_path
-from orchestrator.planning.store import PlanView, load_approved_plan
+from orchestrator.planning import compromise
+from orchestrator.planning.store import PlanView, load_approved_plan, restore_decisions
 from orchestrator.store import Store, audit
 from orchestrator.store import hosts as host_store
 from orchestrator.store.models import (
@@ -124,7 +125,8 @@ class HostReport:
     state: str
     stage: str | None = None
     reason: str | None = None
-    outcome: str = "pending"  # recovered | failed | blocked | refused | interrupted | pending | checked
+    # recovered | failed | held | blocked | refused | interrupted | pending | checked
+    outcome: str = "pending"
 
 
 @dataclass
@@ -139,6 +141,11 @@ class RunReport:
     @property
     def failed(self) -> list[HostReport]:
         return [h for h in self.hosts.values() if h.outcome in ("failed", "refused")]
+
+    @property
+    def held(self) -> list[HostReport]:
+        """Hosts waiting for a person's restore-point decision (not counted as the wave's failures)."""
+        return [h for h in self.hosts.values() if h.outcome == "held"]
 
     @property
     def interrupted(self) -> list[HostReport]:
@@ -181,6 +188,7 @@ class Engine:
         self.confirmed = options.confirm is None
         self.attempts = 0
         self.new_points: set[str] = set()  # restore points chosen in this run, recorded when restore begins
+        self.held: set[str] = set()  # waiting for a person's restore-point decision: not wave failures
 
     # --- setup ---------------------------------------------------------------------------------
 
@@ -194,6 +202,7 @@ class Engine:
                 if m.wave is not None and m.action in EXECUTABLE_ACTIONS
             }
             self.triage = self._triage(session)
+            self.decisions = restore_decisions(session, list(self.members))
         self.inventory = (
             self.o.prefetched.result() if self.o.prefetched else inventory_lib.load(self.o.inventory)
         )
@@ -384,7 +393,7 @@ class Engine:
             row = rows[name]
             entry = report.hosts.setdefault(name, HostReport(name, member.action, member.wave, row.state))
             entry.state, entry.stage = row.state, row.stage
-            if entry.outcome in ("blocked", "refused", "checked", "interrupted"):
+            if entry.outcome in ("blocked", "refused", "checked", "interrupted", "held"):
                 continue
             if row.state == states.RECOVERED:
                 entry.outcome = "recovered"
@@ -437,6 +446,10 @@ class Engine:
         blocked = self._blocked(hosts, report)
         nxt = self._positions([h for h in hosts if h not in blocked], report)
         failed: set[str] = {h for h in hosts if report.hosts.get(h) and report.hosts[h].outcome == "refused"}
+        for host, (stage, reason) in self._untrusted_times(wave, nxt).items():
+            failed.add(host)
+            nxt[host] = None
+            report.hosts[host] = HostReport(host, self.members[host].action, wave, "", stage, reason, "held")
         for stage in states.STAGE_ORDER:
             group = [h for h, s in nxt.items() if s == stage and h not in failed]
             if not group:
@@ -457,16 +470,23 @@ class Engine:
                     nxt[host] = None
                     report.hosts[host] = HostReport(host, self.members[host].action, wave, "", stage,
                                                     result.message, "interrupted")  # fmt: skip
+                elif host in self.held:
+                    failed.add(host)
+                    nxt[host] = None
+                    report.hosts[host] = HostReport(host, self.members[host].action, wave, "", stage,
+                                                    result.message, "held")  # fmt: skip
                 else:
                     failed.add(host)
                     nxt[host] = None
                     if self.o.check:
                         report.hosts[host] = HostReport(host, self.members[host].action, wave, "", stage,
                                                         result.message, "failed")  # fmt: skip
-            share = 100.0 * len(failed) / len(hosts)
-            if failed and share > self.o.max_fail_percentage:
+            # A host waiting for a person's decision is not a failure of the wave: the others go on.
+            counted = failed - self.held
+            share = 100.0 * len(counted) / len(hosts)
+            if counted and share > self.o.max_fail_percentage:
                 return (
-                    f"wave {wave} stopped after {stage}: {len(failed)} of {len(hosts)} hosts failed "
+                    f"wave {wave} stopped after {stage}: {len(counted)} of {len(hosts)} hosts failed "
                     f"({share:.0f}% > --max-fail-percentage {self.o.max_fail_percentage:g})"
                 )
         return None
@@ -501,6 +521,7 @@ class Engine:
         if stage == "restore":
             points, refused = self._restore_points(remaining)
             if refused:
+                self.held.update(refused)
                 self._fail_without_running(wave, stage, refused)
                 final.update(refused)
                 remaining = [h for h in remaining if h not in refused]
@@ -772,12 +793,14 @@ class Engine:
                     ).first()
                     if point is not None:
                         kept[name] = point
-        fleet_times = [t["compromise_time"] for t in self.triage.values() if t.get("compromise_time")]
         scanner = self.o.scanner or restore_points.pack_scanner(self.o.packs)
         for name in hosts:
             host = self.inventory.hosts[name]
             if (host.restore_method or "none") != "restic":
                 continue
+            decided = self.decisions.get(name)
+            if name in kept and decided is not None and _aware(decided.at) > _aware(kept[name].chosen_at):
+                del kept[name]  # a person decided after that point was chosen: theirs holds
             if name in kept and not self.o.check:
                 point = kept[name]
                 snap = restore_points.Snapshot(point.snapshot_id, point.snapshot_time or utcnow(), name)
@@ -785,36 +808,87 @@ class Engine:
                     name, point.cutoff or utcnow(), snap, list(point.skipped)
                 )
                 continue
-            compromise = self.triage.get(name, {}).get("compromise_time") or (
-                min(fleet_times) if fleet_times else None
-            )
-            if compromise is None:
-                refused[name] = HostResult(
-                    False, None, "no compromise time from triage: cannot choose a clean restore point"
-                )
+            moment, margin, problem = self._cutoff(name)
+            if moment is None:
+                refused[name] = HostResult(False, None, _held(problem or "no compromise time", name))
                 continue
             try:
-                repo = host.vars.get("recovery_restic_repository")
-                password_file = host.vars.get("recovery_restic_password_file")
-                if not repo or not password_file:
-                    raise restore_points.RestoreError(
-                        "set recovery_restic_repository and recovery_restic_password_file in the inventory"
-                    )
-                restic = restore_points.Restic(str(repo), str(password_file))
                 points[name] = restore_points.choose(
-                    restic, name, _aware(compromise), scanner, self.o.restore_margin, scratch_parent=self.root
+                    self._restic(name), name, moment, scanner, margin, scratch_parent=self.root
                 )
                 self.new_points.add(name)
             except restore_points.RestoreError as exc:
-                refused[name] = HostResult(False, None, f"restore point: {exc}")
+                refused[name] = HostResult(False, None, _held(f"restore point: {exc}", name))
         for name, choice in list(points.items()):
             # Read from the backup repository, which may sit on a host the attacker held: an id goes
             # into the extra vars and restic's command line only if it is one.
             if choice.snapshot is not None and not SNAPSHOT_ID.fullmatch(choice.snapshot.id):
                 del points[name]
                 self.new_points.discard(name)
-                refused[name] = HostResult(False, None, "restore point: the snapshot id is not a restic id")
+                refused[name] = HostResult(
+                    False, None, _held("restore point: the snapshot id is not a restic id", name)
+                )
         return points, refused
+
+    def _restic(self, name: str) -> restore_points.Restic:
+        host = self.inventory.hosts[name]
+        repo = host.vars.get("recovery_restic_repository")
+        password_file = host.vars.get("recovery_restic_password_file")
+        if not repo or not password_file:
+            raise restore_points.RestoreError(
+                "set recovery_restic_repository and recovery_restic_password_file in the inventory"
+            )
+        return restore_points.Restic(str(repo), str(password_file))
+
+    def _cutoff(self, name: str) -> tuple[datetime | None, timedelta, str | None]:
+        """What chooses `name`'s restore point: a person's decision (exactly its time), else the
+        host's own compromise time if it passes the checks that need no backups (margin applied);
+        never another host's. (None, margin, why) when neither may."""
+        decided = self.decisions.get(name)
+        if decided is not None:
+            return _aware(decided.before), timedelta(0), None
+        moment = self.triage.get(name, {}).get("compromise_time")
+        found = compromise.problem(moment, utcnow(), None, None, compromise.TimeRules())
+        if found is not None or moment is None:
+            return None, self.o.restore_margin, found
+        return _aware(moment), self.o.restore_margin, None
+
+    def _untrusted_times(self, wave: int, nxt: dict[str, str | None]) -> dict[str, tuple[str, str]]:
+        """Before anything destructive: hosts about to be rebuilt and restored from backups whose
+        restore point cannot be chosen (no trusted time, or one older than every snapshot the backups
+        hold) are held for a person, never wiped first. Returns host -> (stage, reason)."""
+        early = set(states.REBUILD[: states.REBUILD.index("restore")])
+        held: dict[str, HostResult] = {}
+        stage_of: dict[str, str] = {}
+        for name, stage in nxt.items():
+            host = self.inventory.hosts[name]
+            if stage not in early or self.paths[name] is not states.REBUILD:
+                continue
+            if (host.restore_method or "none") != "restic":
+                continue
+            moment, margin, found = self._cutoff(name)
+            if moment is not None:
+                try:
+                    snaps = self._restic(name).snapshots(name)
+                except restore_points.RestoreError as exc:
+                    found = f"its backups cannot be listed: {exc}"
+                else:
+                    oldest = min((s.time for s in snaps), default=None)
+                    if oldest is None:
+                        found = "its backups hold no snapshot of it"
+                    elif moment - margin <= oldest:
+                        found = (
+                            f"restore point before {(moment - margin).isoformat(timespec='seconds')} is older "
+                            f"than the oldest backup ({oldest.isoformat(timespec='seconds')})"
+                        )
+            if found is not None:
+                held[name] = HostResult(False, None, _held(found, name))
+                stage_of[name] = str(stage)
+        for stage in sorted(set(stage_of.values()), key=states.STAGE_ORDER.index):
+            group = {h: r for h, r in held.items() if stage_of[h] == stage}
+            self._fail_without_running(wave, stage, group)
+        self.held.update(held)
+        return {h: (stage_of[h], str(r.message)) for h, r in held.items()}
 
     def _evidence(
         self, stage: str, results: dict[str, HostResult], private: Path
@@ -878,6 +952,13 @@ def _triage_validator(packs: list[str], forks: int, timeout: float = DEFAULT_TIM
         return out
 
     return validate
+
+
+def _held(problem: str, host: str) -> str:
+    return (
+        f"held for a person (this stage did not run): {problem}; decide with 'orchestrator host restore-point "
+        f"{host} --before TIME --why TEXT' (or --accept), then run again"
+    )
 
 
 def _reason(result: HostResult) -> str:

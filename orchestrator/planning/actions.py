@@ -5,7 +5,8 @@ reinstalled). Clean hosts are verified. Hosts nobody could triage wait for a per
 host that needs them. Protected hosts (backups, evidence store) are never wiped whatever their verdict:
 they take the verify path in their wave (whose re-scan stops a dirty one before it reconnects), and a
 found infection there is a decision for a person, flagged as such, that the hosts depending on it
-wait for.
+wait for. A host restored from backups whose compromise time cannot be trusted on its own waits for a
+person too (see `compromise`).
 """
 
 from __future__ import annotations
@@ -63,8 +64,12 @@ def _own(host: Host, verdict: Verdict | None) -> Decision:
             blocks=f"protected, {status}",
         )
     if name in (INFECTED, SUSPICIOUS):
+        assert verdict is not None
+        if verdict.time_hold:
+            return Decision(HOLD, f"{name}{detail}; {verdict.time_hold}", name, blocks="compromise time")
         core = "; tier 0: rebuilt, never cleaned" if host.tier == 0 else ""
-        return Decision(REBUILD, f"{name}{detail}{core}", name)
+        note = f"; {verdict.time_note}" if verdict.time_note else ""
+        return Decision(REBUILD, f"{name}{detail}{core}{note}", name)
     if name == CLEAN:
         return Decision(VERIFY, f"clean{detail}", name)
     if name == UNREACHABLE:

@@ -26,6 +26,10 @@ class Verdict:
 
     verdict: str
     reason: str | None = None
+    # For a host restored from backups (planning.compromise): why its compromise time waits for a
+    # person, or the person's restore-point decision that replaces it.
+    time_hold: str | None = None
+    time_note: str | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator.errors import OrchestratorError, RefusedError
 from orchestrator.inventory import Host as InventoryHost
+from orchestrator.planning import compromise
 from orchestrator.planning import durations as durations_lib
 from orchestrator.planning.content import content_hash
 from orchestrator.planning.model import Draft, Limits, Verdict
@@ -29,6 +30,7 @@ from orchestrator.store.models import (
     Plan,
     PlanMember,
     PlanWave,
+    RestoreDecision,
     StageRun,
     TriageResult,
     TriageRun,
@@ -73,6 +75,34 @@ class NewDraft:
     draft: Draft
     triage_run: TriageRun
     superseded: list[int] = field(default_factory=list)
+
+
+def restore_decisions(session: Session, hosts: Sequence[str] | None = None) -> dict[str, compromise.Decided]:
+    """The restore-point decision in force for each host (its newest)."""
+    query = select(RestoreDecision).order_by(col(RestoreDecision.id))
+    if hosts is not None:
+        query = query.where(col(RestoreDecision.host_name).in_(list(hosts)))
+    return {
+        d.host_name: compromise.Decided(d.before, d.decided_by, d.why, d.accepted, d.decided_at)
+        for d in session.exec(query)
+    }
+
+
+def _checked(
+    session: Session,
+    run: TriageRun,
+    hosts: Sequence[InventoryHost],
+    verdicts: dict[str, Verdict],
+    rules: compromise.TimeRules,
+) -> dict[str, Verdict]:
+    """The verdicts with each restored host's compromise time checked (see `planning.compromise`)."""
+    times = dict(
+        session.exec(
+            select(TriageResult.host_name, TriageResult.compromise_time).where(TriageResult.run_id == run.id)
+        ).all()
+    )
+    names = [h.name for h in hosts]
+    return compromise.annotate(hosts, verdicts, times, restore_decisions(session, names), {}, utcnow(), rules)
 
 
 def latest_triage(session: Session) -> tuple[TriageRun, dict[str, Verdict]]:
@@ -126,9 +156,12 @@ def create_draft(
     *,
     operator: str,
     params: Mapping[str, Any],
+    time_rules: compromise.TimeRules | None = None,
 ) -> NewDraft:
     """Plan from the latest triage, snapshot the hosts, and make the result the only draft."""
     run, verdicts = latest_triage(session)
+    rules = time_rules or compromise.TimeRules()
+    verdicts = _checked(session, run, hosts, verdicts, rules)
     if not any(h.name in verdicts for h in hosts):
         raise OrchestratorError(
             f"triage run {run.id} has no verdict for any of the {len(hosts)} host(s) to plan"
@@ -151,6 +184,7 @@ def create_draft(
         params={
             **params,
             "max_wave_size": limits.max_wave_size,
+            "compromise_time_window_s": rules.window.total_seconds(),
             "capacities": dict(limits.capacities),
             "durations_file": durations.file,
             "durations": durations.describe(),

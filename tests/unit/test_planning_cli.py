@@ -88,7 +88,14 @@ def triage(db: str | Path, verdicts: dict[str, str], finished: bool = True) -> i
         session.flush()
         for host, verdict in verdicts.items():
             reason = "ransom note found" if verdict == "infected" else None
-            session.add(TriageResult(run_id=run.id, host_name=host, verdict=verdict, reason=reason))
+            # Affected hosts date their compromise (two days ago, like the rest of the fleet): a
+            # restored host without one waits for a person.
+            when = utcnow() - timedelta(days=2) if verdict in ("infected", "suspicious") else None
+            session.add(
+                TriageResult(
+                    run_id=run.id, host_name=host, verdict=verdict, reason=reason, compromise_time=when
+                )
+            )
         run_id = run.id
     store.close()
     assert run_id is not None

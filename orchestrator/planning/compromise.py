@@ -1,0 +1,141 @@
+"""Whether a host's compromise time may choose its restore point, before it chooses anything.
+
+The estimate is the earliest timestamp among a host's indicators (file mtimes, key and event times):
+all of it set by the host, that is by the attacker. Backdated, it asks for a snapshot older than any
+backup (the restore fails) or one far older than needed (data lost); post-dated, it picks a snapshot
+taken after the real foothold. So a host rebuilt from backups waits for a person (action hold, the
+reason in `plan show` and `status`) when its time:
+
+- lies in the future (beyond `skew` of clock drift);
+- is older than the oldest snapshot its backups hold (when the repository can be listed);
+- lies far outside the rest of the fleet's: more than max(`mads` scaled MADs, `window`) from the
+  median of the fleet's times (a robust rule: one or a few lying hosts do not move the median), once
+  at least `min_fleet` hosts have a time;
+- or is missing: another host's time is never used in its place.
+
+A person's decision (`orchestrator host restore-point HOST --before TIME --why TEXT`, or `--accept`
+for the estimate as it is) replaces the estimate for that host, recorded and audited; the plan made
+after it carries the decision in the host's reason, so approving the plan approves the decision.
+These rules catch a time that disagrees with the clock, the backups or the fleet; an attacker who
+moves every host's clues consistently is not caught here, which is why each candidate snapshot is also
+scanned with the triage checks before it is restored.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from orchestrator.inventory import Host
+from orchestrator.planning.model import INFECTED, SUSPICIOUS, Verdict
+
+MAD_SCALE = 1.4826  # a normal distribution's standard deviation, in MADs
+
+
+@dataclass(frozen=True)
+class TimeRules:
+    window: timedelta = timedelta(days=7)
+    mads: float = 5.0
+    skew: timedelta = timedelta(minutes=5)
+    min_fleet: int = 3
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A person's restore-point decision for one host (the newest in force)."""
+
+    before: datetime
+    by: str
+    why: str
+    accepted: bool
+    at: datetime
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _stamp(moment: datetime) -> str:
+    return _utc(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def uses_time(host: Host, verdict: Verdict | None) -> bool:
+    """The hosts whose compromise time chooses something: rebuilt (affected, not protected) and
+    restored from backups."""
+    return (
+        verdict is not None
+        and verdict.verdict in (INFECTED, SUSPICIOUS)
+        and not host.protected
+        and (host.restore_method or "none") == "restic"
+    )
+
+
+def fleet_bounds(
+    times: Iterable[datetime], now: datetime, rules: TimeRules
+) -> tuple[datetime, datetime] | None:
+    """The range of times the fleet makes plausible, or None with too few hosts to say."""
+    seconds = sorted(_utc(t).timestamp() for t in times if _utc(t) <= now + rules.skew)
+    if len(seconds) < rules.min_fleet:
+        return None
+    median = statistics.median(seconds)
+    mad = statistics.median(abs(s - median) for s in seconds)
+    half = max(rules.mads * MAD_SCALE * mad, rules.window.total_seconds())
+    return datetime.fromtimestamp(median - half, UTC), datetime.fromtimestamp(median + half, UTC)
+
+
+def problem(
+    moment: datetime | None,
+    now: datetime,
+    bounds: tuple[datetime, datetime] | None,
+    oldest_backup: datetime | None,
+    rules: TimeRules,
+) -> str | None:
+    """Why this compromise time may not choose a restore point on its own (None: it may)."""
+    if moment is None:
+        return "no compromise time from triage (another host's is never used)"
+    moment = _utc(moment)
+    if moment > now + rules.skew:
+        return f"compromise time {_stamp(moment)} is in the future"
+    if oldest_backup is not None and moment <= _utc(oldest_backup):
+        return f"compromise time {_stamp(moment)} is older than the oldest backup ({_stamp(oldest_backup)})"
+    if bounds is not None and not bounds[0] <= moment <= bounds[1]:
+        return (
+            f"compromise time {_stamp(moment)} is far outside the fleet's "
+            f"({_stamp(bounds[0])} to {_stamp(bounds[1])})"
+        )
+    return None
+
+
+def annotate(
+    hosts: Iterable[Host],
+    verdicts: Mapping[str, Verdict],
+    times: Mapping[str, datetime | None],
+    decisions: Mapping[str, Decided],
+    oldest_backups: Mapping[str, datetime],
+    now: datetime,
+    rules: TimeRules,
+) -> dict[str, Verdict]:
+    """The verdicts with, for every host whose time chooses a restore point, either the person's
+    decision (`time_note`) or why it waits for one (`time_hold`)."""
+    bounds = fleet_bounds((t for t in times.values() if t is not None), now, rules)
+    out = dict(verdicts)
+    for host in hosts:
+        verdict = verdicts.get(host.name)
+        if verdict is None or not uses_time(host, verdict):
+            continue
+        decided = decisions.get(host.name)
+        if decided is not None:
+            how = "accepted the estimate" if decided.accepted else "set it"
+            note = f"restore point before {_stamp(decided.before)} ({decided.by} {how}: {decided.why})"
+            out[host.name] = Verdict(verdict.verdict, verdict.reason, time_note=note)
+            continue
+        found = problem(times.get(host.name), now, bounds, oldest_backups.get(host.name), rules)
+        if found is not None:
+            hold = (
+                f"{found}: a person must decide (orchestrator host restore-point {host.name} "
+                "--before TIME --why TEXT, or --accept)"
+            )
+            out[host.name] = Verdict(verdict.verdict, verdict.reason, time_hold=hold)
+    return out
