@@ -13,7 +13,7 @@ from sqlmodel import select
 
 from orchestrator import inventory as inventory_lib
 from orchestrator.execution.states import STAGE_ORDER
-from orchestrator.planning.store import PlanView
+from orchestrator.planning.store import PlanView, approval_mac
 from orchestrator.store import Store
 from orchestrator.store import hosts as host_store
 from orchestrator.store.models import Plan, PlanMember, PlanWave, utcnow
@@ -118,6 +118,7 @@ def approved_plan(store: Store, inventory: Path, members: list[tuple[str, str, i
         waves = list(session.exec(select(PlanWave).where(PlanWave.plan_id == plan.id)))
         rows = list(session.exec(select(PlanMember).where(PlanMember.plan_id == plan.id)))
         plan.approved_hash = plan.content_hash = PlanView(plan, waves, rows).content_hash()
+        plan.approval_mac = approval_mac(session, plan, create=True)
         session.add(plan)
     return int(plan.id or 0)
 
