@@ -34,7 +34,7 @@ HONEST = ("dns-01", "ehrdb-01")
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory):
-    from orchestrator.lab import LabConfig, down, free_net, up
+    from orchestrator_lab import LabConfig, down, free_net, up
 
     directory = tmp_path_factory.mktemp("timelab") / "lab"
     up(LabConfig(dir=directory, hosts=7, seed=SEED, net=free_net(), infected=0.8))

@@ -15,7 +15,7 @@ import pytest
 from orchestrator.planning.content import content_hash
 from orchestrator.store import Store, audit
 from tests.conftest import Cli
-from tests.test_planning_cli import FIRST, FLEET, triage
+from tests.unit.test_planning_cli import FIRST, FLEET, triage
 
 
 def plain(prev: str, ts: str, operator: str, command: str, args: str, details: str, host: str | None) -> str:

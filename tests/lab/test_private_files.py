@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.store import Store
 from tests.conftest import Cli
-from tests.execution_support import approved_plan, toy_inventory, toy_playbooks
+from tests.lab.execution_support import approved_plan, toy_inventory, toy_playbooks
 
 
 @pytest.fixture(autouse=True)
