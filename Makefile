@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= lab-data
 
-.PHONY: demo test test-unit lint format system-deps venv docs clean wheel-test
+.PHONY: demo test test-unit lint format system-deps venv docs clean wheel-test vagrant-deps vagrant-box vagrant-up vagrant-down test-vagrant
 
 venv: $(VENV)/.installed
 
@@ -29,10 +29,28 @@ lint: venv
 test: system-deps venv lint
 	ORCHESTRATOR_NO_SKIP=1 $(BIN)/pytest
 	$(MAKE) wheel-test
+	$(MAKE) test-vagrant
 
 # The wheel as a user installs it (a fresh virtualenv, no extras), rehearsed outside the source tree.
 wheel-test: system-deps
 	PYTHON=$(PYTHON) ./scripts/wheel-rehearsal.sh
+
+# The Vagrant lab (docs/vagrant.md): real Debian VMs under libvirt, inside a network namespace.
+vagrant-deps:
+	./scripts/install-system-deps.sh --vagrant
+
+vagrant-box: vagrant-deps venv
+	./scripts/vagrant-box.sh
+
+vagrant-up: vagrant-box
+	./scripts/vagrant-lab.sh up
+
+vagrant-down:
+	./scripts/vagrant-lab.sh down
+
+# Boots the four machines, runs the whole rehearsal on them, destroys everything (a trap, on failure too).
+test-vagrant: venv
+	./scripts/vagrant-test.sh
 
 # The unit part only (tests/unit: no root, no lab, no system packages), in about a minute.
 test-unit: venv
@@ -51,4 +69,5 @@ format: venv
 
 clean:
 	-$(BIN)/orchestrator lab down --dir $(DEMO_DIR) 2>/dev/null
+	-./scripts/vagrant-lab.sh down
 	rm -rf $(VENV) runs reports test-artifacts .pytest_cache .ruff_cache .import_linter_cache .grimp_cache

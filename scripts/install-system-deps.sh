@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the lab, the tests and the demo need, only those missing.
 # Runs apt-get as root, or through sudo; says exactly what is missing when it can do neither.
+# With --vagrant: what the Vagrant lab needs instead (docs/vagrant.md).
 set -euo pipefail
 
 packages=(
@@ -14,6 +15,16 @@ packages=(
   vagrant                         # 'vagrant validate' of the Vagrant lab
   chromium                        # renders the HTML report in tests
 )
+
+if [ "${1:-}" = "--vagrant" ]; then
+  packages=(
+    qemu-system-x86 qemu-utils                  # the VMs (TCG, or KVM where the processor offers it)
+    libvirt-daemon-system libvirt-clients       # libvirtd, virtlogd, virsh
+    vagrant vagrant-libvirt dnsmasq-base        # Vagrant, its libvirt provider, the lab network's DHCP
+    debootstrap grub-pc-bin grub2-common fdisk e2fsprogs  # the box, built offline
+    iproute2 openssh-client restic ruby
+  )
+fi
 
 missing=()
 for pkg in "${packages[@]}"; do

@@ -42,6 +42,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.lab)
 
 
+# The Vagrant rehearsal needs the lab's machines up and this process inside the lab's network
+# namespace: only `make test-vagrant` (scripts/vagrant-test.sh) runs it, and says so with this variable.
+collect_ignore = (
+    [] if os.environ.get("ORCHESTRATOR_VAGRANT_LAB") == "1" else ["lab/test_vagrant_rehearsal.py"]
+)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     """With ORCHESTRATOR_NO_SKIP=1 (`make test`, hence CI, which installs every dependency), a skip is a

@@ -1,4 +1,5 @@
-"""`orchestrator lab up | status | down | reimage`: the local rehearsal lab.
+"""`orchestrator lab up | status | down | reimage | infect`: the local rehearsal lab, and the incident
+planted on the Vagrant lab.
 
 The lab is the sibling package `orchestrator_lab` (the rehearsal kit, not the product): it is imported
 only when a lab command runs, so the product's commands work without it.
@@ -244,3 +245,48 @@ def reimage(host: str, directory: Path, as_json: bool) -> None:
 
 
 commands = [lab_group]
+
+
+@lab_group.command("infect")
+@click.option(
+    "--vagrant",
+    "vagrant",
+    is_flag=True,
+    required=True,
+    help="On the Vagrant lab's machines (the local lab is infected by `lab up` itself).",
+)
+@click.option(
+    "--vagrant-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".vagrant-lab"),
+    show_default=True,
+    help="The Vagrant lab's state (scripts/vagrant-lab.sh): key, known_hosts, restic password.",
+)
+@click.option(
+    "--seed", default=1, show_default=True, type=int, help="Scenario seed: same seed, same incident."
+)
+@json_option
+def infect(vagrant: bool, vagrant_dir: Path, seed: int, as_json: bool) -> None:
+    """Plant the local lab's LockBit incident on the Vagrant lab's running machines: a year of data,
+    nightly backups into the restic repository on the backup machine, then the intrusion and the
+    encryption. Run it inside the lab's network namespace (scripts/vagrant-lab.sh exec ...).
+
+    \b
+    Example:
+      scripts/vagrant-lab.sh exec .venv/bin/orchestrator lab infect --vagrant
+    """
+    _lab()  # the one-line error where only the product is installed
+    from orchestrator_lab import vagrant_seed
+
+    manifest = vagrant_seed.seed(vagrant_dir, seed)
+    if as_json:
+        emit_json(manifest)
+        return
+    for host in manifest["hosts"]:
+        scenario = host["scenario"]
+        clean = sum(1 for s in host["snapshots"] if s["before_compromise"])
+        click.echo(
+            f"{host['name']:<8} {scenario['kind']:<13} expected {scenario['expected_verdict']:<10} "
+            f"snapshots {len(host['snapshots'])} ({clean} before the compromise)"
+        )
+    click.echo(f"manifest: {vagrant_dir / 'manifest.json'}")

@@ -838,7 +838,10 @@ class Engine:
             raise restore_points.RestoreError(
                 "set recovery_restic_repository and recovery_restic_password_file in the inventory"
             )
-        return restore_points.Restic(str(repo), str(password_file))
+        options = host.vars.get("recovery_restic_options") or []
+        if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+            raise restore_points.RestoreError("recovery_restic_options must be a list of strings")
+        return restore_points.Restic(str(repo), str(password_file), options)
 
     def _cutoff(self, name: str) -> tuple[datetime | None, timedelta, str | None]:
         """What chooses `name`'s restore point: a person's decision (exactly its time), else the

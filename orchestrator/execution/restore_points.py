@@ -71,11 +71,14 @@ class Choice:
 class Restic:
     """The few restic commands restore-point selection needs, against one repository."""
 
-    def __init__(self, repository: str, password_file: str) -> None:
+    def __init__(self, repository: str, password_file: str, options: Iterable[str] = ()) -> None:
+        """`options`: restic's extended options (`sftp.command=ssh ...`), for a repository reached
+        with its own SSH key and known_hosts rather than the operator's SSH configuration."""
         if not Path(password_file).is_file():
             raise RestoreError(f"restic password file {password_file} does not exist")
         self.repository = repository
         self.password_file = password_file
+        self.options = [f"--option={option}" for option in options]
 
     def _run(self, *args: str) -> str:
         cmd = [
@@ -86,6 +89,7 @@ class Restic:
             self.repository,
             "--password-file",
             self.password_file,
+            *self.options,
         ]
         try:
             result = subprocess.run(

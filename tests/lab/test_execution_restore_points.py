@@ -113,3 +113,12 @@ def test_the_password_never_appears_on_the_command_line(repo: tuple[Path, Path],
     secret = repo[1].read_text().strip()
     assert seen and all(secret not in " ".join(c) for c in seen)
     assert all("--password-file" in c for c in seen)
+
+
+def test_restic_options_from_the_inventory_reach_restic(repo: tuple[Path, Path]) -> None:
+    """`recovery_restic_options` (e.g. sftp.command for a repository with its own SSH key) are passed
+    to every restic command: an option restic does not know is refused by restic itself."""
+    with pytest.raises(restore_points.RestoreError, match="no_such_option"):
+        restore_points.Restic(str(repo[0]), str(repo[1]), ["local.no_such_option=1"]).snapshots("db-01")
+    other_backend = restore_points.Restic(str(repo[0]), str(repo[1]), ["sftp.command=ssh -s sftp"])
+    assert other_backend.snapshots("db-01")  # an option for another backend is no obstacle
