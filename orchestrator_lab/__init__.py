@@ -12,12 +12,14 @@ inventory, `known_hosts` the trusted channel for host keys.
 from orchestrator_lab.control import down, free_net, leftovers, reimage, status, up
 from orchestrator_lab.ground_truth import Manifest, load_manifest
 from orchestrator_lab.settings import LabConfig
+from orchestrator_lab.vagrant_seed import seed as infect_vagrant
 
 __all__ = [
     "LabConfig",
     "Manifest",
     "down",
     "free_net",
+    "infect_vagrant",
     "leftovers",
     "load_manifest",
     "reimage",

@@ -275,10 +275,7 @@ def infect(vagrant: bool, vagrant_dir: Path, seed: int, as_json: bool) -> None:
     Example:
       scripts/vagrant-lab.sh exec .venv/bin/orchestrator lab infect --vagrant
     """
-    _lab()  # the one-line error where only the product is installed
-    from orchestrator_lab import vagrant_seed
-
-    manifest = vagrant_seed.seed(vagrant_dir, seed)
+    manifest = _lab().infect_vagrant(vagrant_dir, seed)
     if as_json:
         emit_json(manifest)
         return
