@@ -29,7 +29,6 @@ lint: venv
 test: system-deps venv lint
 	ORCHESTRATOR_NO_SKIP=1 $(BIN)/pytest
 	$(MAKE) wheel-test
-	$(MAKE) test-vagrant
 
 # The wheel as a user installs it (a fresh virtualenv, no extras), rehearsed outside the source tree.
 wheel-test: system-deps
