@@ -11,6 +11,7 @@ from orchestrator.inventory.checks import find_cycles
 from orchestrator.inventory.loading import load
 from orchestrator.inventory.model import (
     DEFAULT_TIER_BY_ROLE,
+    FLEET_WIDE_VARS,
     ROLES,
     SECRET_VARS,
     TIERS,
@@ -24,6 +25,7 @@ from orchestrator.inventory.prefetch import Prefetch, TrustedTemplate, ansible_v
 
 __all__ = [
     "DEFAULT_TIER_BY_ROLE",
+    "FLEET_WIDE_VARS",
     "ROLES",
     "SECRET_VARS",
     "TIERS",

@@ -23,6 +23,7 @@ def resolve_dependencies(hosts: dict[str, Host], groups: dict[str, list[str]]) -
     problems: list[Problem] = []
     for host in hosts.values():
         resolved: list[str] = []
+        seen: set[str] = set()
         for dep in host.depends_on:
             if dep in hosts:
                 targets = [dep]
@@ -37,7 +38,10 @@ def resolve_dependencies(hosts: dict[str, Host], groups: dict[str, list[str]]) -
                     )
                 )
                 continue
-            resolved.extend(t for t in targets if t not in resolved)
+            for target in targets:  # a set beside the list: a group of thousands stays linear
+                if target not in seen:
+                    seen.add(target)
+                    resolved.append(target)
         host.depends_on_hosts = resolved
     for cycle in find_cycles({h.name: h.depends_on_hosts for h in hosts.values()}):
         first = hosts[cycle[0]]

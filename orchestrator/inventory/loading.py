@@ -140,6 +140,7 @@ def load(sources: Sequence[str]) -> Inventory:
     loader = vault_loader()
     with _captured_failures() as failures, bounded_scripts(timeout):
         manager = InventoryManager(loader=loader, sources=absolute, parse=False)
+        _yaml_before_auto(manager)
         for given, source in zip(sources, absolute, strict=True):
             before = len(failures)
             try:
@@ -155,6 +156,26 @@ def load(sources: Sequence[str]) -> Inventory:
     if not manager.get_hosts(ignore_restrictions=True):
         raise InventoryError(f"{', '.join(absolute)}: no hosts in the inventory")
     return _build(list(sources), manager, variables, loader)
+
+
+def _yaml_before_auto(manager: Any) -> None:
+    """Ansible tries its `auto` plugin before `yaml` (the default order): for a YAML inventory that
+    parses and deep-copies the whole file once for nothing (auto wants a `plugin:` key) before `yaml`
+    parses it again, a third of the loader's time on a 50,000-host file. Trying `yaml` first gives
+    the same result (it refuses a plugin configuration, which `auto` then takes) for one parse."""
+    fetch = manager._fetch_inventory_plugins
+    plugins: list[Any] = []
+
+    def ordered() -> list[Any]:
+        if not plugins:
+            found = fetch()
+            names = [str(getattr(p, "_load_name", "")).rsplit(".", 1)[-1] for p in found]
+            if "auto" in names and "yaml" in names and names.index("auto") < names.index("yaml"):
+                found.insert(names.index("auto"), found.pop(names.index("yaml")))
+            plugins.extend(found)
+        return list(plugins)
+
+    manager._fetch_inventory_plugins = ordered
 
 
 @contextlib.contextmanager

@@ -12,6 +12,12 @@ ROLES = ("server", "workstation")
 DEFAULT_TIER_BY_ROLE = {"server": 2, "workstation": 3}
 WINDOWS_CONNECTIONS = ("winrm", "psrp")
 WINRM_TRANSPORTS = ("basic", "ntlm", "kerberos", "credssp", "certificate", "plaintext", "ssl")
+# Ansible's magic variables that hold the whole fleet (`groups`: every group with every host). A host
+# keeps only its own variables: copied into each of 50,000 hosts, these make every per-host step
+# (templating, scrubbing, the Prefetch pipe, the cache) cost as much as the fleet, the run quadratic.
+FLEET_WIDE_VARS = frozenset(
+    {"groups", "hostvars", "ansible_play_hosts", "ansible_play_hosts_all", "play_hosts"}
+)
 # Variables that hold secrets: read for connecting, never copied out of memory.
 SECRET_VARS = frozenset(
     {

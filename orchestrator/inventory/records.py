@@ -11,6 +11,7 @@ from typing import Any
 
 from orchestrator.inventory.model import (
     DEFAULT_TIER_BY_ROLE,
+    FLEET_WIDE_VARS,
     ROLES,
     TIERS,
     WINDOWS_CONNECTIONS,
@@ -210,7 +211,7 @@ def host_from_vars(
         groups=groups,
         data_categories=_as_list(get("recovery_data_categories")),
         execution_node=text("recovery_execution_node"),
-        vars=dict(hv),
+        vars={k: v for k, v in hv.items() if k not in FLEET_WIDE_VARS},
     )
     return host, reader.problems
 

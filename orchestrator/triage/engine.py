@@ -222,14 +222,21 @@ class Triage:
 
 
 def _secrets(hosts: Sequence[Host]) -> set[str]:
-    """Every secret value of every host, templated once per distinct raw value."""
+    """Every secret value of every host. Only variables that can hold a secret are looked at, and each
+    distinct value (with what its template refers to) is templated once: the cost is per host and
+    per distinct secret, never per host times the fleet."""
     found: set[str] = set()
-    seen: set[tuple[str, str]] = set()
+    done: set[tuple[str, ...]] = set()
     for host in hosts:
-        fresh = {name: value for name, value in host.vars.items() if (name, str(value)) not in seen}
-        seen.update((name, str(value)) for name, value in fresh.items())
+        hv = transports.HostVars(host)
+        fresh = []
+        for name in hv.secret_names():
+            key = hv.render_key(name)
+            if key not in done:
+                done.add(key)
+                fresh.append(name)
         if fresh:
-            found |= transports.HostVars(host).secrets(only=set(fresh))
+            found |= hv.secrets(only=fresh)
     return found
 
 

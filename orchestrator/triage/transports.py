@@ -14,18 +14,19 @@ import contextlib
 import getpass
 import logging
 import os
+import re
 import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import paramiko
 
-from orchestrator.inventory import SECRET_VARS, Host, ansible_value
+from orchestrator.inventory import FLEET_WIDE_VARS, SECRET_VARS, Host, ansible_value
 from orchestrator.triage import winrm_http
 
 # paramiko logs a traceback from its reader thread when we close a connection that timed out; the
@@ -39,6 +40,21 @@ HOSTKEY_CHANGED = "host key changed: possible interception"
 MAX_STDOUT = 8 * 1024 * 1024
 MAX_STDERR = 64 * 1024
 CONNECT_TIMEOUT = 10.0
+# Variables Ansible sets itself on every host: never a secret of the operator's.
+MAGIC_VARS = FLEET_WIDE_VARS | {
+    "group_names",
+    "inventory_dir",
+    "inventory_file",
+    "inventory_hostname",
+    "inventory_hostname_short",
+    "playbook_dir",
+    "ansible_playbook_python",
+    "ansible_config_file",
+    "ansible_version",
+    "ansible_facts",
+    "omit",
+}
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class TransportError(Exception):
@@ -102,20 +118,48 @@ class HostVars:
             self._templar = Templar(loader=DataLoader(), variables=ansible_value(self._vars))
         return self._templar.template(ansible_value(value))
 
-    def secrets(self, only: set[str] | None = None) -> set[str]:
-        """The values of this host's secret variables (templated), to scrub from anything stored."""
+    def secret_names(self) -> list[str]:
+        """The variables that can hold a secret: the connection passwords, and any name that says so
+        (Ansible's magic variables never do, and `groups` alone is as large as the fleet)."""
         from orchestrator.store.audit import SECRET_NAME
 
+        return [
+            name
+            for name in self._vars
+            if name not in MAGIC_VARS and (name in SECRET_VARS or SECRET_NAME.search(str(name)))
+        ]
+
+    def secrets(self, only: Iterable[str] | None = None) -> set[str]:
+        """The values of this host's secret variables (templated), to scrub from anything stored."""
         found: set[str] = set()
-        for name in self._vars if only is None else only:
-            if name in SECRET_VARS or SECRET_NAME.search(str(name)):
-                try:
-                    value = self.get(name)
-                except Exception:  # an unresolvable template cannot leak its value
-                    continue
-                if isinstance(value, str | int) and str(value):
-                    found.add(str(value))
+        names = set(self.secret_names())
+        for name in names if only is None else [n for n in only if n in names]:
+            try:
+                value = self.get(name)
+            except Exception:  # an unresolvable template cannot leak its value
+                continue
+            if isinstance(value, str | int) and str(value):
+                found.add(str(value))
         return found
+
+    def render_key(self, name: str) -> tuple[str, ...]:
+        """Everything the templated value of `name` depends on: its raw text and, for a template, the
+        raw text of each variable of this host it names, followed transitively. Two variables with
+        equal keys render to the same value, so a run templates each distinct value once, not once
+        per host (a fleet's password usually comes from one group_vars file)."""
+        key: list[str] = [repr(self._vars.get(name))]
+        pending = [self._vars.get(name)]
+        seen = {name}
+        while pending:
+            value = pending.pop()
+            if not (isinstance(value, str) and "{{" in value):
+                continue
+            for word in sorted(set(_IDENTIFIER.findall(value)) - seen):
+                if word in self._vars and word not in FLEET_WIDE_VARS:
+                    seen.add(word)
+                    key.append(f"{word}={self._vars[word]!r}")
+                    pending.append(self._vars[word])
+        return tuple(key)
 
 
 # --- Host keys -----------------------------------------------------------------------------------
