@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,11 @@ from orchestrator.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSPITAL = ROOT / "inventory" / "hospital"
+# Commands cache the parsed inventory (orchestrator/inventory/cache.py): the test session keeps its
+# cache to itself, not in the user's ~/.cache.
+os.environ.setdefault(
+    "ORCHESTRATOR_INVENTORY_CACHE", tempfile.mkdtemp(prefix="orchestrator-tests-inventory-")
+)
 
 # Tests on the local lab: real sshd hosts in namespaces (root), restic for the backups.
 needs_lab = pytest.mark.skipif(

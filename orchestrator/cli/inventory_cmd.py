@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from orchestrator import inventory as inventory_lib
 from orchestrator.cli.context import AppContext
 from orchestrator.cli.options import (
     command_args,
@@ -18,6 +17,7 @@ from orchestrator.cli.options import (
 )
 from orchestrator.errors import InventoryError
 from orchestrator.inventory import TIERS
+from orchestrator.inventory import cache as inventory_cache
 from orchestrator.safe_text import cells, plain
 from orchestrator.store import audit
 from orchestrator.store import hosts as host_store
@@ -40,7 +40,7 @@ def show(inventory: tuple[str, ...], limit: str | None, as_json: bool) -> None:
       orchestrator inventory show -i inventory/hospital -l tier0
       orchestrator inventory show -i inventory/hospital --json | jq '.hosts[0]'
     """
-    inv = inventory_lib.load(inventory)
+    inv = inventory_cache.load(inventory)
     hosts = inv.select(limit)
     if as_json:
         emit_json({"count": len(hosts), "hosts": [h.to_dict() for h in hosts]})
@@ -82,7 +82,7 @@ def check(inventory: tuple[str, ...], as_json: bool) -> None:
     """
     from orchestrator import winrm_auth
 
-    inv = inventory_lib.load(inventory)
+    inv = inventory_cache.load(inventory)
     by_tier = {t: sum(1 for h in inv.hosts.values() if h.tier == t) for t in TIERS}
     hosts = list(inv.hosts.values())
     warnings = winrm_auth.plaintext_warnings(hosts) + winrm_auth.shared_account_warnings(hosts)
@@ -125,7 +125,7 @@ def sync(
     Example:
       orchestrator --db recovery.db inventory sync -i inventory/hospital
     """
-    inv = inventory_lib.load(inventory)
+    inv = inventory_cache.load(inventory)
     inv.require_valid()
     hosts = inv.select(limit)
     with app.store().write() as session:

@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from orchestrator import inventory as inventory_lib
 from orchestrator import private
 from orchestrator.cli.context import AppContext
 from orchestrator.cli.options import (
@@ -23,6 +22,7 @@ from orchestrator.cli.options import (
     pass_app,
 )
 from orchestrator.errors import OrchestratorError
+from orchestrator.inventory import cache as inventory_cache
 from orchestrator.planning import capacity, compromise, document
 from orchestrator.planning import durations as durations_lib
 from orchestrator.planning import store as plan_store
@@ -141,7 +141,7 @@ def plan_group(
             )
         return
     durations = durations_lib.load(durations_file)
-    inv = inventory_lib.load(inventory)
+    inv = inventory_cache.load(inventory)
     inv.require_valid()
     hosts = inv.select(limit)
     every = inv.hosts.values()

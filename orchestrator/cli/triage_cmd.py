@@ -9,7 +9,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator import inventory as inventory_lib
 from orchestrator.cli.context import AppContext
 from orchestrator.cli.options import (
     command_args,
@@ -22,6 +21,7 @@ from orchestrator.cli.options import (
     pass_app,
 )
 from orchestrator.errors import HostsFailed
+from orchestrator.inventory import cache as inventory_cache
 from orchestrator.safe_text import cells, plain, text
 from orchestrator.triage import DEFAULT_FORKS, DEFAULT_TIMEOUT, VERDICTS
 
@@ -116,7 +116,7 @@ def triage_group(
     from orchestrator.triage.engine import Settings
 
     packs = packs_lib.load(pack_paths)
-    inv = inventory_lib.load(inventory)
+    inv = inventory_cache.load(inventory)
     inv.require_valid()
     hosts = inv.select(limit)
     from orchestrator import winrm_auth

@@ -43,6 +43,7 @@ from orchestrator.execution import (
 )
 from orchestrator.execution.locks import claim_waves
 from orchestrator.execution.runner import HostResult
+from orchestrator.inventory import cache as inventory_cache
 from orchestrator.package_data import package_path
 from orchestrator.planning import compromise
 from orchestrator.planning.store import PlanView, load_approved_plan, restore_decisions
@@ -204,7 +205,7 @@ class Engine:
             self.triage = self._triage(session)
             self.decisions = restore_decisions(session, list(self.members))
         self.inventory = (
-            self.o.prefetched.result() if self.o.prefetched else inventory_lib.load(self.o.inventory)
+            self.o.prefetched.result() if self.o.prefetched else inventory_cache.load(self.o.inventory)
         )
         missing = sorted(set(self.members) - set(self.inventory.hosts))
         if missing:

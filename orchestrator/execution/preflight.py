@@ -296,12 +296,12 @@ def _sqlite_file(database: str | None) -> Path | None:
 def doctor(inventory: list[str], database: str | None, runs_dir: Path) -> list[Finding]:
     """What any run would need: for every stage, over the inventory's hosts when one is given (its
     Windows hosts' credentials, its restic restores), else for a fleet of every kind."""
-    from orchestrator import inventory as inventory_lib
     from orchestrator.execution.engine import PLAYBOOKS
+    from orchestrator.inventory import cache as inventory_cache
 
     if not inventory:
         return check(PLAYBOOKS, None, database, runs_dir)
-    hosts = list(inventory_lib.load(inventory).hosts.values())
+    hosts = list(inventory_cache.load(inventory).hosts.values())
     return check(PLAYBOOKS, {stage: hosts for stage in states.STAGE_ORDER}, database, runs_dir)
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from orchestrator.errors import InventoryError
-from orchestrator.inventory.loading import load, quiet_unparsed_warning
+from orchestrator.inventory.loading import quiet_unparsed_warning
 from orchestrator.inventory.model import Host, Inventory, Problem
 
 
@@ -58,6 +58,8 @@ class Prefetch:
         self._pid, self._fd = pid, read
 
     def result(self) -> Inventory:
+        from orchestrator.inventory.cache import load
+
         if self._fd is None:
             return load(self.sources)
         with os.fdopen(self._fd, "rb") as pipe:
@@ -101,6 +103,8 @@ class Prefetch:
 
 
 def _send_inventory(fd: int, sources: list[str]) -> None:
+    from orchestrator.inventory.cache import load
+
     try:
         inventory = load(sources)
         from ansible.template import is_trusted_as_template
