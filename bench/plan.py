@@ -121,19 +121,24 @@ WORKSTATION_GROUPS = {
 }
 
 
-def synthetic(hospitals: int = 10) -> list[Host]:
-    """A regional group: `hospitals` hospitals of 2,000 hosts each (plus a 3-host forest root)."""
+def synthetic(
+    hospitals: int = 10,
+    servers: dict[str, tuple[int, int, int, str, list[str], bool]] = SERVER_GROUPS,
+    workstations: dict[str, tuple[int, int, list[str]]] = WORKSTATION_GROUPS,
+) -> list[Host]:
+    """A regional group: `hospitals` hospitals of 2,000 hosts each (plus a 3-host forest root); other
+    group sizes give other shapes (bench/scale.py's 90% workstations)."""
     hosts = [_host(f"root-dc{i}", 0, 1, [], "core", os="windows") for i in range(3)]
     root = [h.name for h in hosts]
     for k in range(hospitals):
         site = f"h{k:02d}"
         members: dict[str, list[str]] = {"root": root}
-        for group, (count, tier, priority, os, deps, protected) in SERVER_GROUPS.items():
+        for group, (count, tier, priority, os, deps, protected) in servers.items():
             names = [f"{group}-{site}-{i:03d}" for i in range(count)]
             dep_hosts = [d for g in deps for d in members[g]]
             hosts += [_host(n, tier, priority, dep_hosts, site, os=os, protected=protected) for n in names]
             members[group] = names
-        for group, (count, priority, deps) in WORKSTATION_GROUPS.items():
+        for group, (count, priority, deps) in workstations.items():
             dep_hosts = [d for g in deps for d in members[g]]
             hosts += [
                 _host(
