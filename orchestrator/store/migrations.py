@@ -29,10 +29,16 @@ def _baseline(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn)
 
 
+def _decisions_and_containment(conn: Connection) -> None:
+    for model in (models.HostDecision, models.ContainmentRequest):
+        model.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "baseline: hosts, triage, plans, stage runs, evidence, restore points, audit log", _baseline
     ),
+    Migration(2, "host decisions and containment requests", _decisions_and_containment),
 ]
 
 
