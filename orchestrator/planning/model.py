@@ -125,6 +125,7 @@ class Draft:
     bounds: Bounds
     external_dependencies: int = 0  # hosts depended on but outside the plan (taken as satisfied)
     makespan_s: float | None = None  # when the last host reconnects (waves, then dependency sweeps)
+    reconnect_at: dict[str, float] = field(default_factory=dict)  # host -> seconds from the start
 
     @property
     def estimated_s(self) -> float:

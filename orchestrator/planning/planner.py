@@ -65,6 +65,7 @@ def build(
             reconnect_s=reconnect_s,
         )
     plan_waves = waves.schedule(scheduled, jobs, resource_limits)
+    reconnected = waves.reconnect_times(scheduled, jobs, plan_waves)
 
     members: list[Member] = []
     for wave in plan_waves:
@@ -93,5 +94,6 @@ def build(
         waves=plan_waves,
         bounds=bounds.compute(scheduled, jobs, resource_limits),
         external_dependencies=external,
-        makespan_s=waves.makespan(scheduled, jobs, plan_waves),
+        makespan_s=waves.makespan(plan_waves, reconnected),
+        reconnect_at=reconnected,
     )

@@ -82,20 +82,25 @@ def schedule(order: Sequence[str], jobs: Mapping[str, Job], limits: Mapping[str,
     return waves
 
 
-def makespan(order: Sequence[str], jobs: Mapping[str, Job], plan_waves: Sequence[Wave]) -> float:
-    """When the last host reconnects, as the engine runs the waves (see the module docstring).
-    `order` lists dependencies before their dependants."""
+def reconnect_times(
+    order: Sequence[str], jobs: Mapping[str, Job], plan_waves: Sequence[Wave]
+) -> dict[str, float]:
+    """When each host reconnects, in seconds from the start, as the engine runs the waves (see the
+    module docstring). `order` lists dependencies before their dependants."""
     work_end: dict[str, float] = {}
     clock = 0.0
     for wave in plan_waves:
         work = max(jobs[n].work_s for n in wave.hosts)
-        reconnect = max(jobs[n].reconnect_s for n in wave.hosts)
         for n in wave.hosts:
             work_end[n] = clock + work
-        clock += work + reconnect
+        clock += wave.estimated_s
     done: dict[str, float] = {}
     for name in order:
         job = jobs[name]
-        ready = max([work_end[name], *(done[d] for d in job.deps)])
-        done[name] = ready + job.reconnect_s
-    return max([clock, *done.values()], default=0.0)
+        done[name] = max([work_end[name], *(done[d] for d in job.deps)]) + job.reconnect_s
+    return done
+
+
+def makespan(plan_waves: Sequence[Wave], reconnected: Mapping[str, float]) -> float:
+    """When the last wave ends or the last host reconnects."""
+    return max([sum(w.estimated_s for w in plan_waves), *reconnected.values()], default=0.0)
