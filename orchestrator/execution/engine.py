@@ -261,15 +261,20 @@ class Engine:
                     f"plan {self.plan_id} has no wave {self.o.wave} (waves: {self.waves})"
                 )
             self.waves = [self.o.wave]
+        if self.o.contain_only:  # containment claims its own "wave 0" only
+            self.waves = []
         self._preflight()
 
     def _preflight(self) -> None:
-        """Refuse before anything starts when the controller lacks what these waves' stages need."""
+        """Refuse before anything starts when the controller lacks what these waves' stages need
+        (and containment's, which takes every wave's rebuilt hosts)."""
         stage_hosts: dict[str, list[inventory_lib.Host]] = {}
         for name, member in self.members.items():
-            if member.wave in self.waves:
-                for stage in self.paths[name]:
-                    stage_hosts.setdefault(stage, []).append(self.inventory.hosts[name])
+            stages = self.paths[name] if member.wave in self.waves else ()
+            if self.paths[name] is states.REBUILD and name not in self.out_of_band:
+                stages = (*stages, *states.CONTAIN)
+            for stage in dict.fromkeys(stages):
+                stage_hosts.setdefault(stage, []).append(self.inventory.hosts[name])
         findings = preflight.check(self.o.playbooks, stage_hosts, self.store.url, self.o.runs_dir)
         preflight.require(findings)
 
@@ -732,7 +737,7 @@ class Engine:
         return None
 
     def _confirm(self) -> None:
-        pending_waves = [w for w in self.waves if w >= min(self.waves)]
+        pending_waves = self.waves or sorted({m.wave for m in self.members.values() if m.wave is not None})
         rebuild = sorted(
             h for h, p in self.paths.items() if p is states.REBUILD and self.members[h].wave in pending_waves
         )
@@ -1045,8 +1050,11 @@ class Engine:
                     name, point.cutoff or utcnow(), snap, list(point.skipped)
                 )
                 continue
-            compromise = self.triage.get(name, {}).get("compromise_time") or (
-                min(fleet_times) if fleet_times else None
+            decided = self.decisions.get(name)
+            compromise = (
+                self.triage.get(name, {}).get("compromise_time")
+                or (decided.compromised_since if decided is not None else None)
+                or (min(fleet_times) if fleet_times else None)
             )
             if compromise is None:
                 refused[name] = HostResult(

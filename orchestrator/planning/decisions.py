@@ -8,6 +8,7 @@ finding, let a host reconnect without waiting for a held dependency, record a ho
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -65,11 +66,23 @@ def _why(why: str) -> str:
 
 
 def decide(
-    store: Store, operator: str, host: str, decision: str, why: str, args: dict[str, Any]
+    store: Store,
+    operator: str,
+    host: str,
+    decision: str,
+    why: str,
+    args: dict[str, Any],
+    compromised_since: datetime | None = None,
 ) -> HostDecision:
     """Record `decision` for `host` (replacing any standing one), audited in the same transaction."""
     if decision not in DECISIONS:
         raise OrchestratorError(f"unknown decision {decision!r} (decisions: {', '.join(DECISIONS)})")
+    if compromised_since is not None and decision != DECIDE_REBUILD:
+        raise OrchestratorError(
+            "--compromised-since goes with --rebuild (it sets the restore point's cutoff)"
+        )
+    if compromised_since is not None and compromised_since.tzinfo is None:
+        compromised_since = compromised_since.replace(tzinfo=UTC)
     text = _why(why)
     with store.write() as session:
         row = session.exec(select(Host).where(Host.name == host)).first()
@@ -86,7 +99,13 @@ def decide(
             before.withdrawn_by, before.withdrawn_at = operator, utcnow()
             before.withdrawn_why = "replaced by a new decision"
             session.add(before)
-        entry = HostDecision(host_name=host, decision=decision, why=text, decided_by=operator)
+        entry = HostDecision(
+            host_name=host,
+            decision=decision,
+            why=text,
+            decided_by=operator,
+            compromised_since=compromised_since,
+        )
         session.add(entry)
         session.flush()
         audit.record(
@@ -95,7 +114,8 @@ def decide(
             "host decide",
             args,
             {"decision": decision, "why": text, "replaces": before.decision if before else None,
-             "decision_id": entry.id},
+             "decision_id": entry.id,
+             "compromised_since": compromised_since.isoformat() if compromised_since else None},
             host=host,
         )  # fmt: skip
     return entry
@@ -128,4 +148,17 @@ def as_dict(row: HostDecision) -> dict[str, Any]:
         "why": row.why,
         "by": row.decided_by,
         "at": row.decided_at.isoformat() if row.decided_at else None,
+        "compromised_since": row.compromised_since.isoformat() if row.compromised_since else None,
     }
+
+
+WITHDRAW = "withdraw"
+
+
+def record(
+    store: Store, operator: str, host: str, decision: str, why: str, args: dict[str, Any]
+) -> HostDecision:
+    """`orchestrator host decide`: a decision, or WITHDRAW to withdraw the standing one."""
+    if decision == WITHDRAW:
+        return withdraw(store, operator, host, why, args)
+    return decide(store, operator, host, decision, why, args)

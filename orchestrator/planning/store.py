@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator.errors import OrchestratorError, RefusedError
 from orchestrator.inventory import Host as InventoryHost
+from orchestrator.planning import decisions
 from orchestrator.planning import durations as durations_lib
 from orchestrator.planning.content import content_hash
 from orchestrator.planning.model import Draft, Limits, Verdict
@@ -132,7 +133,8 @@ def create_draft(
             f"triage run {run.id} has no verdict for any of the {len(hosts)} host(s) to plan"
         )
     durations = durations.with_measured(measured_durations(session))
-    draft = build(hosts, verdicts, limits, durations)
+    people = decisions.for_planner(decisions.standing(session, [h.name for h in hosts]))
+    draft = build(hosts, verdicts, limits, durations, people)
 
     superseded = [p.id for p in session.exec(select(Plan).where(Plan.status == DRAFT)) if p.id is not None]
     for plan_id in superseded:
@@ -153,6 +155,7 @@ def create_draft(
             "durations_file": durations.file,
             "durations": durations.describe(),
             "external_dependencies": draft.external_dependencies,
+            "decisions": {name: {"decision": d, "said": text} for name, (d, text) in sorted(people.items())},
             "bounds": {
                 "unordered_s": bounds.unordered_s,
                 "tiers": [

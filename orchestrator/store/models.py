@@ -263,6 +263,9 @@ class HostDecision(SQLModel, table=True):
     why: str
     decided_by: str
     decided_at: datetime = Field(default_factory=utcnow)
+    # For a rebuild of a host nobody could triage: since when it is compromised, as the person knows it
+    # (console, ransom note): the cutoff of its clean restore point instead of the fleet's earliest.
+    compromised_since: datetime | None = None
     withdrawn_by: str | None = None
     withdrawn_at: datetime | None = None
     withdrawn_why: str | None = None
