@@ -53,6 +53,9 @@ def html(report: Report, title: str) -> str:
         attention=report.attention,
         regulator=report.regulator,
         evidence=report.evidence,
+        containment=report.containment,
+        decisions=report.decisions,
+        next_steps=report.next_steps,
         chart=chart.timeline(report.rows, report.waves),
     )
 
@@ -76,6 +79,9 @@ def json_text(report: Report) -> str:
         "regulator": {k: v for k, v in report.regulator.items() if k != "systems"}
         | {"hosts": [r["host"] for r in report.regulator["systems"]]},
         "attention": [r["host"] for r in report.attention],
+        "containment": report.containment,
+        "decisions": report.decisions,
+        "next_steps": report.next_steps,
         "evidence": report.evidence,
         "columns": list(COLUMNS),
         "hosts": report.rows,
