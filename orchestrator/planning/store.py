@@ -46,6 +46,9 @@ class PlanView:
     plan: Plan
     waves: list[PlanWave]
     members: list[PlanMember]
+    # People's standing decisions about its hosts (`host decide`), as shown with the plan: the next
+    # run honours them without re-planning, the next plan builds them in.
+    decisions: list[dict[str, Any]] = field(default_factory=list)
 
     def content_hash(self) -> str:
         return content_hash(
@@ -210,7 +213,10 @@ def _view(session: Session, plan: Plan) -> PlanView:
     members = list(
         session.exec(select(PlanMember).where(PlanMember.plan_id == plan.id).order_by(col(PlanMember.id)))
     )
-    return PlanView(plan=plan, waves=waves, members=members)
+    standing = decisions.standing(session, [m.host_name for m in members])
+    return PlanView(
+        plan=plan, waves=waves, members=members, decisions=[decisions.as_dict(d) for d in standing.values()]
+    )
 
 
 def _latest(session: Session, status: str) -> Plan | None:
