@@ -66,18 +66,21 @@ def test_an_older_database_is_upgraded_in_order(url: str, monkeypatch: pytest.Mo
     store.close()
 
     applied: list[int] = []
+    new = migrations.latest_version() + 1
 
     def add_column(conn) -> None:
-        applied.append(2)
+        applied.append(new)
         conn.exec_driver_sql("ALTER TABLE host ADD COLUMN note TEXT DEFAULT 'migrated'")
 
-    upgraded = [*migrations.MIGRATIONS, migrations.Migration(2, "host notes", add_column)]
+    upgraded = [*migrations.MIGRATIONS, migrations.Migration(new, "host notes", add_column)]
     monkeypatch.setattr(migrations, "MIGRATIONS", upgraded)
     Store.open(url).close()
-    Store.open(url).close()  # already at 2: nothing applied twice
-    assert applied == [2]
+    Store.open(url).close()  # already at the new version: nothing applied twice
+    assert applied == [new]
     assert raw(url, "SELECT name, note FROM host") == [("keep-me", "migrated")]
-    assert raw(url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,)]
+    assert raw(url, "SELECT version FROM schema_version ORDER BY version") == [
+        (v,) for v in range(1, new + 1)
+    ]
 
 
 def test_not_an_orchestrator_database(url: str) -> None:
