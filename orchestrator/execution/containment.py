@@ -135,8 +135,8 @@ def render_nft(needed: Sequence[Needed], management: Iterable[str] = ()) -> str:
     if macs:
         lines += ["  set macs {", "    type ether_addr", f"    elements = {{ {', '.join(macs)} }}", "  }"]
     lines += ["  chain forward {", "    type filter hook forward priority -10; policy accept;"]
-    for net in management:
-        lines.append(f"    ip saddr {ipaddress.ip_network(net, strict=False)} accept")
+    for net in _networks(management):
+        lines.append(f"    {'ip6' if net.version == 6 else 'ip'} saddr {net} accept")
     if v4:
         lines += ["    ip saddr @hosts4 drop", "    ip daddr @hosts4 drop"]
     if v6:
@@ -152,8 +152,35 @@ def render_nft(needed: Sequence[Needed], management: Iterable[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _networks(values: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The management networks that parse as such (from the inventory's recovery_management_cidrs)."""
+    out = []
+    for value in values:
+        try:
+            out.append(ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            continue
+    return sorted(set(out), key=str)
+
+
+def management_networks(hosts: Iterable[inventory_lib.Host]) -> list[str]:
+    """Where the orchestrator reaches hosts from: kept open by the snippet, as isolation does."""
+    found: set[str] = set()
+    for host in hosts:
+        cidrs = host.vars.get("recovery_management_cidrs") or []
+        if isinstance(cidrs, list):
+            found.update(str(c) for c in cidrs)
+    return sorted(found)
+
+
 def request(
-    store: Store, operator: str, plan_id: int, needed: Sequence[Needed], out_dir: Path, at: datetime
+    store: Store,
+    operator: str,
+    plan_id: int,
+    needed: Sequence[Needed],
+    out_dir: Path,
+    at: datetime,
+    management: Sequence[str] = (),
 ) -> list[Path]:
     """Write the CSV and the nftables snippet into `out_dir` and record each request (audited).
     Hosts already requested under this plan are listed again but not recorded twice."""
@@ -162,7 +189,7 @@ def request(
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [out_dir / "containment-request.csv", out_dir / "containment-request.nft"]
     files[0].write_text(render_csv(needed, at), encoding="utf-8")
-    files[1].write_text(render_nft(needed), encoding="utf-8")
+    files[1].write_text(render_nft(needed, management), encoding="utf-8")
     with store.write() as session:
         done = set(
             session.exec(

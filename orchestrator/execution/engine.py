@@ -667,8 +667,9 @@ class Engine:
             for name, why in sorted(needed.items())
             if state[name].status != "contained"
         ]
+        management = containment.management_networks(self.inventory.hosts[n.name] for n in asked)
         files = containment.request(
-            self.store, self.o.operator, self.plan_id, asked, self.root / "containment", utcnow()
+            self.store, self.o.operator, self.plan_id, asked, self.root / "containment", utcnow(), management
         )
         report.containment_requested = {n.name: n.reason for n in asked}
         report.containment_files = [str(f) for f in files]

@@ -156,9 +156,17 @@ WITHDRAW = "withdraw"
 
 
 def record(
-    store: Store, operator: str, host: str, decision: str, why: str, args: dict[str, Any]
+    store: Store,
+    operator: str,
+    host: str,
+    decision: str,
+    why: str,
+    args: dict[str, Any],
+    compromised_since: datetime | None = None,
 ) -> HostDecision:
     """`orchestrator host decide`: a decision, or WITHDRAW to withdraw the standing one."""
     if decision == WITHDRAW:
+        if compromised_since is not None:
+            raise OrchestratorError("--compromised-since goes with --rebuild, not --withdraw")
         return withdraw(store, operator, host, why, args)
-    return decide(store, operator, host, decision, why, args)
+    return decide(store, operator, host, decision, why, args, compromised_since)
