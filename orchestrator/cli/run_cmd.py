@@ -77,7 +77,8 @@ class ProgressObserver:
                 if host not in self.ended:
                     self.ended.add(host)
                     self.progress.advance(self.wave_task)
-        if stage == "reconnect" and self.wave_task is not None:
+        # A host's way ends at reconnect, or (containment, "wave 0") once its evidence is collected.
+        if (stage == "reconnect" or (wave == 0 and stage == "collect")) and self.wave_task is not None:
             for host, result in results.items():
                 if result.ok and host not in self.ended:
                     self.ended.add(host)
