@@ -33,7 +33,7 @@ DIRTY = ("infected", "suspicious")
 
 
 def _up(base: Path, **config: object) -> Path:
-    from orchestrator.lab import LabConfig, free_net, up
+    from orchestrator_lab import LabConfig, free_net, up
 
     directory = base / "lab"
     up(LabConfig(dir=directory, net=free_net(), **config))  # type: ignore[arg-type]
@@ -43,7 +43,7 @@ def _up(base: Path, **config: object) -> Path:
 @pytest.fixture(scope="module")
 def dns_lab(tmp_path_factory: pytest.TempPathFactory):
     """16 hosts, seed 11: the DNS server does not answer, most services depend on it."""
-    from orchestrator.lab import down
+    from orchestrator_lab import down
 
     directory = _up(tmp_path_factory.mktemp("flowlab"), hosts=16, seed=11, infected=0.4)
     try:
@@ -188,7 +188,7 @@ def _playbooks_of(runs: Path) -> list[int]:
 
 
 def test_kill_9_during_containment_resumes_like_any_stage(tmp_path: Path) -> None:
-    from orchestrator.lab import down
+    from orchestrator_lab import down
 
     lab = _up(tmp_path, hosts=6, seed=3, infected=0.6)
     try:

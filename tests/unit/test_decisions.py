@@ -15,12 +15,12 @@ import pytest
 
 from orchestrator.execution import containment
 from tests.conftest import Cli
-from tests.test_planning_cli import FIRST, audit_commands, triage
+from tests.unit.test_planning_cli import FIRST, audit_commands, triage
 
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> str:
-    from tests.test_planning_cli import FLEET
+    from tests.unit.test_planning_cli import FLEET
 
     path = tmp_path / "fleet.yml"
     path.write_text(FLEET)
