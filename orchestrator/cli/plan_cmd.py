@@ -250,7 +250,7 @@ def _render_plan(view: plan_store.PlanView, only_wave: int | None, summary: bool
             decided.add_column(column, overflow="fold")
         for d in view.decisions:
             decided.add_row(
-                d["host"], d["decision"], d["by"], (d["at"] or "")[:16].replace("T", " "), d["why"]
+                *cells(d["host"], d["decision"], d["by"], (d["at"] or "")[:16].replace("T", " "), d["why"])
             )
         out.print(decided)
     if summary:
