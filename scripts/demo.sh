@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One rehearsal from start to finish on the built-in local lab: lab up, triage, plan, approve, run all
-# waves, status, report. Every step is a plain `orchestrator` command an operator would type; the
+# One rehearsal from start to finish on the built-in local lab: lab up, triage, plan, approve, run
+# (containment first, then every wave), a person's decisions about the hosts nobody could reach, run
+# again, status, report. Every step is a plain `orchestrator` command an operator would type; the
 # README walks through the same steps.
 set -euo pipefail
 DEMO_DIR=${DEMO_DIR:-lab-data}
@@ -35,8 +36,23 @@ step "Draft the recovery plan" orchestrator plan --max-wave-size 8
 step "Read the plan" orchestrator plan show
 step "Approve it" orchestrator plan approve --by "demo operator"
 step "Rehearse in check mode: nothing changes on any host" orchestrator run --all --check --yes
-step "Run every wave" orchestrator run --all --yes --retries 1
-step "Where are we?" orchestrator status
+step "Run: contain every infected host at once, then every wave" orchestrator run --all --yes --retries 1
+step "Where are we? Containment, hosts awaiting their dependencies, what a person must do next" orchestrator status
+# A person looks at each host nobody could triage (in the lab its console says: system dead, or its key
+# changed) and decides to rebuild it out of band, through its reimage method, restored from before the
+# encryption the console shows. Every decision is audited with who and why.
+INFECTION=$(orchestrator lab status --dir "$DEMO_DIR" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["infection_time"])')
+HELD=$(orchestrator plan show --approved --json | python3 -c '
+import json, sys
+plan = json.load(sys.stdin)
+print(" ".join(m["host"] for m in plan["members"] if m["action"] == "hold" and m["verdict"] in ("unreachable", "error")
+               and not m["reason"].startswith("protected")))')
+for HOST in $HELD; do
+  step "A person decides: rebuild $HOST out of band" orchestrator host decide "$HOST" --rebuild \
+    --why "console: system dead or not trusted; reimage it through its out-of-band method" --compromised-since "$INFECTION"
+done
+step "Run again: the decided hosts are rebuilt, the hosts that waited for them reconnect" orchestrator run --all --yes --retries 1
+step "Where are we now?" orchestrator status
 step "Re-triage: every recovered host must be clean" orchestrator triage --timeout 15
 step "Report for the crisis cell and the regulator" orchestrator report --format html -o "$DEMO_OUT/report.html"
 step "Verify the audit trail" orchestrator audit verify

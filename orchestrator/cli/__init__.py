@@ -34,8 +34,9 @@ Exit codes: 0 success, 1 ran but some hosts failed, 2 bad input or refused.
 COMMANDS = {
     "audit": "audit_cmd",
     "completion": "completion_cmd",
+    "contain": "run_cmd",
     "doctor": "doctor_cmd",
-    "host": "run_cmd",
+    "host": "host_cmd",
     "inventory": "inventory_cmd",
     "lab": "lab_cmd",
     "plan": "plan_cmd",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -71,3 +72,18 @@ def err_console() -> Console:
 def command_args(ctx: click.Context) -> dict[str, Any]:
     """A command's parameters as recorded in the audit log (the audit module redacts secrets)."""
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in ctx.params.items()}
+
+
+class IsoTime(click.ParamType):
+    """ISO 8601 (2026-11-30T08:00:00Z, 2026-11-30 08:00); without a zone, UTC."""
+
+    name = "TIME"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-30T08:00:00Z)", param, ctx)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

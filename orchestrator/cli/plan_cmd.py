@@ -41,7 +41,7 @@ def _estimate_line(view: plan_store.PlanView) -> str:
     ratio = f" (x{est['ratio']:.2f})" if est["ratio"] else ""
     return (
         f"estimated {_hm(est['total_s'])}; lower bound {_hm(est['lower_bound_s'])}{ratio}; "
-        f"without tier order and waves at least {_hm(est['unordered_bound_s'])}"
+        f"with capacity alone at least {_hm(est['unordered_bound_s'])}"
     )
 
 
@@ -267,6 +267,15 @@ def _render_plan(view: plan_store.PlanView, only_wave: int | None, summary: bool
             wave = str(m.wave) if m.wave is not None else ""
             table.add_row(*cells(m.host_name, m.action, wave, m.tier, m.verdict, m.reason), style=style)
         out.print(table)
+    if view.decisions:
+        decided = Table(title=f"{len(view.decisions)} decision(s) by people (the next run honours them)")
+        for column in ("host", "decision", "by", "at", "why"):
+            decided.add_column(column, overflow="fold")
+        for d in view.decisions:
+            decided.add_row(
+                *cells(d["host"], d["decision"], d["by"], (d["at"] or "")[:16].replace("T", " "), d["why"])
+            )
+        out.print(decided)
     if summary:
         return
     listed = [m for m in view.members if m.wave is not None and (only_wave is None or m.wave == only_wave)]

@@ -1,10 +1,9 @@
-"""`orchestrator run` (the approved plan through the stage playbooks) and `orchestrator host reset`."""
+"""`orchestrator run` (the approved plan through the stage playbooks) and `orchestrator contain`."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
@@ -15,7 +14,6 @@ from rich.text import Text
 from orchestrator import inventory as inventory_lib
 from orchestrator.cli.context import AppContext
 from orchestrator.cli.options import (
-    command_args,
     console,
     emit_json,
     err_console,
@@ -24,7 +22,7 @@ from orchestrator.cli.options import (
     pass_app,
 )
 from orchestrator.errors import HostsFailed, OrchestratorError
-from orchestrator.execution import DEFAULT_EVIDENCE_PATH, states
+from orchestrator.execution import DEFAULT_EVIDENCE_PATH
 from orchestrator.safe_text import optional, plain, text
 from orchestrator.triage import DEFAULT_TIMEOUT
 
@@ -79,7 +77,8 @@ class ProgressObserver:
                 if host not in self.ended:
                     self.ended.add(host)
                     self.progress.advance(self.wave_task)
-        if stage == "reconnect" and self.wave_task is not None:
+        # A host's way ends at reconnect, or (containment, "wave 0") once its evidence is collected.
+        if (stage == "reconnect" or (wave == 0 and stage == "collect")) and self.wave_task is not None:
             for host, result in results.items():
                 if result.ok and host not in self.ended:
                     self.ended.add(host)
@@ -116,6 +115,12 @@ def _confirm(pending: engine.Pending) -> bool:
 )
 @click.option(
     "--retries", type=click.IntRange(0, 10), default=1, show_default=True, help="Retries per stage."
+)
+@click.option(
+    "--contain-forks",
+    type=click.IntRange(1, 1000),
+    metavar="N",
+    help="Hosts contained (isolated, evidence collected) at once, before the waves (default: --forks).",
 )
 @click.option("--yes", is_flag=True, help="Do not ask before the first destructive stage.")
 @click.option(
@@ -158,6 +163,7 @@ def run(
     forks: int,
     max_fail_percentage: float,
     retries: int,
+    contain_forks: int | None,
     yes: bool,
     runs_dir: Path,
     evidence_host: str | None,
@@ -167,7 +173,12 @@ def run(
     node: str | None,
     as_json: bool,
 ) -> None:
-    """Run the approved plan: each wave's stages through ansible-runner, resumable after a crash.
+    """Run the approved plan: containment first, then each wave's stages, resumable after a crash.
+
+    Containment comes first and waits for nothing: every host the plan rebuilds, whatever its wave,
+    is isolated and its evidence collected (as 'orchestrator contain' does), and the hosts nobody can
+    reach are listed for the network team. Then the waves: a host whose dependencies are not
+    recovered is still rebuilt and validated, then awaits them isolated, and reconnects once they are.
 
     Hosts with a `recovery_execution_node` (or all, with --node) run their stages on that node
     through ansible-runner's streaming mode (`ansible-runner worker` over SSH); their events arrive
@@ -185,6 +196,89 @@ def run(
     """
     if (wave is None) == (not all_waves):
         raise OrchestratorError("give exactly one of --wave N or --all")
+    _execute(
+        app,
+        inventory,
+        as_json,
+        wave=wave,
+        check=check,
+        forks=forks,
+        max_fail_percentage=max_fail_percentage,
+        retries=retries,
+        contain_forks=contain_forks,
+        runs_dir=runs_dir,
+        evidence_host=evidence_host,
+        evidence_path=evidence_path,
+        packs=list(packs),
+        scan_timeout=scan_timeout,
+        node=node,
+        confirm=None if (yes or check) else _confirm,
+    )
+
+
+@click.command("contain")
+@inventory_option
+@click.option("--check", is_flag=True, help="Ansible check mode: change nothing on any host.")
+@click.option(
+    "--forks", type=click.IntRange(1, 1000), default=50, show_default=True, help="Hosts contained at once."
+)
+@click.option(
+    "--retries", type=click.IntRange(0, 10), default=1, show_default=True, help="Retries per stage."
+)
+@click.option("--yes", is_flag=True, help="Do not ask before isolating.")
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs"),
+    show_default=True,
+    help="Where each stage run's artifacts (and the network team's request) are kept.",
+)
+@click.option(
+    "--evidence-host", metavar="HOST", help="Evidence store (default: first host of group evidence_store)."
+)
+@click.option("--evidence-path", default=DEFAULT_EVIDENCE_PATH, show_default=True, help="Directory on it.")
+@json_option
+@pass_app
+def contain(
+    app: AppContext,
+    inventory: tuple[str, ...],
+    check: bool,
+    forks: int,
+    retries: int,
+    yes: bool,
+    runs_dir: Path,
+    evidence_host: str | None,
+    evidence_path: str,
+    as_json: bool,
+) -> None:
+    """Contain now: isolate every host the approved plan rebuilds and collect its evidence, all waves
+    at once; list the hosts nobody can reach for the network team (CSV and nftables, in the run's
+    directory) and record them as "containment requested". 'orchestrator run' does this first anyway.
+
+    \b
+    Examples:
+      orchestrator contain -i lab-data/inventory --yes
+      orchestrator contain -i inventory/hospital --forks 200 --json
+    """
+    _execute(
+        app,
+        inventory,
+        as_json,
+        contain_only=True,
+        check=check,
+        forks=forks,
+        contain_forks=forks,
+        retries=retries,
+        max_fail_percentage=100.0,
+        runs_dir=runs_dir,
+        evidence_host=evidence_host,
+        evidence_path=evidence_path,
+        confirm=None if (yes or check) else _confirm,
+    )
+
+
+def _execute(app: AppContext, inventory: tuple[str, ...], as_json: bool, **fields: Any) -> None:
+    """Build the engine's options, run it under progress bars, render, and exit 1 if hosts failed."""
     with (
         inventory_lib.Prefetch(inventory) as prefetched,
         Progress(
@@ -203,19 +297,8 @@ def run(
             inventory=list(inventory),
             prefetched=prefetched,
             operator=app.operator,
-            wave=wave,
-            check=check,
-            forks=forks,
-            max_fail_percentage=max_fail_percentage,
-            retries=retries,
-            runs_dir=runs_dir,
-            evidence_host=evidence_host,
-            evidence_path=evidence_path,
-            packs=list(packs),
-            scan_timeout=scan_timeout,
-            node=node,
-            confirm=None if (yes or check) else _confirm,
             observer=ProgressObserver(progress),
+            **fields,
         )
         try:
             report = engine.run(app.store(), options)
@@ -249,95 +332,23 @@ def _render(report: engine.RunReport) -> None:
         cells = (h.name, h.action, h.wave, h.state or "", h.outcome, h.reason or "")
         table.add_row(*(text(c) for c in cells))
     console().print(table)
+    if report.containment_requested:
+        click.echo(
+            f"containment requested for {len(report.containment_requested)} host(s) nobody could isolate "
+            f"({', '.join(sorted(report.containment_requested)[:8])}): give the network team "
+            f"{report.containment_files[0]} (nftables: {report.containment_files[1]})",
+            err=True,
+        )
+    awaiting = sorted(h.name for h in report.hosts.values() if h.outcome == "awaiting")
+    if awaiting:
+        click.echo(
+            f"{len(awaiting)} host(s) rebuilt and validated, isolated until their dependencies are recovered: "
+            "see 'orchestrator status' (a person may 'orchestrator host decide HOST --release')",
+            err=True,
+        )
     if report.stopped:
         click.echo(plain(report.stopped), err=True)
     click.echo(f"artifacts: {plain(report.runs_dir)}", err=True)
 
 
-@click.group("host")
-def host_group() -> None:
-    """Operator decisions about one host."""
-
-
-@host_group.command("reset")
-@click.argument("host")
-@click.option(
-    "--to", "to_stage", required=True, type=click.Choice(states.STAGE_ORDER), help="The stage to run next."
-)
-@pass_app
-@click.pass_context
-def reset(ctx: click.Context, app: AppContext, host: str, to_stage: str) -> None:
-    """Send a host back (or forward) to a stage: the only way back to wipe once restore began. Audited.
-
-    \b
-    Example:
-      orchestrator host reset ehr-db-01 --to wipe
-    """
-    from orchestrator.execution import engine
-
-    before, after = engine.reset_host(app.store(), app.operator, host, to_stage, command_args(ctx))
-    click.echo(plain(f"{host}: {before} -> {after}; the next run starts it at {to_stage}"))
-
-
-class _Time(click.ParamType):
-    """ISO 8601 (2026-11-30T08:00:00Z, 2026-11-30 08:00); without a zone, UTC."""
-
-    name = "TIME"
-
-    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
-        if isinstance(value, datetime):
-            return value
-        try:
-            moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
-        except ValueError:
-            self.fail(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-30T08:00:00Z)", param, ctx)
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-@host_group.command("restore-point")
-@click.argument("host")
-@click.option(
-    "--before", type=_Time(), help="Restore from the newest clean snapshot before TIME (UTC if no zone)."
-)
-@click.option("--accept", is_flag=True, help="Accept the host's triage estimate as it is (minus one hour).")
-@click.option("--why", required=True, help="Why this restore point is right (recorded in the audit log).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (stable keys, see README).")
-@pass_app
-@click.pass_context
-def restore_point(
-    ctx: click.Context,
-    app: AppContext,
-    host: str,
-    before: datetime | None,
-    accept: bool,
-    why: str,
-    as_json: bool,
-) -> None:
-    """Decide where HOST's restore point lies, instead of its own (untrusted) compromise time. Audited.
-
-    A host restored from backups waits for this decision when its compromise time is missing, in the
-    future, older than its oldest backup or far outside the fleet's. The next 'orchestrator plan'
-    schedules it with the decision in its reason (approve that plan); a host held at its restore
-    stage uses the decision on the next 'orchestrator run'.
-
-    \b
-    Examples:
-      orchestrator host restore-point ehr-db-01 --before 2026-11-27T00:00:00Z --why "foothold 28 Nov per EDR"
-      orchestrator host restore-point ehr-db-01 --accept --why "mtime matches the VPN log"
-    """
-    if (before is None) == (not accept):
-        raise click.UsageError("give exactly one of --before TIME or --accept")
-    from orchestrator.execution import decisions
-
-    decision = decisions.set_restore_point(app.store(), app.operator, host, before, why, command_args(ctx))
-    cutoff = decision.before.isoformat(timespec="seconds")
-    if as_json:
-        emit_json({"host": host, "before": cutoff, "accepted": decision.accepted, "why": decision.why,
-                   "decided_by": decision.decided_by})  # fmt: skip
-    else:
-        click.echo(
-            f"{host}: restore from the newest clean snapshot before {cutoff}; plan again to schedule it"
-        )
-
-
-commands = [run, host_group]
+commands = [run, contain]

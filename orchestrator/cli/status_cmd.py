@@ -27,6 +27,7 @@ from orchestrator.safe_text import cells, plain
 BUCKET_LABELS = {
     "pending": "pending",
     "in_progress": "in progress",
+    "awaiting": "awaiting dependencies",
     "recovered": "recovered",
     "failed": "failed",
     "hold": "on hold",
@@ -157,7 +158,19 @@ def render_fleet(data: dict[str, Any]) -> RenderableType:
         )
 
     # Who needs a person comes before the long tables: --watch crops what does not fit the screen.
-    parts: list[RenderableType] = [head, buckets]
+    parts: list[RenderableType] = [head, _containment_line(data["containment"]), buckets]
+    if data["next_steps"]:
+        steps = Text("What a person must do next:\n", style="bold")
+        for i, step in enumerate(data["next_steps"], 1):
+            steps.append(f"  {i}. {step}\n", style="")
+        parts.append(steps)
+    if data["decisions"]:
+        decided = Table(title="Decisions by people", title_justify="left")
+        for column in ("host", "decision", "by", "at", "why"):
+            decided.add_column(column, overflow="fold")
+        for d in data["decisions"]:
+            decided.add_row(*cells(d["host"], d["decision"], d["by"], short(d["at"]), d["why"]))
+        parts.append(decided)
     attention = data["attention"]
     if attention["count"]:
         table = Table(title=f"Needs a person: {attention['count']} host(s)", title_justify="left")
@@ -191,6 +204,19 @@ def render_fleet(data: dict[str, Any]) -> RenderableType:
             Text("No host recorded yet: run 'orchestrator inventory sync -i INVENTORY' or a triage.")
         )
     return Group(*parts)
+
+
+def _containment_line(c: dict[str, Any]) -> Text:
+    """Contained / requested / not yet, over the hosts that need containment."""
+    line = Text("containment: ")
+    if not c["needed"]:
+        return line.append("no host needs it", style="dim")
+    line.append(f"{c['contained']} contained", style="green")
+    line.append(
+        f", {c['requested']} requested from the network team", style="yellow" if c["requested"] else ""
+    )
+    line.append(f", {c['not_yet']} not yet", style="bold red" if c["not_yet"] else "")
+    return line.append(f" (of {c['needed']})")
 
 
 def _eta_text(timing: dict[str, Any]) -> str:

@@ -34,6 +34,7 @@ from orchestrator import private as private_lib
 from orchestrator.errors import OrchestratorError, RefusedError
 from orchestrator.execution import (
     DEFAULT_EVIDENCE_PATH,
+    containment,
     evidence_manifest,
     nodes,
     preflight,
@@ -46,6 +47,8 @@ from orchestrator.execution.runner import HostResult
 from orchestrator.inventory import cache as inventory_cache
 from orchestrator.package_data import package_path
 from orchestrator.planning import compromise
+from orchestrator.planning import decisions as decisions_lib
+from orchestrator.planning.model import DECIDE_DONE, DECIDE_RELEASE, UNKNOWN
 from orchestrator.planning.store import PlanView, load_approved_plan, restore_decisions
 from orchestrator.store import Store, audit
 from orchestrator.store import hosts as host_store
@@ -69,6 +72,8 @@ CONTROLLER_REIMAGE = frozenset({"lab", "vagrant"})
 # The host's triage results, staged for the collect playbook to copy into the evidence pack.
 TRIAGE_FILE = "triage.json"
 SNAPSHOT_ID = re.compile(r"[0-9a-f]{8,64}")
+# Stages an out-of-band rebuild skips: they need the old system's own connection.
+SSH_ONLY = frozenset({"isolate", "collect", "wipe"})
 
 
 class EngineObserver(runner.Observer, Protocol):
@@ -79,6 +84,17 @@ class EngineObserver(runner.Observer, Protocol):
     def stage_end(self, wave: int, stage: str, results: dict[str, HostResult]) -> None: ...
 
     def note(self, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A host this run works on: its plan membership, or a person's decision over it."""
+
+    host_name: str
+    action: str
+    wave: int | None
+    tier: int
+    verdict: str | None
 
 
 @dataclass
@@ -110,6 +126,8 @@ class RunOptions:
     packs: list[str] = field(default_factory=list)
     scan_timeout: float = DEFAULT_TIMEOUT  # per host, for the validate stage's triage re-check
     node: str | None = None  # every stage on this execution node, whatever the inventory says
+    contain_forks: int | None = None  # hosts contained at once (default: --forks)
+    contain_only: bool = False  # `orchestrator contain`: containment, then stop
     # `inventory` already being loaded (the command line starts it before importing this module).
     prefetched: inventory_lib.Prefetch | None = None
     confirm: Callable[[Pending], bool] | None = None
@@ -126,7 +144,7 @@ class HostReport:
     state: str
     stage: str | None = None
     reason: str | None = None
-    # recovered | failed | held | blocked | refused | interrupted | pending | checked
+    # recovered | awaiting | contained | failed | held | blocked | refused | interrupted | pending | checked
     outcome: str = "pending"
 
 
@@ -138,6 +156,8 @@ class RunReport:
     waves: list[int] = field(default_factory=list)
     stopped: str | None = None
     hosts: dict[str, HostReport] = field(default_factory=dict)
+    containment_requested: dict[str, str] = field(default_factory=dict)  # host -> why
+    containment_files: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[HostReport]:
@@ -160,6 +180,8 @@ class RunReport:
             "waves": self.waves,
             "stopped": self.stopped,
             "hosts": [vars(h) for h in self.hosts.values()],
+            "containment_requested": self.containment_requested,
+            "containment_files": self.containment_files,
         }
 
 
@@ -198,12 +220,15 @@ class Engine:
             self.view: PlanView = load_approved_plan(session)
             self.plan_id = int(self.view.plan.id or 0)
             self.members = {
-                m.host_name: m
+                m.host_name: Planned(m.host_name, m.action, m.wave, m.tier, m.verdict)
                 for m in self.view.members
                 if m.wave is not None and m.action in EXECUTABLE_ACTIONS
             }
             self.triage = self._triage(session)
-            self.decisions = restore_decisions(session, list(self.members))
+            self.restore_choices = restore_decisions(session, list(self.members))
+            self.decisions = decisions_lib.standing(session, [m.host_name for m in self.view.members])
+        self.out_of_band: dict[str, str] = {}  # host -> why its SSH stages are skipped
+        self._apply_decisions()
         self.inventory = (
             self.o.prefetched.result() if self.o.prefetched else inventory_cache.load(self.o.inventory)
         )
@@ -245,17 +270,48 @@ class Engine:
                     f"plan {self.plan_id} has no wave {self.o.wave} (waves: {self.waves})"
                 )
             self.waves = [self.o.wave]
+        if self.o.contain_only:  # containment claims its own "wave 0" only
+            self.waves = []
         self._preflight()
 
     def _preflight(self) -> None:
-        """Refuse before anything starts when the controller lacks what these waves' stages need."""
+        """Refuse before anything starts when the controller lacks what these waves' stages need
+        (and containment's, which takes every wave's rebuilt hosts)."""
         stage_hosts: dict[str, list[inventory_lib.Host]] = {}
         for name, member in self.members.items():
-            if member.wave in self.waves:
-                for stage in self.paths[name]:
-                    stage_hosts.setdefault(stage, []).append(self.inventory.hosts[name])
+            stages = self.paths[name] if member.wave in self.waves else ()
+            if self.paths[name] is states.REBUILD and name not in self.out_of_band:
+                stages = (*stages, *states.CONTAIN)
+            for stage in dict.fromkeys(stages):
+                stage_hosts.setdefault(stage, []).append(self.inventory.hosts[name])
         findings = preflight.check(self.o.playbooks, stage_hosts, self.store.url, self.o.runs_dir)
         preflight.require(findings)
+
+    def _apply_decisions(self) -> None:
+        """People's standing decisions over the approved plan, without re-planning: a held host
+        decided rebuild or verify joins the first wave of its tier (an unreachable one rebuilt out of
+        band); a host decided hold, or rebuilt by hand, leaves the run."""
+        waves = sorted(self.view.waves, key=lambda w: w.number)
+        for member in self.view.members:
+            row = self.decisions.get(member.host_name)
+            if row is None:
+                continue
+            name = member.host_name
+            if row.decision in ("hold", DECIDE_DONE):
+                self.members.pop(name, None)
+            elif row.decision in ("rebuild", "verify"):
+                planned = self.members.get(name)
+                if planned is None:
+                    later = [w.number for w in waves if w.tier >= member.tier]
+                    wave = later[0] if later else (waves[-1].number if waves else 1)
+                    planned = Planned(name, member.action, wave, member.tier, member.verdict)
+                action = "protected" if planned.action == "protected" else row.decision
+                self.members[name] = dataclasses.replace(planned, action=action)
+                if row.decision == "rebuild" and member.verdict in UNKNOWN:
+                    self.out_of_band[name] = (
+                        f"skipped: {member.verdict} at triage, rebuilt out of band by decision "
+                        f"{decisions_lib.said(row)}"
+                    )
 
     def _triage(self, session: Session) -> dict[str, dict[str, Any]]:
         """Each planned host's verdict, compromise time and matches from the plan's triage run."""
@@ -320,10 +376,11 @@ class Engine:
         group = self.inventory.groups.get(EVIDENCE_GROUP) or []
         return group[0] if group else None
 
-    def _mark_interrupted(self) -> int:
+    def _mark_interrupted(self, waves: list[int] | None = None) -> int:
         """Stage runs left "running" in this run's waves; other waves' may be a live run's beside us."""
+        waves = self.waves if waves is None else waves
         with self.store.write() as session:
-            running = select(StageRun).where(StageRun.status == "running", col(StageRun.wave).in_(self.waves))
+            running = select(StageRun).where(StageRun.status == "running", col(StageRun.wave).in_(waves))
             stale = list(session.exec(running))
             for run in stale:
                 run.status = "interrupted"
@@ -335,7 +392,7 @@ class Engine:
                     session,
                     self.o.operator,
                     "run resume",
-                    details={"waves": self.waves, "interrupted_stage_runs": [r.id for r in stale]},
+                    details={"waves": waves, "interrupted_stage_runs": [r.id for r in stale]},
                 )
         return len(stale)
 
@@ -364,9 +421,12 @@ class Engine:
             )  # fmt: skip
         if interrupted and self.observer:
             self.observer.note(f"resuming: {interrupted} stage run(s) were interrupted")
-        for wave in self.waves:
+        self._contain(report)
+        for wave in [] if self.o.contain_only else self.waves:
             report.waves.append(wave)
             stopped = self._wave(wave, report)
+            if not stopped:
+                stopped = self._sweep(report)
             if stopped:
                 report.stopped = stopped
                 break
@@ -398,6 +458,10 @@ class Engine:
                 continue
             if row.state == states.RECOVERED:
                 entry.outcome = "recovered"
+            elif row.state == states.AWAITING:
+                entry.outcome, entry.reason = "awaiting", row.state_reason
+            elif self.o.contain_only and row.state in (states.DONE["isolate"], states.DONE["collect"]):
+                entry.outcome = "contained"
             elif row.state == states.FAILED:
                 entry.outcome, entry.reason = "failed", row.state_reason
 
@@ -414,38 +478,226 @@ class Engine:
                                                 rows[name].stage, str(exc), "refused")  # fmt: skip
         return out
 
-    def _blocked(self, hosts: list[str], report: RunReport) -> set[str]:
-        """Hosts whose dependencies (hosts this plan recovers) are not recovered: they do not start."""
+    def _waiting(self, hosts: list[str]) -> dict[str, str]:
+        """Hosts that may not reconnect yet, and why: something they depend on (any host of the plan,
+        held ones included) is not recovered, and no person released them or recorded it rebuilt by
+        hand. Hosts outside the plan are someone else's business (as for the planner)."""
         if self.o.check:
-            return set()
-        deps = {h: [d for d in self.inventory.hosts[h].depends_on_hosts if d in self.members] for h in hosts}
+            return {}
+        plan = {m.host_name: m for m in self.view.members}
+        deps = {h: [d for d in self.inventory.hosts[h].depends_on_hosts if d in plan] for h in hosts}
         needed = sorted({d for ds in deps.values() for d in ds})
         with self.store.read() as session:
             dep_states = {
-                h.name: (h.state, h.stage)
-                for h in session.exec(select(Host).where(col(Host.name).in_(needed)))
+                h.name: h.state for h in session.exec(select(Host).where(col(Host.name).in_(needed)))
             }
-        blocked = set()
+        out: dict[str, str] = {}
         for host, ds in deps.items():
-            waiting = [d for d in ds if dep_states.get(d, ("?", None))[0] != states.RECOVERED]
+            decided = self.decisions.get(host)
+            if decided is not None and decided.decision == DECIDE_RELEASE:
+                continue
+            waiting = [
+                d
+                for d in ds
+                if dep_states.get(d) != states.RECOVERED
+                and not (d in self.decisions and self.decisions[d].decision == DECIDE_DONE)
+            ]
             if waiting:
-                failed = [d for d in waiting if dep_states[d][0] == states.FAILED]
-                reason = (
-                    f"depends on {', '.join(failed)}, which failed"
-                    if failed
-                    else f"waits for {', '.join(waiting)} to be recovered"
+                why = []
+                for d in waiting[:5]:
+                    held = d not in self.members
+                    state = dep_states.get(d) or "new"
+                    why.append(f"{d} ({'on hold: ' + (plan[d].verdict or 'not triaged') if held else state})")
+                more = f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
+                out[host] = f"awaiting dependencies: {', '.join(why)}{more}"
+        return out
+
+    def _await(self, wave: int, waiting: dict[str, str], report: RunReport) -> None:
+        """Park validated hosts whose dependencies are not recovered: isolated, audited, visible."""
+        with self.store.write() as session:
+            rows = host_store.locked(session, list(waiting))
+            parked = {}
+            for name, reason in waiting.items():
+                row = rows[name]
+                if row.state != states.AWAITING:
+                    states.await_dependencies(row, self.paths[name][-2], reason)
+                    session.add(row)
+                    parked[name] = reason
+            if parked:
+                audit.record(
+                    session,
+                    self.o.operator,
+                    "run await",
+                    details={"plan": self.plan_id, "wave": wave, "hosts": parked},
                 )
-                member = self.members[host]
-                report.hosts[host] = HostReport(host, member.action, member.wave, "", None, reason, "blocked")
-                blocked.add(host)
-        return blocked
+        for name, reason in waiting.items():
+            member = self.members[name]
+            report.hosts[name] = HostReport(name, member.action, member.wave, states.AWAITING, None, reason,
+                                            "awaiting")  # fmt: skip
+
+    def _sweep(self, report: RunReport) -> str | None:
+        """Reconnect the awaiting hosts of the waves run so far whose dependencies are now recovered,
+        wave by wave (tier order), until none is left that may go."""
+        ran = set(report.waves)
+        while True:
+            names = [n for n, m in self.members.items() if m.wave in ran]
+            with self.store.read() as session:
+                awaiting = [
+                    h.name
+                    for h in session.exec(
+                        select(Host).where(col(Host.name).in_(names), Host.state == states.AWAITING)
+                    )
+                ]
+            if not awaiting:
+                return None
+            waiting = self._waiting(awaiting)
+            ready = [h for h in awaiting if h not in waiting]
+            if not ready:
+                return None
+            for wave in sorted({self.members[h].wave or 0 for h in ready}):
+                group = sorted(h for h in ready if self.members[h].wave == wave)
+                results = self._stage(wave, "reconnect", group)
+                for host, result in results.items():
+                    if result.ok:
+                        report.hosts.pop(host, None)
+                    elif not result.interrupted:
+                        member = self.members[host]
+                        report.hosts[host] = HostReport(host, member.action, wave, "", "reconnect",
+                                                        result.message, "failed")  # fmt: skip
+                if any(not r.ok for r in results.values()):
+                    return None  # failed or interrupted: shown as such; the next run retries them
+
+    def _skip(self, wave: int, stage: str, hosts: list[str]) -> None:
+        """Out-of-band rebuilds: a stage that needs the host's own connection is passed, the reason
+        recorded on a "skipped" StageRun and in the audit log, in one transaction."""
+        with self.store.write() as session:
+            rows = host_store.locked(session, hosts)
+            for name in hosts:
+                reason = self.out_of_band[name]
+                session.add(
+                    StageRun(plan_id=self.plan_id, wave=wave, host_name=name, stage=stage, status="skipped",
+                             check_mode=self.o.check, finished_at=utcnow(), message=reason)
+                )  # fmt: skip
+                if not self.o.check:
+                    states.skip(rows[name], stage, self.paths[name], reason)
+                    session.add(rows[name])
+            audit.record(
+                session,
+                self.o.operator,
+                "run stage skipped",
+                details={"plan": self.plan_id, "wave": wave, "stage": stage, "check": self.o.check,
+                         "skipped": {h: self.out_of_band[h] for h in hosts}},
+            )  # fmt: skip
+
+    # --- containment ---------------------------------------------------------------------------
+
+    def _contain(self, report: RunReport) -> None:
+        """Every host the plan rebuilds, whatever its wave, tier or dependencies: isolate, then
+        collect its evidence, in batches of the containment capacity. Containment claims its own
+        "wave" (0), so two runs never contain at once. Then the network team's list for the hosts
+        nobody could isolate."""
+        targets = sorted(
+            h for h, p in self.paths.items() if p is states.REBUILD and h not in self.out_of_band
+        )
+        with self.store.read() as session:
+            rows = {h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(targets)))}
+        nxt: dict[str, str | None] = {}
+        for name in targets:
+            try:
+                stage = states.position(rows[name], states.REBUILD).next_stage
+            except RefusedError:
+                continue  # the wave reports it
+            if stage in states.CONTAIN:
+                nxt[name] = stage
+        failed: dict[str, str] = {}
+        self.contained_in_check: set[str] = set()
+        if nxt:
+            with claim_waves(self.store, [containment.CONTAINMENT_WAVE], self.o.runs_dir) as claim:
+                outer, self.claim = self.claim, claim
+                try:
+                    failed = self._contain_stages(nxt)
+                finally:
+                    self.claim = outer
+        self._request_containment(report, failed)
+
+    def _contain_stages(self, nxt: dict[str, str | None]) -> dict[str, str]:
+        wave = containment.CONTAINMENT_WAVE
+        if not self.o.check:
+            resumed = self._mark_interrupted([wave])
+            if resumed and self.observer:
+                self.observer.note(f"resuming containment: {resumed} stage run(s) were interrupted")
+        if self.observer:
+            self.observer.note(f"containment: {len(nxt)} host(s), every wave at once")
+            self.observer.wave(wave, sorted(nxt))
+        size = self.o.contain_forks or self.o.forks
+        failed: dict[str, str] = {}
+        for stage in states.CONTAIN:
+            group = sorted(h for h, s in nxt.items() if s == stage)
+            if not group:
+                continue
+            if stage in states.DESTRUCTIVE and not self.o.check and not self.confirmed:
+                self._confirm()
+            for start in range(0, len(group), size):
+                for host, result in self._stage(wave, stage, group[start : start + size]).items():
+                    if result.ok:
+                        nxt[host] = "collect" if stage == "isolate" else None
+                        if self.o.check and stage == "collect":
+                            self.contained_in_check.add(host)
+                    else:
+                        nxt[host] = None
+                        if stage == "isolate" and not result.interrupted:
+                            failed[host] = f"isolate failed: {_reason(result)}"
+        return failed
+
+    def _request_containment(self, report: RunReport, failed: dict[str, str]) -> None:
+        """The hosts nobody could isolate over their own connection: unreachable or untriageable at
+        triage (held, or rebuilt out of band), and those whose isolate failed. Not in check mode."""
+        if self.o.check:
+            return
+        needed = dict(failed)
+        for m in self.view.members:
+            decided = self.decisions.get(m.host_name)
+            if (
+                m.verdict in UNKNOWN
+                and m.action != "protected"
+                and not (decided and decided.decision == DECIDE_DONE)
+            ):
+                host = self.inventory.hosts.get(m.host_name)
+                if host is not None and not host.protected:
+                    needed.setdefault(
+                        m.host_name, f"{m.verdict} at triage: could not be isolated over its own connection"
+                    )
+        if not needed:
+            return
+        with self.store.read() as session:
+            state = containment.summary(session, sorted(needed))
+            macs = containment.macs_seen(session, sorted(needed))
+        asked = [
+            containment.Needed(name, why, containment.describe(self.inventory.hosts[name], macs.get(name)))
+            for name, why in sorted(needed.items())
+            if state[name].status != "contained"
+        ]
+        management = containment.management_networks(self.inventory.hosts[n.name] for n in asked)
+        files = containment.request(
+            self.store, self.o.operator, self.plan_id, asked, self.root / "containment", utcnow(), management
+        )
+        report.containment_requested = {n.name: n.reason for n in asked}
+        report.containment_files = [str(f) for f in files]
+        if files and self.observer:
+            self.observer.note(
+                f"containment requested for {len(asked)} host(s) nobody could isolate: give the network team {files[0]}"
+            )
 
     def _wave(self, wave: int, report: RunReport) -> str | None:
         hosts = [n for n, m in self.members.items() if m.wave == wave]
         if self.observer:
             self.observer.wave(wave, hosts)
-        blocked = self._blocked(hosts, report)
-        nxt = self._positions([h for h in hosts if h not in blocked], report)
+        nxt = self._positions(hosts, report)
+        if self.o.check:  # contained in check mode just before: the rehearsal goes on from wipe
+            nxt = {
+                h: "wipe" if h in self.contained_in_check and s in states.CONTAIN else s
+                for h, s in nxt.items()
+            }
         failed: set[str] = {h for h in hosts if report.hosts.get(h) and report.hosts[h].outcome == "refused"}
         for host, (stage, reason) in self._untrusted_times(wave, nxt).items():
             failed.add(host)
@@ -453,6 +705,20 @@ class Engine:
             report.hosts[host] = HostReport(host, self.members[host].action, wave, "", stage, reason, "held")
         for stage in states.STAGE_ORDER:
             group = [h for h, s in nxt.items() if s == stage and h not in failed]
+            if stage == "reconnect" and group:
+                waiting = self._waiting(group)  # dependencies gate reconnection, never the rebuild
+                if waiting:
+                    self._await(wave, waiting, report)
+                    for host in waiting:
+                        nxt[host] = None
+                    group = [h for h in group if h not in waiting]
+            skipped = [h for h in group if h in self.out_of_band and stage in SSH_ONLY]
+            if skipped:
+                self._skip(wave, stage, skipped)
+                for host in skipped:
+                    path = self.paths[host]
+                    nxt[host] = path[path.index(stage) + 1]
+                group = [h for h in group if h not in skipped]
             if not group:
                 continue
             if stage in states.DESTRUCTIVE and not self.o.check and not self.confirmed:
@@ -493,7 +759,7 @@ class Engine:
         return None
 
     def _confirm(self) -> None:
-        pending_waves = [w for w in self.waves if w >= min(self.waves)]
+        pending_waves = self.waves or sorted({m.wave for m in self.members.values() if m.wave is not None})
         rebuild = sorted(
             h for h, p in self.paths.items() if p is states.REBUILD and self.members[h].wave in pending_waves
         )
@@ -799,7 +1065,7 @@ class Engine:
             host = self.inventory.hosts[name]
             if (host.restore_method or "none") != "restic":
                 continue
-            decided = self.decisions.get(name)
+            decided = self.restore_choices.get(name)
             if name in kept and decided is not None and _aware(decided.at) > _aware(kept[name].chosen_at):
                 del kept[name]  # a person decided after that point was chosen: theirs holds
             if name in kept and not self.o.check:
@@ -848,9 +1114,13 @@ class Engine:
         """What chooses `name`'s restore point: a person's decision (exactly its time), else the
         host's own compromise time if it passes the checks that need no backups (margin applied);
         never another host's. (None, margin, why) when neither may."""
+        chosen = self.restore_choices.get(name)
+        if chosen is not None:
+            return _aware(chosen.before), timedelta(0), None
         decided = self.decisions.get(name)
-        if decided is not None:
-            return _aware(decided.before), timedelta(0), None
+        if decided is not None and decided.compromised_since is not None:
+            # A person who rebuilt a host nobody could triage said since when it is compromised.
+            return _aware(decided.compromised_since), self.o.restore_margin, None
         moment = self.triage.get(name, {}).get("compromise_time")
         found = compromise.problem(moment, utcnow(), None, None, compromise.TimeRules())
         if found is not None or moment is None:

@@ -50,6 +50,15 @@ DONE = {
 START_STATES = frozenset({"new", "planned"})
 FAILED = "failed"
 RECOVERED = "recovered"
+# Containment: the first stages of the rebuild path, run for every infected host at once right after
+# approval, whatever its wave, tier or dependencies (an infected host must not wait on the network).
+CONTAIN = ("isolate", "collect")
+# Rebuilt (or verified) and validated, still isolated: what it depends on is not recovered yet. Only
+# reconnect follows; dependencies gate the service, never the rebuild work.
+AWAITING = "awaiting-dependencies"
+# Stages a host can pass without a connection to it: an out-of-band rebuild (a person decided to
+# rebuild an unreachable host through its reimage method) skips the others, with the reason recorded.
+OUT_OF_BAND = frozenset({"reimage"})
 _STAGE_OF = {state: stage for stage, state in (*ACTIVE.items(), *DONE.items())}
 
 
@@ -77,6 +86,8 @@ def position(host: Host, path: tuple[str, ...]) -> Position:
         return Position(path[0], resuming=False)
     if state == RECOVERED and path[-1] == "reconnect":
         return Position(None, resuming=False)
+    if state == AWAITING:
+        return Position("reconnect", resuming=False)
     stage = host.stage if state == FAILED else _STAGE_OF.get(state)
     if stage is None or stage not in path:
         raise RefusedError(
@@ -137,11 +148,26 @@ def fail(host: Host, stage: str, reason: str) -> None:
     _set(host, FAILED, stage, reason[:2000])
 
 
+def await_dependencies(host: Host, stage_done: str, reason: str) -> None:
+    """Park a host that finished everything before reconnect: it stays isolated until what it depends
+    on is recovered (or a person releases it)."""
+    if host.state != DONE[stage_done] or stage_done not in ("validate", "harden"):
+        raise RefusedError(f"host {host.name} is {host.state}: only a validated host awaits its dependencies")
+    _set(host, AWAITING, stage_done, reason[:2000])
+
+
+def skip(host: Host, stage: str, path: tuple[str, ...], reason: str) -> None:
+    """Pass `stage` without running it (begin and finish in the caller's one transaction), the reason
+    kept on the host until its next change and on the StageRun the caller writes."""
+    begin(host, stage, path)
+    _set(host, DONE[stage], stage, reason[:2000])
+
+
 def restore_begun(host: Host, path: tuple[str, ...]) -> bool:
     """True once the host has entered restore or anything after it on the rebuild path."""
     if path is not REBUILD or host.state in START_STATES:
         return False
-    stage = host.stage if host.state == FAILED else _STAGE_OF.get(host.state)
+    stage = host.stage if host.state in (FAILED, AWAITING) else _STAGE_OF.get(host.state)
     return stage in REBUILD and REBUILD.index(stage) >= REBUILD.index("restore")
 
 

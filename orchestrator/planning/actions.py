@@ -1,12 +1,17 @@
 """What to do with each host, from its verdict: the rules a crisis cell can read back.
 
 Infected or suspicious hosts are rebuilt, never cleaned (tier 0 included: the trust core is
-reinstalled). Clean hosts are verified. Hosts nobody could triage wait for a person, and so does every
-host that needs them. Protected hosts (backups, evidence store) are never wiped whatever their verdict:
-they take the verify path in their wave (whose re-scan stops a dirty one before it reconnects), and a
-found infection there is a decision for a person, flagged as such, that the hosts depending on it
-wait for. A host restored from backups whose compromise time cannot be trusted on its own waits for a
-person too (see `compromise`).
+reinstalled). Clean hosts are verified. Hosts nobody could triage wait for a person. Protected hosts
+(backups, evidence store) are never wiped whatever their verdict: they take the verify path in their
+wave (whose re-scan stops a dirty one before it reconnects), and a found infection there is a decision
+for a person, flagged as such. A host restored from backups whose compromise time cannot be trusted
+on its own waits for a person too (see `compromise`).
+
+A host whose dependency is held is still rebuilt or verified: a dependency gates when a host may
+reconnect (the engine keeps it isolated, "awaiting dependencies"), never its containment or rebuild.
+Its reason names the held host at the root of the chain.
+
+A person's standing decision (`orchestrator host decide`) replaces the rule for that host, and says so.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from dataclasses import dataclass
 from orchestrator.inventory import Host
 from orchestrator.planning.model import (
     CLEAN,
+    DECIDE_DONE,
+    DECIDE_HOLD,
+    DECIDE_REBUILD,
+    DECIDE_VERIFY,
     ERROR,
     HOLD,
     INFECTED,
@@ -83,34 +92,53 @@ def _own(host: Host, verdict: Verdict | None) -> Decision:
     )
 
 
+def _person(host: Host, own: Decision, decision: str, said: str) -> Decision:
+    """A person's decision (`said`: "by WHO: WHY") over the rule's `own` decision."""
+    if decision == DECIDE_REBUILD and not host.protected:
+        return Decision(REBUILD, f"{own.verdict or 'not triaged'}; rebuild decided {said}", own.verdict)
+    if decision == DECIDE_VERIFY:
+        action = PROTECTED if host.protected else VERIFY
+        return Decision(action, f"{own.verdict or 'not triaged'}; verify decided {said}", own.verdict)
+    if decision == DECIDE_HOLD:
+        return Decision(HOLD, f"{own.verdict or 'not triaged'}; held {said}", own.verdict, blocks="held")
+    if decision == DECIDE_DONE:
+        return Decision(HOLD, f"{own.verdict or 'not triaged'}; rebuilt by hand {said}", own.verdict)
+    return own  # release: a matter for reconnection only (the engine), or a rebuild of a protected host
+
+
 def decide(
     order: Sequence[str],
     hosts: Mapping[str, Host],
     deps: Mapping[str, Sequence[str]],
     verdicts: Mapping[str, Verdict],
+    decisions_by_people: Mapping[str, tuple[str, str]] | None = None,
 ) -> dict[str, Decision]:
-    """Each host's action and reason. `order` lists dependencies before their dependants, so a hold
-    spreads down a whole chain in one pass, naming the host at its root."""
+    """Each host's action and reason. `order` lists dependencies before their dependants, so the held
+    host at the root of a chain is named in one pass. `decisions_by_people`: host -> (decision,
+    "by WHO: WHY")."""
+    people = decisions_by_people or {}
     decisions: dict[str, Decision] = {}
     root_of: dict[str, str] = {}
     for name in order:
         decision = _own(hosts[name], verdicts.get(name))
+        if name in people:
+            decision = _person(hosts[name], decision, *people[name])
         if decision.blocks:
             root_of[name] = name
-        if decision.action in SCHEDULED:
-            blocking = sorted(d for d in deps[name] if d in root_of)
-            if blocking:
-                via = blocking[0]
-                root = root_of[via]
-                path = f" via {via}" if via != root else ""
-                own = decision.verdict or "not triaged"
-                if decision.action == PROTECTED:
-                    own = f"protected, {own}"
-                decision = Decision(
-                    HOLD,
-                    f"{own}; waits for {root} ({decisions[root].blocks}){path}",
-                    decision.verdict,
-                )
-                root_of[name] = root
+        blocking = sorted(d for d in deps[name] if d in root_of)
+        if blocking and decision.action in SCHEDULED:
+            via = blocking[0]
+            root = root_of[via]
+            path = f" via {via}" if via != root else ""
+            released = people.get(name, ("", ""))[0] == "release"
+            wait = "released from" if released else "reconnects after"
+            decision = Decision(
+                decision.action,
+                f"{decision.reason}; {wait} {root} ({decisions[root].blocks}){path}",
+                decision.verdict,
+                decision.blocks,
+            )
+            if not released:
+                root_of.setdefault(name, root)
         decisions[name] = decision
     return decisions

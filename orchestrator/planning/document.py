@@ -108,6 +108,7 @@ def plan_document(view: PlanView) -> dict[str, Any]:
             for w in view.waves
         ],
         "members": [member_dict(m) for m in view.members],
+        "decisions": view.decisions,
     }
 
 

@@ -18,6 +18,23 @@ INFECTED = "infected"
 UNREACHABLE = "unreachable"
 ERROR = "error"
 VERDICTS = (CLEAN, SUSPICIOUS, INFECTED, UNREACHABLE, ERROR)
+# Verdicts whose host is contained (isolated, evidence collected) right after approval.
+TO_CONTAIN = (INFECTED, SUSPICIOUS)
+# Verdicts whose host nobody could look at: the network team isolates it, on request.
+UNKNOWN = (UNREACHABLE, ERROR)
+
+# A person's decision about one host (`orchestrator host decide`), honoured by the next plan and run:
+DECIDE_REBUILD = "rebuild"  # rebuild it, through its out-of-band reimage method if unreachable
+DECIDE_VERIFY = "verify"  # verify only: a clean host nobody could triage, a protected host's finding accepted
+DECIDE_HOLD = "hold"  # keep it out of the plan (a protected host's finding rejected, a host to look at)
+DECIDE_RELEASE = "release"  # reconnect it without waiting for its held dependencies
+DECIDE_DONE = "done"  # rebuilt by hand, outside the orchestrator: counts as recovered
+DECISIONS = (DECIDE_REBUILD, DECIDE_VERIFY, DECIDE_HOLD, DECIDE_RELEASE, DECIDE_DONE)
+
+# Containment per host, as `status` and the report show it.
+CONTAINED = "contained"  # isolated by its isolate stage
+REQUESTED = "requested"  # unreachable: the network team was asked to isolate it
+NOT_YET = "not yet"
 
 
 @dataclass(frozen=True)
@@ -63,8 +80,9 @@ class Wave:
 
 @dataclass
 class TierBound:
-    """Why a tier's waves cannot take less than `bound_s`: its longest dependency chain, or the
-    resource whose hosts need the most waves."""
+    """Why the waves from `tier` on cannot take less than `bound_s`: the longest chain of own work then
+    reconnection after the dependencies, or the resource whose hosts need the most waves (since
+    dependencies gate reconnection only, the whole plan has one such bound)."""
 
     tier: int
     chain_s: float
@@ -80,10 +98,10 @@ class TierBound:
 class Bounds:
     """Lower bounds on the makespan.
 
-    `lower_bound_s` holds for every plan made under the same rules (waves one after another, tiers in
-    order, dependencies, capacities): the plan's distance from it is the planner's to close.
-    `unordered_s` drops the rules a crisis cell chose (tier order, waves as barriers) and keeps only
-    dependencies and capacity, so the gap between the two is the price of those rules.
+    `lower_bound_s` holds for every plan made under the same rules (waves one after another,
+    capacities, reconnection after the dependencies): the plan's distance from it is the planner's to
+    close. `unordered_s` drops the waves as barriers and keeps only capacity and the dependency chains
+    of reconnection: the best any schedule could do.
     """
 
     tiers: list[TierBound]
@@ -110,10 +128,12 @@ class Draft:
     waves: list[Wave]
     bounds: Bounds
     external_dependencies: int = 0  # hosts depended on but outside the plan (taken as satisfied)
+    makespan_s: float | None = None  # when the last host reconnects (waves, then dependency sweeps)
+    reconnect_at: dict[str, float] = field(default_factory=dict)  # host -> seconds from the start
 
     @property
     def estimated_s(self) -> float:
-        return sum(w.estimated_s for w in self.waves)
+        return self.makespan_s if self.makespan_s is not None else sum(w.estimated_s for w in self.waves)
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(ACTIONS, 0)

@@ -23,26 +23,31 @@ def dependency_order(deps: Mapping[str, Sequence[str]]) -> list[str]:
 
 
 def build(
-    hosts: Sequence[Host], verdicts: Mapping[str, Verdict], limits: Limits, durations: Durations
+    hosts: Sequence[Host],
+    verdicts: Mapping[str, Verdict],
+    limits: Limits,
+    durations: Durations,
+    decisions: Mapping[str, tuple[str, str]] | None = None,
 ) -> Draft:
     """The draft plan for `hosts`. Dependencies on hosts outside `hosts` (a `--limit` that leaves
-    them out) are taken as someone else's business; `external_dependencies` counts those hosts."""
+    them out) are taken as someone else's business; `external_dependencies` counts those hosts.
+    `decisions`: people's standing decisions, host -> (decision, "by WHO: WHY")."""
     by_name = {h.name: h for h in hosts}
     deps = {n: [d for d in h.depends_on_hosts if d in by_name] for n, h in by_name.items()}
     external = len({d for h in hosts for d in h.depends_on_hosts if d not in by_name})
     order = dependency_order(deps)
-    decisions = actions.decide(order, by_name, deps, verdicts)
+    decisions = actions.decide(order, by_name, deps, verdicts, decisions)
 
     scheduled = [n for n in order if decisions[n].action in SCHEDULED]
     in_plan = set(scheduled)
     sched_deps = {n: tuple(d for d in deps[n] if d in in_plan) for n in scheduled}
-    effective = waves.effective_tiers(scheduled, {n: by_name[n].tier for n in scheduled}, sched_deps)
     resource_limits = dict(limits.capacities)
     if limits.max_wave_size is not None:
         resource_limits[capacity.WAVE_SIZE] = limits.max_wave_size
 
     jobs: dict[str, waves.Job] = {}
     seconds_cache: dict[tuple[str, str | None, str | None], float] = {}
+    reconnect_s = durations.stage_seconds("reconnect", None)
     for name in scheduled:
         host = by_name[name]
         action = decisions[name].action
@@ -52,22 +57,21 @@ def build(
         used = capacity.resources(action, host.tier, host.site, host.reimage_method, host.restore_method)
         jobs[name] = waves.Job(
             name=name,
-            tier=effective[name],
+            tier=host.tier,
             priority=host.priority,
             seconds=seconds_cache[key],
             resources=tuple(r for r in used if r in resource_limits),
             deps=sched_deps[name],
+            reconnect_s=reconnect_s,
         )
     plan_waves = waves.schedule(scheduled, jobs, resource_limits)
+    reconnected = waves.reconnect_times(scheduled, jobs, plan_waves)
 
     members: list[Member] = []
     for wave in plan_waves:
         for name in wave.hosts:
             host, decision, job = by_name[name], decisions[name], jobs[name]
             reason = decision.reason
-            if job.tier != host.tier:
-                later = min(d for d in job.deps if jobs[d].tier == job.tier)
-                reason += f"; scheduled with tier {job.tier}: depends on {later}"
             members.append(
                 Member(
                     name,
@@ -90,4 +94,6 @@ def build(
         waves=plan_waves,
         bounds=bounds.compute(scheduled, jobs, resource_limits),
         external_dependencies=external,
+        makespan_s=waves.makespan(plan_waves, reconnected),
+        reconnect_at=reconnected,
     )

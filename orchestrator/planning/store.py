@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator.errors import OrchestratorError, RefusedError
 from orchestrator.inventory import Host as InventoryHost
-from orchestrator.planning import compromise
+from orchestrator.planning import compromise, decisions
 from orchestrator.planning import durations as durations_lib
 from orchestrator.planning.content import content_hash
 from orchestrator.planning.model import Draft, Limits, Verdict
@@ -49,6 +49,9 @@ class PlanView:
     plan: Plan
     waves: list[PlanWave]
     members: list[PlanMember]
+    # People's standing decisions about its hosts (`host decide`), as shown with the plan: the next
+    # run honours them without re-planning, the next plan builds them in.
+    decisions: list[dict[str, Any]] = field(default_factory=list)
 
     def content_hash(self) -> str:
         return content_hash(
@@ -167,7 +170,8 @@ def create_draft(
             f"triage run {run.id} has no verdict for any of the {len(hosts)} host(s) to plan"
         )
     durations = durations.with_measured(measured_durations(session))
-    draft = build(hosts, verdicts, limits, durations)
+    people = decisions.for_planner(decisions.standing(session, [h.name for h in hosts]))
+    draft = build(hosts, verdicts, limits, durations, people)
 
     superseded = [p.id for p in session.exec(select(Plan).where(Plan.status == DRAFT)) if p.id is not None]
     for plan_id in superseded:
@@ -189,6 +193,7 @@ def create_draft(
             "durations_file": durations.file,
             "durations": durations.describe(),
             "external_dependencies": draft.external_dependencies,
+            "decisions": {name: {"decision": d, "said": text} for name, (d, text) in sorted(people.items())},
             "bounds": {
                 "unordered_s": bounds.unordered_s,
                 "tiers": [
@@ -243,7 +248,10 @@ def _view(session: Session, plan: Plan) -> PlanView:
     members = list(
         session.exec(select(PlanMember).where(PlanMember.plan_id == plan.id).order_by(col(PlanMember.id)))
     )
-    return PlanView(plan=plan, waves=waves, members=members)
+    standing = decisions.standing(session, [m.host_name for m in members])
+    return PlanView(
+        plan=plan, waves=waves, members=members, decisions=[decisions.as_dict(d) for d in standing.values()]
+    )
 
 
 def _latest(session: Session, status: str) -> Plan | None:

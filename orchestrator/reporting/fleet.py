@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, and_, func, or_
 from sqlmodel import Session, col, select
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.reporting import durations, lifecycle
+from orchestrator.reporting import durations, lifecycle, next_steps
 from orchestrator.reporting.selection import HostFilter, chunks, match_pattern
 from orchestrator.reporting.timefmt import iso
 from orchestrator.store import Store
@@ -57,6 +57,7 @@ def status(
         medians = durations.stage_medians(session)
         wave_times = _wave_times(session, scope.plan_id)
         planned_s = _wave_estimates(session, scope.plan_id)
+        people = next_steps.assess(session, plan)
     counts = _summarise(hosts, waiting)
     wave_rows, eta = _waves(waves, moving, wave_times, planned_s, medians)
     starts = [t[0] for t in wave_times.values()]
@@ -74,6 +75,9 @@ def status(
         },
         **counts,
         "waves": wave_rows,
+        "containment": people["containment"],
+        "decisions": people["decisions"],
+        "next_steps": people["next_steps"],
         "attention": {
             "count": counts["by_category"]["failed"] + counts["by_category"]["hold"] + flagged,
             "hosts": attention,

@@ -14,7 +14,7 @@ STAGES = states.STAGE_ORDER
 ACTIVE_STATE = {state: stage for stage, state in states.ACTIVE.items()}
 DONE_STATE = {state: stage for stage, state in states.DONE.items() if state != states.RECOVERED}
 # The buckets of `orchestrator status`, in display order ("other": a state this version does not know).
-CATEGORIES = ("pending", "in_progress", "recovered", "failed", "hold", "protected", "other")
+CATEGORIES = ("pending", "in_progress", "awaiting", "recovered", "failed", "hold", "protected", "other")
 # States that wait for a person; a protected host whose triage says infected waits too.
 NEEDS_PERSON = (states.FAILED, "hold")
 # Every state in the order a host passes through it, for tables and the --state option.
@@ -22,6 +22,7 @@ STATE_ORDER = (
     "new",
     "planned",
     *(s for stage in STAGES for s in (states.ACTIVE[stage], states.DONE[stage])),
+    states.AWAITING,
     states.FAILED,
     "hold",
     "protected",
@@ -41,6 +42,8 @@ def category(state: str, action: str | None = None) -> str:
         return action if action in WAITING_ACTIONS else "pending"
     if state in ACTIVE_STATE or state in DONE_STATE:
         return "in_progress"
+    if state == states.AWAITING:
+        return "awaiting"  # rebuilt and validated, isolated until its dependencies are recovered
     if state in (states.RECOVERED, states.FAILED, "hold", "protected"):
         return state
     return "other"
@@ -67,6 +70,8 @@ def remaining_stages(action: str | None, state: str, protected: bool = False) ->
         return _from(path, ACTIVE_STATE[state], include=True)
     if state in DONE_STATE:
         return _from(path, DONE_STATE[state], include=False)
+    if state == states.AWAITING:
+        return ("reconnect",)
     return ()
 
 

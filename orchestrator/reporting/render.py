@@ -54,6 +54,9 @@ def html(report: Report, title: str) -> str:
         attention=report.attention,
         regulator=report.regulator,
         evidence=report.evidence,
+        containment=report.containment,
+        decisions=report.decisions,
+        next_steps=report.next_steps,
         chart=chart.timeline(report.rows, report.waves),
         audit_head=audit.head_line(report.audit),
     )
@@ -78,6 +81,9 @@ def json_text(report: Report) -> str:
         "regulator": {k: v for k, v in report.regulator.items() if k != "systems"}
         | {"hosts": [r["host"] for r in report.regulator["systems"]]},
         "attention": [r["host"] for r in report.attention],
+        "containment": report.containment,
+        "decisions": report.decisions,
+        "next_steps": report.next_steps,
         "evidence": report.evidence,
         "audit": report.audit,
         "columns": list(COLUMNS),

@@ -16,7 +16,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from orchestrator.inventory import TIERS
-from orchestrator.reporting import lifecycle
+from orchestrator.reporting import lifecycle, next_steps
 from orchestrator.reporting.durations import seconds
 from orchestrator.reporting.fleet import current_plan
 from orchestrator.reporting.timefmt import iso
@@ -53,6 +53,8 @@ COLUMNS = (
     "reason",
     "recovery_started_at",
     "isolated_at",
+    "containment",
+    "time_to_containment_s",
     "evidence_collected_at",
     "restored_at",
     "recovered_at",
@@ -81,6 +83,9 @@ class Report:
     attention: list[dict[str, Any]] = field(default_factory=list)
     regulator: dict[str, Any] = field(default_factory=dict)
     audit: dict[str, Any] = field(default_factory=dict)
+    containment: dict[str, Any] = field(default_factory=dict)  # see reporting.next_steps
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)
 
 
 def build(store: Store, now: datetime | None = None) -> Report:
@@ -103,6 +108,7 @@ def build(store: Store, now: datetime | None = None) -> Report:
             if plan_id
             else {}
         )
+        people = next_steps.assess(session, plan)
     rows = [
         _row(h, members.get(h.name), triage.get(h.name), stages.get(h.name), evidence, snapshots)
         for h in hosts
@@ -135,6 +141,14 @@ def build(store: Store, now: datetime | None = None) -> Report:
         key=lambda r: (_URGENCY.get(r["outcome"], 1), r["tier"], r["host"]),
     )
     report.regulator = _regulator(rows)
+    report.containment = people["containment"]
+    report.decisions = people["decisions"]
+    report.next_steps = people["next_steps"]
+    contained = people["containment"]["hosts"]
+    for row in rows:
+        entry = contained.get(row["host"])
+        row["containment"] = entry["status"] if entry else None
+        row["time_to_containment_s"] = entry["time_to_containment_s"] if entry else None
     return report
 
 

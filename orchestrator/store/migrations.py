@@ -38,11 +38,17 @@ def _keyed_audit(conn: Connection) -> None:
     models.RestoreDecision.__table__.create(conn)  # type: ignore[attr-defined]
 
 
+def _decisions_and_containment(conn: Connection) -> None:
+    for model in (models.HostDecision, models.ContainmentRequest):
+        model.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "baseline: hosts, triage, plans, stage runs, evidence, restore points, audit log", _baseline
     ),
     Migration(2, "keyed audit chain and plan approvals; restore-point decisions", _keyed_audit),
+    Migration(3, "host decisions and containment requests", _decisions_and_containment),
 ]
 
 

@@ -273,3 +273,37 @@ class AuditHead(SQLModel, table=True):
     last_hash: str = ""
     entries: int = 0
     mac: str = ""  # HMAC of (last_id, last_hash, entries): cutting entries and moving the head shows
+
+
+class HostDecision(SQLModel, table=True):
+    """A person's decision about one host (`orchestrator host decide`): who, why, when, and when it
+    was withdrawn. The newest standing decision per host is the one plans and runs honour."""
+
+    __tablename__ = "host_decision"
+    id: int | None = Field(default=None, primary_key=True)
+    host_name: str = Field(index=True)
+    decision: str  # rebuild | verify | hold | release | done (planning.model.DECISIONS)
+    why: str
+    decided_by: str
+    decided_at: datetime = Field(default_factory=utcnow)
+    # For a rebuild of a host nobody could triage: since when it is compromised, as the person knows it
+    # (console, ransom note): the cutoff of its clean restore point instead of the fleet's earliest.
+    compromised_since: datetime | None = None
+    withdrawn_by: str | None = None
+    withdrawn_at: datetime | None = None
+    withdrawn_why: str | None = None
+
+
+class ContainmentRequest(SQLModel, table=True):
+    """A host nobody could reach to isolate: the network team was asked to cut it off (switch port,
+    firewall rule) with everything known about it."""
+
+    __tablename__ = "containment_request"
+    id: int | None = Field(default=None, primary_key=True)
+    host_name: str = Field(index=True)
+    plan_id: int | None = Field(default=None, foreign_key="plan.id")
+    requested_by: str = ""
+    requested_at: datetime = Field(default_factory=utcnow)
+    reason: str = ""
+    known: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))  # address, mac, site, port
+    files: list[str] = Field(default_factory=list, sa_column=Column(JSON))

@@ -126,9 +126,11 @@ def test_failure_threshold_and_dependants_of_failed_hosts(world) -> None:
     report = engine.run(store, opts)
     assert [h.name for h in report.failed] == ["a"]
     assert report.hosts["a"].reason == "Fail when told: toy failure of isolate"
-    assert report.hosts["e"].outcome == "blocked" and "depends on a, which failed" in report.hosts["e"].reason
-    assert stages_run(inv, "e") == [] and stages_run(inv, "f") == VERIFY
-    assert states_of(store)["a"] == ("failed", "isolate") and states_of(store)["e"] == ("new", None)
+    # A dependency gates reconnection, not the work: e is verified, then waits for a (failed).
+    assert report.hosts["e"].outcome == "awaiting" and "a (failed)" in report.hosts["e"].reason
+    assert stages_run(inv, "e") == ["validate", "harden"] and stages_run(inv, "f") == VERIFY
+    assert states_of(store)["a"] == ("failed", "isolate")
+    assert states_of(store)["e"] == ("awaiting-dependencies", "harden")
 
 
 def test_a_wave_stops_above_the_failure_threshold(world) -> None:

@@ -76,6 +76,7 @@ PLAN: dict[str, tuple[str, timedelta | None, str, int | None, str]] = {
 EXPECTED_BUCKETS = {
     "pending": 3,
     "in_progress": 1,
+    "awaiting": 0,
     "recovered": 3,
     "failed": 1,
     "hold": 1,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -116,32 +115,23 @@ def test_every_plan_respects_dependencies_limits_and_places_every_host_once(flee
         h, v = by_name[m.host], verdicts.get(m.host)
         if h.protected:
             triaged = v is not None and v.verdict in ("clean", "infected", "suspicious")
-            assert m.action == (PROTECTED if triaged and "waits for" not in m.reason else HOLD)
+            assert m.action == (PROTECTED if triaged else HOLD)
         elif v is None or v.verdict in ("unreachable", "error"):
             assert m.action == HOLD
-        elif m.action != HOLD:
+        else:
             assert m.action == (VERIFY if v.verdict == "clean" else REBUILD)
 
-    # dependencies: before in waves, or a hold spreads to the dependants
+    # dependencies gate reconnection, never the rebuild: a held dependency is named, not spread
     for m in draft.members:
         for dep in by_name[m.host].depends_on_hosts:
             d = members[dep]
-            if m.wave is not None:
-                assert d.action != HOLD and not (d.action == PROTECTED and d.verdict != "clean")
-                if d.wave is not None:
-                    assert d.wave < m.wave, (dep, m.host)
             blocks = d.action == HOLD or (d.action == PROTECTED and d.verdict != "clean")
-            if blocks and not by_name[m.host].protected:
-                assert m.action == HOLD
-                if m.verdict in ("clean", "infected", "suspicious"):
-                    assert "waits for" in m.reason
+            if blocks and m.wave is not None:
+                assert "reconnects after" in m.reason, (m.host, dep)
 
-    # tiers in order; a host only ever moves to a later tier
-    assert [w.tier for w in draft.waves] == sorted(w.tier for w in draft.waves)
-    tier_of = {w.number: w.tier for w in draft.waves}
-    for m in draft.members:
-        if m.wave is not None:
-            assert tier_of[m.wave] >= m.tier
+    # a wave's tier is the lowest tier it serves
+    for w in draft.waves:
+        assert w.tier == min(by_name[n].tier for n in w.hosts)
 
     # wave size and every capacity, per wave
     for w in draft.waves:
@@ -164,7 +154,7 @@ def test_every_plan_respects_dependencies_limits_and_places_every_host_once(flee
     ]
 
 
-def test_tier_0_found_infected_is_rebuilt_and_a_hold_spreads_naming_its_root() -> None:
+def test_tier_0_found_infected_is_rebuilt_and_dependants_of_a_held_host_name_it() -> None:
     hosts = [
         host("dc1", 0),
         host("dns1", 0, ["dc1"]),
@@ -187,18 +177,25 @@ def test_tier_0_found_infected_is_rebuilt_and_a_hold_spreads_naming_its_root() -
     m = {x.host: x for x in draft.members}
     assert (m["dc1"].action, m["dc1"].wave) == (REBUILD, 1)
     assert m["dc1"].reason == "suspicious (new service); tier 0: rebuilt, never cleaned"
-    assert (m["dns1"].action, m["dns1"].wave) == (VERIFY, 2)
-    assert (m["db1"].wave, m["app1"].wave) == (3, 4)
+    # Without limits every host is rebuilt or verified at once: dependencies only order reconnection.
+    assert (m["dns1"].action, m["dns1"].wave) == (VERIFY, 1)
+    assert (m["db1"].wave, m["app1"].wave) == (1, 1)
     assert (
         m["lost"].action == HOLD
         and m["lost"].reason == "unreachable (timed out after 60 s): a person must check it"
     )
-    assert m["web1"].action == HOLD and m["web1"].reason == "infected; waits for lost (unreachable)"
-    assert m["ws1"].action == HOLD and m["ws1"].reason == "clean; waits for lost (unreachable) via web1"
-    assert [w.tier for w in draft.waves] == [0, 0, 1, 1]
+    assert (m["web1"].action, m["web1"].wave) == (REBUILD, 1)
+    assert m["web1"].reason == "infected; reconnects after lost (unreachable)"
+    assert (
+        m["ws1"].action == VERIFY and m["ws1"].reason == "clean; reconnects after lost (unreachable) via web1"
+    )
+    assert [w.tier for w in draft.waves] == [0]
+    # the estimate: the slowest rebuild, then reconnection one dependency level after another
+    rebuild_work = DURATIONS.host_seconds(REBUILD, None, None) - DURATIONS.stage_seconds("reconnect", None)
+    assert draft.estimated_s == rebuild_work + 5 * DURATIONS.stage_seconds("reconnect", None)
 
 
-def test_protected_hosts_are_only_verified_and_block_their_dependants_unless_clean() -> None:
+def test_protected_hosts_are_only_verified_and_gate_their_dependants_reconnection_unless_clean() -> None:
     hosts = [
         host("bkp1", 0, protected=True),
         host("bkp2", 0, protected=True),
@@ -220,21 +217,21 @@ def test_protected_hosts_are_only_verified_and_block_their_dependants_unless_cle
     assert m["bkp1"].reason.startswith("PROTECTED HOST FOUND INFECTED")
     assert (m["bkp2"].action, m["bkp2"].wave) == (PROTECTED, 1)
     assert m["bkp2"].reason == "protected, never wiped: clean; verified only"
-    assert m["a"].action == HOLD and m["a"].reason == "clean; waits for bkp1 (protected, infected)"
-    assert (m["b"].action, m["b"].wave) == (REBUILD, 2)
+    assert m["a"].action == VERIFY and m["a"].reason == "clean; reconnects after bkp1 (protected, infected)"
+    assert (m["b"].action, m["b"].wave) == (REBUILD, 1)
     assert m["lost"].action == HOLD and m["lost"].reason.startswith("protected, never wiped: unreachable")
-    assert (
-        m["c"].action == HOLD and m["c"].reason == "protected, clean; waits for lost (protected, unreachable)"
-    )
+    assert m["c"].action == PROTECTED
+    assert m["c"].reason.endswith("verified only; reconnects after lost (protected, unreachable)")
 
 
-def test_a_dependency_on_a_later_tier_moves_the_host_after_it() -> None:
+def test_a_dependency_never_delays_the_rebuild_only_the_reconnection() -> None:
     hosts = [host("pki", 0, ["fs"]), host("fs", 2), host("dc", 0)]
     verdicts = {n: Verdict("infected") for n in ("pki", "fs", "dc")}
-    draft = build(hosts, verdicts, Limits(), DURATIONS)
-    m = {x.host: x for x in draft.members}
-    assert [(w.tier, w.hosts) for w in draft.waves] == [(0, ["dc"]), (2, ["fs"]), (2, ["pki"])]
-    assert m["pki"].reason.endswith("; scheduled with tier 2: depends on fs")
+    draft = build(hosts, verdicts, Limits(2), DURATIONS)
+    assert [(w.tier, w.hosts) for w in draft.waves] == [(0, ["dc", "pki"]), (2, ["fs"])]
+    # pki waits (isolated) for fs of the next wave, then reconnects: one reconnection more
+    reconnect = DURATIONS.stage_seconds("reconnect", None)
+    assert draft.estimated_s == sum(w.estimated_s for w in draft.waves) + reconnect
 
 
 def test_priority_orders_hosts_inside_a_tier_and_limits_spread_them() -> None:
@@ -345,14 +342,17 @@ def test_hospital_recovers_in_the_announced_order(hospital: inventory.Inventory)
     draft = build(hosts, seeded_triage(hosts, 1), Limits(), DURATIONS)
     m = {x.host: x for x in draft.members}
     groups = hospital.groups
-    wave_of = lambda group: {m[h].wave for h in groups[group] if m[h].wave is not None}  # noqa: E731
-    assert wave_of("domain_controllers") == {1}
-    assert wave_of("dns_dhcp") == wave_of("pki") == {2}
-    assert min(wave_of("ehr_db")) > 2 and min(wave_of("ehr_app")) > max(wave_of("ehr_db"))
-    assert min(wave_of("pharmacy")) > max(wave_of("ehr_app"))
-    assert min(wave_of("ws_emergency")) > max(wave_of("print")) > max(wave_of("pharmacy"))
+    # Without limits every host is rebuilt at once; the announced order is the reconnection order.
+    assert len(draft.waves) == 1
+    at = lambda group: {draft.reconnect_at[h] for h in groups[group] if m[h].wave is not None}  # noqa: E731
+    assert max(at("domain_controllers")) < min(at("dns_dhcp")) and max(at("domain_controllers")) < min(
+        at("pki")
+    )
+    assert max(at("dns_dhcp")) < min(at("ehr_db")) and max(at("ehr_db")) < min(at("ehr_app"))
+    assert max(at("ehr_app")) < min(at("pharmacy"))
+    assert min(at("ws_emergency")) > max(at("print"))
     assert {m[h].action for h in groups["backup"] + groups["evidence_store"]} == {PROTECTED}
-    assert Counter(w.tier for w in draft.waves) == {0: 2, 1: 3, 2: 1, 3: 1}
+    assert draft.estimated_s == max(draft.reconnect_at.values())
 
 
 @pytest.mark.parametrize(

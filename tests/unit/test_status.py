@@ -347,6 +347,9 @@ def test_status_json_keys_are_stable(status_cli: Cli) -> None:
         "failed_by_stage",
         "tiers",
         "waves",
+        "containment",
+        "decisions",
+        "next_steps",
         "attention",
         "timing",
     ]

@@ -1,0 +1,240 @@
+"""Containment that nobody could do over SSH: the list for the network team, and where each host
+stands (contained, requested, not yet).
+
+A host that cannot be reached to isolate it (unreachable or untriageable at triage, or its isolate
+stage failed) is cut off by the network team at the switch port or a firewall. They get everything
+known about it, as CSV (one row per host) and as an nftables snippet for a Linux firewall on the path.
+The request is recorded ("containment requested") with its audit entry in one transaction.
+
+Nothing a host returned reaches these files unchecked: the MAC address is kept only if it parses as
+one, addresses only if they parse as IP addresses, and every other field comes from the inventory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from orchestrator import inventory as inventory_lib
+from orchestrator.execution import states
+from orchestrator.planning.model import CONTAINED, NOT_YET, REQUESTED
+from orchestrator.store import Store, audit
+from orchestrator.store.models import CheckMatch, ContainmentRequest, StageRun, TriageResult
+
+MAC = re.compile(r"\b([0-9a-f]{2}(?::[0-9a-f]{2}){5})\b", re.IGNORECASE)
+MAC_VARS = ("recovery_mac_address", "mac_address", "mac")
+# Inventory variables naming where the host plugs in: every `recovery_switch*` variable and these.
+PORT_VARS = ("switch", "switch_port", "vlan")
+CSV_COLUMNS = ("host", "address", "mac", "site", "switch", "reason", "requested_at")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass
+class Needed:
+    """A host to isolate at the network, with why."""
+
+    name: str
+    reason: str
+    known: dict[str, Any] = field(default_factory=dict)
+
+
+def _mac(host: inventory_lib.Host, seen: str | None) -> str | None:
+    for var in MAC_VARS:
+        value = host.vars.get(var)
+        if isinstance(value, str) and MAC.fullmatch(value.strip()):
+            return value.strip().lower()
+    return seen
+
+
+def _switch(host: inventory_lib.Host) -> dict[str, str]:
+    out = {}
+    for key, value in sorted(host.vars.items()):
+        if (key.startswith("recovery_switch") or key in PORT_VARS) and isinstance(value, str | int):
+            out[key] = str(value)
+    return out
+
+
+def _address(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def macs_seen(session: Session, hosts: Sequence[str]) -> dict[str, str]:
+    """A MAC address triage saw on each host (in any match's evidence), the newest first."""
+    rows = session.exec(
+        select(TriageResult.host_name, CheckMatch.evidence)
+        .join(CheckMatch, col(CheckMatch.result_id) == col(TriageResult.id))
+        .where(col(TriageResult.host_name).in_(list(hosts)))
+        .order_by(col(TriageResult.id).desc())
+    )
+    out: dict[str, str] = {}
+    for name, evidence in rows:
+        found = MAC.search(evidence or "")
+        if found and name not in out:
+            out[name] = found.group(1).lower()
+    return out
+
+
+def describe(host: inventory_lib.Host, mac_seen: str | None) -> dict[str, Any]:
+    """Everything known about where the host is on the network."""
+    return {
+        "address": host.address,
+        "ip": _address(host.address),
+        "mac": _mac(host, mac_seen),
+        "site": host.site,
+        "switch": _switch(host),
+    }
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell a spreadsheet will not run as a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def render_csv(needed: Sequence[Needed], at: datetime) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for n in needed:
+        k = n.known
+        switch = "; ".join(f"{key}={value}" for key, value in k.get("switch", {}).items())
+        row = (n.name, k.get("address"), k.get("mac"), k.get("site"), switch, n.reason, at.isoformat())
+        writer.writerow([_cell(v) for v in row])
+    return buffer.getvalue()
+
+
+def render_nft(needed: Sequence[Needed], management: Iterable[str] = ()) -> str:
+    """A table that drops everything to and from each host, except from the management networks."""
+    lines = [
+        "# Containment requested by the recovery orchestrator: drop all traffic of these hosts.",
+        "# Load on a firewall in their path with: nft -f <this file>",
+        "table inet recovery_containment {",
+    ]
+    ips = [(n, n.known.get("ip")) for n in needed]
+    v4 = sorted({ip for _, ip in ips if ip and ":" not in ip})
+    v6 = sorted({ip for _, ip in ips if ip and ":" in ip})
+    macs = sorted({n.known["mac"] for n in needed if n.known.get("mac")})
+    if v4:
+        lines += ["  set hosts4 {", "    type ipv4_addr", f"    elements = {{ {', '.join(v4)} }}", "  }"]
+    if v6:
+        lines += ["  set hosts6 {", "    type ipv6_addr", f"    elements = {{ {', '.join(v6)} }}", "  }"]
+    if macs:
+        lines += ["  set macs {", "    type ether_addr", f"    elements = {{ {', '.join(macs)} }}", "  }"]
+    lines += ["  chain forward {", "    type filter hook forward priority -10; policy accept;"]
+    for net in _networks(management):
+        lines.append(f"    {'ip6' if net.version == 6 else 'ip'} saddr {net} accept")
+    if v4:
+        lines += ["    ip saddr @hosts4 drop", "    ip daddr @hosts4 drop"]
+    if v6:
+        lines += ["    ip6 saddr @hosts6 drop", "    ip6 daddr @hosts6 drop"]
+    if macs:
+        lines.append("    ether saddr @macs drop")
+    lines += ["  }", "}"]
+    for n, ip in ips:
+        if not ip and not n.known.get("mac"):
+            lines.append(
+                f"# {_SAFE_NAME.sub('_', n.name)}: no IP or MAC address known: isolate it at its switch port"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _networks(values: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The management networks that parse as such (from the inventory's recovery_management_cidrs)."""
+    out = []
+    for value in values:
+        try:
+            out.append(ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            continue
+    return sorted(set(out), key=str)
+
+
+def management_networks(hosts: Iterable[inventory_lib.Host]) -> list[str]:
+    """Where the orchestrator reaches hosts from: kept open by the snippet, as isolation does."""
+    found: set[str] = set()
+    for host in hosts:
+        cidrs = host.vars.get("recovery_management_cidrs") or []
+        if isinstance(cidrs, list):
+            found.update(str(c) for c in cidrs)
+    return sorted(found)
+
+
+def request(
+    store: Store,
+    operator: str,
+    plan_id: int,
+    needed: Sequence[Needed],
+    out_dir: Path,
+    at: datetime,
+    management: Sequence[str] = (),
+) -> list[Path]:
+    """Write the CSV and the nftables snippet into `out_dir` and record each request (audited).
+    Hosts already requested under this plan are listed again but not recorded twice."""
+    if not needed:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [out_dir / "containment-request.csv", out_dir / "containment-request.nft"]
+    files[0].write_text(render_csv(needed, at), encoding="utf-8")
+    files[1].write_text(render_nft(needed, management), encoding="utf-8")
+    with store.write() as session:
+        done = set(
+            session.exec(
+                select(ContainmentRequest.host_name).where(ContainmentRequest.plan_id == plan_id)
+            ).all()
+        )
+        new = [n for n in needed if n.name not in done]
+        for n in new:
+            session.add(
+                ContainmentRequest(host_name=n.name, plan_id=plan_id, requested_by=operator, requested_at=at,
+                                   reason=n.reason, known=n.known, files=[str(f) for f in files])
+            )  # fmt: skip
+        audit.record(
+            session,
+            operator,
+            "containment request",
+            details={"plan": plan_id, "hosts": {n.name: n.reason for n in needed},
+                     "new": [n.name for n in new], "files": [str(f) for f in files]},
+        )  # fmt: skip
+    return files
+
+
+@dataclass
+class HostContainment:
+    status: str  # contained | requested | not yet
+    at: datetime | None = None  # when it was isolated, or when the network team was asked
+    reason: str | None = None
+
+
+def summary(session: Session, hosts: Sequence[str]) -> dict[str, HostContainment]:
+    """Where each of `hosts` stands: isolated by its isolate stage, requested, or not yet."""
+    out = {h: HostContainment(NOT_YET) for h in hosts}
+    isolated = session.exec(
+        select(StageRun.host_name, StageRun.finished_at)
+        .where(StageRun.stage == "isolate", StageRun.status == "ok", col(StageRun.check_mode).is_(False))
+        .order_by(col(StageRun.id))
+    )
+    for name, at in isolated:
+        if name in out and out[name].status == NOT_YET:
+            out[name] = HostContainment(CONTAINED, at)
+    for row in session.exec(select(ContainmentRequest).order_by(col(ContainmentRequest.id))):
+        if row.host_name in out and out[row.host_name].status == NOT_YET:
+            out[row.host_name] = HostContainment(REQUESTED, row.requested_at, row.reason)
+    return out
+
+
+CONTAINMENT_WAVE = 0  # the stage runs of containment, across every wave, are recorded as "wave 0"
+STAGES = states.CONTAIN

@@ -1,0 +1,185 @@
+"""Containment per host and what a person must do next, for `status` and the report.
+
+Containment is counted over the hosts that need it: those the plan rebuilds (infected, suspicious,
+or decided) and those nobody could triage (unreachable, error), protected hosts excepted (they are
+never isolated by the plan: their finding is a person's call). Each is contained (its isolate stage
+finished), requested (the network team was asked), or not yet. Time to containment runs from the
+triage that found the host to its isolation or request.
+
+The next steps are short sentences, most urgent first, each naming up to a few hosts and the command
+that acts on them; the full lists are in `--json`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from orchestrator.execution import containment, states
+from orchestrator.planning import decisions as decisions_lib
+from orchestrator.planning.model import CONTAINED, NOT_YET, REQUESTED, TO_CONTAIN, UNKNOWN
+from orchestrator.reporting.timefmt import iso
+from orchestrator.store.models import ContainmentRequest, Host, Plan, PlanMember, TriageResult
+
+SHOWN = 5
+
+
+def _names(hosts: list[str]) -> str:
+    more = f" and {len(hosts) - SHOWN} more" if len(hosts) > SHOWN else ""
+    return ", ".join(hosts[:SHOWN]) + more
+
+
+def needs_containment(member: PlanMember, protected: bool) -> bool:
+    if protected:
+        return False
+    return member.action == "rebuild" or member.verdict in (*TO_CONTAIN, *UNKNOWN)
+
+
+def assess(session: Session, plan: Plan | None) -> dict[str, Any]:
+    """Containment per host, standing decisions and the next steps for `plan`'s hosts."""
+    if plan is None:
+        return {"containment": _counts({}), "decisions": [], "next_steps": []}
+    members = {m.host_name: m for m in session.exec(select(PlanMember).where(PlanMember.plan_id == plan.id))}
+    hosts = {h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(list(members))))}
+    targets = sorted(n for n, m in members.items() if n in hosts and needs_containment(m, hosts[n].protected))
+    where = containment.summary(session, targets)
+    found = _found_at(session, plan.triage_run_id, targets)
+    per_host = {}
+    for name in targets:
+        c = where[name]
+        since = found.get(name)
+        per_host[name] = {
+            "status": c.status,
+            "at": iso(c.at),
+            "time_to_containment_s": round((c.at - since).total_seconds(), 1) if c.at and since else None,
+        }
+    standing = decisions_lib.standing(session, list(members))
+    files = _request_files(session, plan.id)
+    return {
+        "containment": _counts(per_host),
+        "decisions": [decisions_lib.as_dict(d) for d in standing.values()],
+        "next_steps": _steps(members, hosts, per_host, standing, files),
+    }
+
+
+def _found_at(session: Session, run_id: int | None, hosts: list[str]) -> dict[str, datetime]:
+    if run_id is None:
+        return {}
+    rows = session.exec(
+        select(TriageResult.host_name, TriageResult.created_at).where(
+            TriageResult.run_id == run_id, col(TriageResult.host_name).in_(hosts)
+        )
+    )
+    return {name: _aware(at) for name, at in rows}
+
+
+def _aware(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _request_files(session: Session, plan_id: int | None) -> list[str]:
+    row = session.exec(
+        select(ContainmentRequest)
+        .where(ContainmentRequest.plan_id == plan_id)
+        .order_by(col(ContainmentRequest.id).desc())
+    ).first()
+    return list(row.files) if row else []
+
+
+def _counts(per_host: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    counts = dict.fromkeys((CONTAINED, REQUESTED, NOT_YET), 0)
+    for entry in per_host.values():
+        counts[entry["status"]] += 1
+    return {
+        "needed": len(per_host),
+        "contained": counts[CONTAINED],
+        "requested": counts[REQUESTED],
+        "not_yet": counts[NOT_YET],
+        "hosts": per_host,
+    }
+
+
+def _steps(
+    members: dict[str, PlanMember],
+    hosts: dict[str, Host],
+    per_host: dict[str, dict[str, Any]],
+    standing: dict[str, Any],
+    files: list[str],
+) -> list[str]:
+    steps: list[str] = []
+    not_yet = sorted(
+        n for n, c in per_host.items() if c["status"] == NOT_YET and members[n].action == "rebuild"
+    )
+    if not_yet:
+        steps.append(
+            f"Contain {len(not_yet)} host(s) still connected ({_names(not_yet)}): orchestrator contain"
+        )
+    requested = sorted(
+        n for n, c in per_host.items() if c["status"] == REQUESTED and hosts[n].state != states.RECOVERED
+    )
+    if requested:
+        where = f" (list: {files[0]}, nftables: {files[1]})" if len(files) > 1 else ""
+        steps.append(
+            f"Network team: isolate {len(requested)} host(s) nobody could reach ({_names(requested)}) at their "
+            f"switch port or firewall{where}"
+        )
+    held = sorted(
+        n
+        for n, m in members.items()
+        if m.action == "hold" and n not in standing and n in hosts and not hosts[n].protected
+    )
+    if held:
+        steps.append(
+            f"Decide about {len(held)} host(s) on hold ({_names(held)}): orchestrator host decide HOST "
+            "--rebuild (out of band) | --verify | --done | --hold --why TEXT"
+        )
+    flagged = sorted(
+        n
+        for n, m in members.items()
+        if n in hosts
+        and hosts[n].protected
+        and (m.verdict in TO_CONTAIN or m.action == "hold")
+        and n not in standing
+    )
+    if flagged:
+        steps.append(
+            f"Accept or reject the finding on protected host(s) {_names(flagged)}: orchestrator host decide "
+            "HOST --verify | --hold --why TEXT"
+        )
+    waiting: dict[str, list[str]] = defaultdict(list)
+    for name, host in hosts.items():
+        if host.state == states.AWAITING:
+            waiting[_root(name, hosts)].append(name)
+    for dep, names in sorted(waiting.items()):
+        steps.append(
+            f"{len(names)} host(s) rebuilt and validated wait, isolated, for {dep} ({_names(sorted(names))}): "
+            f"bring {dep} back, or release them with orchestrator host decide HOST --release --why TEXT"
+        )
+    failed = sorted(n for n, h in hosts.items() if h.state == states.FAILED)
+    if failed:
+        steps.append(
+            f"Look at {len(failed)} failed host(s) ({_names(failed)}): orchestrator status HOST, fix, "
+            "then orchestrator run again (or orchestrator host reset HOST --to STAGE)"
+        )
+    return steps
+
+
+def _first_dependency(reason: str | None) -> str:
+    """The first host named in an "awaiting dependencies: a (on hold), b (...)" reason."""
+    text = (reason or "").partition(":")[2].strip()
+    return text.split(" ", 1)[0].rstrip(",") or "their dependencies"
+
+
+def _root(name: str, hosts: dict[str, Host]) -> str:
+    """The host at the end of a chain of awaiting hosts: the one a person can act on."""
+    seen = {name}
+    dep = _first_dependency(hosts[name].state_reason)
+    while dep in hosts and hosts[dep].state == states.AWAITING and dep not in seen:
+        seen.add(dep)
+        dep = _first_dependency(hosts[dep].state_reason)
+    return dep
