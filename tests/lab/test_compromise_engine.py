@@ -105,7 +105,8 @@ def test_a_backdated_host_is_held_before_the_wipe_the_wave_goes_on_and_a_decisio
     assert outcome["b"].outcome == "recovered" and outcome["c"].outcome == "recovered"
     assert outcome["a"].outcome == "held" and "older than the oldest backup" in str(outcome["a"].reason)
     assert outcome["n"].outcome == "held" and "no compromise time" in str(outcome["n"].reason)
-    assert stages_run(inv, "a") == [] and stages_run(inv, "n") == []  # nothing destructive ran
+    # Contained first like every infected host (isolate, collect: issue 14), nothing destructive after.
+    assert stages_run(inv, "a") == ["isolate", "collect"] and stages_run(inv, "n") == ["isolate", "collect"]
     with store.read() as session:
         rows = {h.name: h for h in session.exec(select(Host))}
         points = {p.host_name: p for p in session.exec(select(RestorePoint))}
