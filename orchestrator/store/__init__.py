@@ -22,6 +22,7 @@ from sqlalchemy.pool import QueuePool
 from sqlmodel import Session, col, select
 
 from orchestrator.errors import StoreError
+from orchestrator.store import audit as audit_lib
 from orchestrator.store import migrations
 from orchestrator.store.audit_key import AuditKey
 from orchestrator.store.models import Host
@@ -67,6 +68,7 @@ class Store:
         self._read = read_engine
         self._write = write_engine
         self.audit_key = audit_key
+        self.appended = False  # an audit entry was committed through this store (the head is printed)
 
     @classmethod
     def open(cls, db: str, audit_key: str | None = None) -> Store:
@@ -112,6 +114,8 @@ class Store:
             try:
                 yield session
                 session.commit()
+                if session.info.get(audit_lib.APPENDED):
+                    self.appended = True
             except StaleDataError as exc:
                 session.rollback()
                 raise StoreError(self._stale(session.info.get(READ_VERSIONS, {}))) from exc

@@ -34,6 +34,8 @@ from orchestrator.errors import StoreError
 from orchestrator.store.audit_key import SCHEME, AuditKey
 from orchestrator.store.models import AuditEntry, AuditHead, utcnow
 
+APPENDED = "audit_appended"  # set in a write session's info by `record`: read by Store.write
+
 SECRET_NAME = re.compile(r"pass(word)?|secret|token|private|credential|vault", re.IGNORECASE)
 REDACTED = "***"
 
@@ -133,6 +135,7 @@ def record(
 ) -> AuditEntry:
     """Append one entry in the caller's transaction (which must be a write transaction)."""
     serialize_writers(session)
+    session.info[APPENDED] = True  # the command prints the head once it is committed (see Store.write)
     last = session.exec(select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(1)).first()
     key = writing_key(session, last)
     prev_hash = last.hash if last else ""

@@ -74,6 +74,15 @@ def _playbooks_of(runs: Path) -> list[int]:
     return found
 
 
+def _random_evidence(root: Path, rel: str) -> bool:
+    """An evidence file stored under its index (files/000004) whose path on the host is lab-random."""
+    pack, _, name = rel.rpartition("/files/")
+    if not pack or "/" in name:
+        return False
+    index = json.loads((root / pack / "index.json").read_text())
+    return any(i["file"] == f"files/{name}" and i["path"].endswith(RANDOM_PARTS) for i in index)
+
+
 def _outcome(lab: Path, cli: Cli) -> dict:
     manifest = json.loads((lab / "manifest.json").read_text())
     t0 = datetime.fromisoformat(manifest["infection_time"].replace("Z", "+00:00"))
@@ -91,11 +100,13 @@ def _outcome(lab: Path, cli: Cli) -> dict:
     trees = {}
     for host in sorted((lab / "hosts").iterdir()):
         for directory in (*BACKED_UP, "var/tmp"):
-            for rel, digest in tree(host / directory, ()).items():
+            root = host / directory
+            for rel, digest in tree(root, ()).items():
                 if (
                     rel.startswith((".ansible", ".ssh", "restic/"))
-                    or rel.endswith(RANDOM_PARTS)
+                    or rel.endswith((*RANDOM_PARTS, "index.json"))  # the index: compared as `items`
                     or rel.endswith("/")
+                    or _random_evidence(root, rel)
                 ):
                     continue
                 trees[f"{host.name}:/{directory}/{rel}"] = digest
