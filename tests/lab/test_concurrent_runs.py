@@ -341,20 +341,33 @@ def test_two_runs_on_different_waves_and_a_watcher_on_postgresql(
                 or {d for n in left for d in inv.hosts[n].depends_on_hosts} & right
             )
 
-        pair = next((a, b) for a in sorted(waves) for b in sorted(waves) if a < b and independent(a, b))
-        low, high = pair
+        def rebuilds(w: int) -> bool:
+            return any(m["action"] == "rebuild" for m in waves[w])
+
+        pair = next(
+            (a, b)
+            for a in sorted(waves)
+            for b in sorted(waves)
+            if a < b and independent(a, b) and (rebuilds(a) or rebuilds(b))
+        )
+        # The wave with rebuild work runs first ("high"), the other starts inside one of its long stages.
+        low, high = pair if rebuilds(pair[1]) else pair[::-1]
         first, second = waves[low], waves[high]
         names = {m["host"] for m in first} | {m["host"] for m in second}
-        assert any(m["action"] == "rebuild" for m in first + second)
 
         watcher = Watcher(postgres_url)
         out = tmp_path / "out"
         out.mkdir()
         store = Store.open(postgres_url)
         procs = [_run(postgres_url, inventory, high, tmp_path / "runs-a", out)]
-        # The lower wave starts while the higher one is inside a stage: it must leave that stage run alone.
-        wait_for(lambda: stage_runs(store, wave=high, status="running"), f"wave {high}'s first stage")
-        inside = stage_runs(store, wave=high, status="running")[0]
+
+        # The other wave starts while this one is inside a long stage: it must leave that stage run alone.
+        def long_stage() -> list[StageRun]:
+            running = stage_runs(store, wave=high, status="running")
+            return [r for r in running if r.stage in ("wipe", "reimage", "restore")]
+
+        wait_for(long_stage, f"wave {high}'s rebuild work")
+        inside = long_stage()[0]
         procs.append(_run(postgres_url, inventory, low, tmp_path / "runs-b", out))
         wait_for(lambda: stage_runs(store, wave=low), f"wave {low} to start a stage")
         # Meanwhile: a second run on a held wave is refused, and an inventory sync goes through.
@@ -397,7 +410,7 @@ def test_two_runs_on_different_waves_and_a_watcher_on_postgresql(
             assert all(r.id in with_events for r in mine), f"{name}: a stage run without events"
             # A begin and a finish per stage, and the wait for dependencies when there was one.
             assert host.version >= 2 * len(mine), (name, host.version)
-        # The runs overlapped: the lower wave started inside the higher one's stage, and they interleave.
+        # The runs overlapped: the second started inside the first one's stage, and they interleave.
         inside = next(r for r in runs if r.id == inside.id)
         starts = [e for e in entries if e.command == "run start" and e.args.get("wave") is not None]
         assert [e.args["wave"] for e in starts][:2] == [high, low]
