@@ -135,7 +135,8 @@ class TrustedTemplate(str):
 def _portable(value: Any, trusted: Callable[[object], bool]) -> Any:
     """Variables as JSON data, each trusted template marked (ansible-core renders only those)."""
     if isinstance(value, str):
-        if ("{{" in value or "{%" in value) and trusted(value):
+        # TrustedTemplate: already marked (an inventory read from the cache), trusted as it was.
+        if ("{{" in value or "{%" in value) and (isinstance(value, TrustedTemplate) or trusted(value)):
             return {_TEMPLATE_KEY: str(value)}
         return value
     if isinstance(value, dict):

@@ -210,3 +210,24 @@ def test_commands_that_load_in_a_helper_share_the_entry(env: Env) -> None:
     before = cached.stat().st_mtime_ns
     env.show(env={"ANSIBLE_INVENTORY_UNPARSED_WARNING": "False"})
     assert cached.stat().st_mtime_ns == before
+
+
+def test_an_env_lookup_read_from_the_cache_still_renders_through_prefetch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run` reads its inventory through Prefetch: a `{{ lookup('env', ...) }}` password that came from
+    the cache must still be a trusted template there, or WinRM logs in with the template's text."""
+    from orchestrator import inventory
+    from orchestrator.triage.transports import HostVars
+
+    e = Env(tmp_path)
+    write(e.inv, "hosts.yml", "all:\n  hosts:\n    w1:\n      ansible_host: 127.0.0.5\n"
+          "      ansible_password: \"{{ lookup('env', 'CACHE_TEST_PASSWORD') }}\"\n")  # fmt: skip
+    monkeypatch.setenv("ORCHESTRATOR_INVENTORY_CACHE", str(e.cache))
+    monkeypatch.setenv("CACHE_TEST_PASSWORD", "hunter2")
+    e.show()  # a command in a new process fills the cache
+    assert e.cache_files()
+    for _ in range(2):  # the first reads the cache file, the second too
+        with inventory.Prefetch([str(e.inv)]) as pending:
+            host = pending.result().hosts["w1"]
+        assert HostVars(host).secrets() == {"hunter2"}
