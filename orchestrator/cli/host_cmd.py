@@ -62,8 +62,9 @@ _FLAGS = {
     "--compromised-since",
     type=IsoTime(),
     metavar="TIME",
-    help="With --rebuild of a host nobody could triage: since when it is compromised (UTC unless given), "
-    "the cutoff of its clean restore point (without it, only its own triage estimate, if trusted).",
+    help="With --rebuild: since when it is compromised (UTC unless given). Sets its restore point "
+    "(newest clean snapshot before TIME minus one hour) exactly as 'host restore-point' does: the "
+    "newer of the two is the one in force.",
 )
 @json_option
 @pass_app
@@ -91,16 +92,17 @@ def decide(
         raise OrchestratorError(f"give one of {', '.join('--' + d for d in (*DECISIONS, 'withdraw'))}")
     from orchestrator.planning import decisions
 
-    row = decisions.record(
+    said = decisions.record(
         app.store(), app.operator, host, decision, why, command_args(ctx), compromised_since
     )
     if as_json:
-        emit_json({**decisions.as_dict(row), "withdrawn": row.withdrawn_at is not None})
-    elif row.withdrawn_at is not None:
-        click.echo(f"{host}: decision {row.decision!r} withdrawn; the plan's rules apply again")
+        emit_json(said)
+    elif said["withdrawn"]:
+        click.echo(f"{host}: decision {said['decision']!r} withdrawn; the plan's rules apply again")
     else:
+        cutoff = f"; restore point before {said['restore_before']}" if said.get("restore_before") else ""
         click.echo(
-            f"{host}: {row.decision} ({decisions.MEANING[row.decision]}), by {row.decided_by}; "
+            f"{host}: {said['decision']} ({decisions.MEANING[said['decision']]}), by {said['by']}{cutoff}; "
             "the next 'orchestrator run' honours it ('orchestrator plan' shows it too)"
         )
 
@@ -111,6 +113,11 @@ def decide(
     "--before", type=IsoTime(), help="Restore from the newest clean snapshot before TIME (UTC if no zone)."
 )
 @click.option("--accept", is_flag=True, help="Accept the host's triage estimate as it is (minus one hour).")
+@click.option(
+    "--withdraw",
+    is_flag=True,
+    help="Withdraw the standing restore-point decision (whichever command made it).",
+)
 @click.option("--why", required=True, help="Why this restore point is right (recorded in the audit log).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (stable keys, see README).")
 @pass_app
@@ -121,6 +128,7 @@ def restore_point(
     host: str,
     before: datetime | None,
     accept: bool,
+    withdraw: bool,
     why: str,
     as_json: bool,
 ) -> None:
@@ -129,25 +137,31 @@ def restore_point(
     A host restored from backups waits for this decision when its compromise time is missing, in the
     future, older than its oldest backup or far outside the fleet's. The next 'orchestrator plan'
     schedules it with the decision in its reason (approve that plan); a host held at its restore
-    stage uses the decision on the next 'orchestrator run'.
+    stage uses the decision on the next 'orchestrator run'. 'host decide HOST --rebuild
+    --compromised-since TIME' sets the same restore point: the newer decision is the one in force,
+    and 'plan show', 'status' and the report list it the same way.
 
     \b
     Examples:
       orchestrator host restore-point ehr-db-01 --before 2026-11-27T00:00:00Z --why "foothold 28 Nov per EDR"
       orchestrator host restore-point ehr-db-01 --accept --why "mtime matches the VPN log"
+      orchestrator host restore-point ehr-db-01 --withdraw --why "EDR timeline was wrong"
     """
-    if (before is None) == (not accept):
-        raise click.UsageError("give exactly one of --before TIME or --accept")
-    from orchestrator.execution import decisions
+    if sum((before is not None, accept, withdraw)) != 1:
+        raise click.UsageError("give exactly one of --before TIME, --accept or --withdraw")
+    from orchestrator.planning import decisions
 
-    decision = decisions.set_restore_point(app.store(), app.operator, host, before, why, command_args(ctx))
-    cutoff = decision.before.isoformat(timespec="seconds")
+    said = decisions.record_restore_point(
+        app.store(), app.operator, host, before, withdraw, why, command_args(ctx)
+    )
     if as_json:
-        emit_json({"host": host, "before": cutoff, "accepted": decision.accepted, "why": decision.why,
-                   "decided_by": decision.decided_by})  # fmt: skip
+        emit_json(said)
+    elif said["withdrawn"]:
+        click.echo(f"{host}: restore-point decision withdrawn; its own checked compromise time applies again")
     else:
         click.echo(
-            f"{host}: restore from the newest clean snapshot before {cutoff}; plan again to schedule it"
+            f"{host}: restore from the newest clean snapshot before {said['restore_before']}; "
+            "plan again to schedule it"
         )
 
 

@@ -49,7 +49,7 @@ from orchestrator.package_data import package_path
 from orchestrator.planning import compromise
 from orchestrator.planning import decisions as decisions_lib
 from orchestrator.planning.model import DECIDE_DONE, DECIDE_RELEASE, UNKNOWN
-from orchestrator.planning.store import PlanView, load_approved_plan, restore_decisions
+from orchestrator.planning.store import PlanView, load_approved_plan
 from orchestrator.store import Store, audit
 from orchestrator.store import hosts as host_store
 from orchestrator.store.models import (
@@ -225,7 +225,7 @@ class Engine:
                 if m.wave is not None and m.action in EXECUTABLE_ACTIONS
             }
             self.triage = self._triage(session)
-            self.restore_choices = restore_decisions(session, list(self.members))
+            self.restore_choices = decisions_lib.restore_cutoffs(session, list(self.members))
             self.decisions = decisions_lib.standing(session, [m.host_name for m in self.view.members])
         self.out_of_band: dict[str, str] = {}  # host -> why its SSH stages are skipped
         self._apply_decisions()
@@ -1111,16 +1111,13 @@ class Engine:
         return restore_points.Restic(str(repo), str(password_file), options)
 
     def _cutoff(self, name: str) -> tuple[datetime | None, timedelta, str | None]:
-        """What chooses `name`'s restore point: a person's decision (exactly its time), else the
-        host's own compromise time if it passes the checks that need no backups (margin applied);
-        never another host's. (None, margin, why) when neither may."""
+        """What chooses `name`'s restore point: a person's decision (exactly its time, whichever
+        command recorded it: `planning.decisions.restore_cutoffs`), else the host's own compromise
+        time if it passes the checks that need no backups (margin applied); never another host's.
+        (None, margin, why) when neither may."""
         chosen = self.restore_choices.get(name)
         if chosen is not None:
             return _aware(chosen.before), timedelta(0), None
-        decided = self.decisions.get(name)
-        if decided is not None and decided.compromised_since is not None:
-            # A person who rebuilt a host nobody could triage said since when it is compromised.
-            return _aware(decided.compromised_since), self.o.restore_margin, None
         moment = self.triage.get(name, {}).get("compromise_time")
         found = compromise.problem(moment, utcnow(), None, None, compromise.TimeRules())
         if found is not None or moment is None:

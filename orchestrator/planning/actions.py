@@ -123,6 +123,9 @@ def decide(
         decision = _own(hosts[name], verdicts.get(name))
         if name in people:
             decision = _person(hosts[name], decision, *people[name])
+            time_note = verdicts[name].time_note if name in verdicts else None
+            if decision.action == REBUILD and time_note and time_note not in decision.reason:
+                decision.reason = f"{decision.reason}; {time_note}"
         if decision.blocks:
             root_of[name] = name
         blocking = sorted(d for d in deps[name] if d in root_of)

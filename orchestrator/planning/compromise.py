@@ -13,9 +13,11 @@ reason in `plan show` and `status`) when its time:
   at least `min_fleet` hosts have a time;
 - or is missing: another host's time is never used in its place.
 
-A person's decision (`orchestrator host restore-point HOST --before TIME --why TEXT`, or `--accept`
-for the estimate as it is) replaces the estimate for that host, recorded and audited; the plan made
-after it carries the decision in the host's reason, so approving the plan approves the decision.
+A person's decision (`orchestrator host restore-point HOST --before TIME --why TEXT`, `--accept` for
+the estimate as it is, or `host decide HOST --rebuild --compromised-since TIME`: one notion, the newest
+standing one wins, see `planning.decisions`) replaces the estimate for that host, recorded and
+audited; the plan made after it carries the decision in the host's reason, so approving the plan
+approves the decision.
 These rules catch a time that disagrees with the clock, the backups or the fleet; an attacker who
 moves every host's clues consistently is not caught here, which is why each candidate snapshot is also
 scanned with the triage checks before it is restored.
@@ -51,6 +53,7 @@ class Decided:
     why: str
     accepted: bool
     at: datetime
+    compromised_since: datetime | None = None  # what the person said, when given as a moment
 
 
 def _utc(moment: datetime) -> datetime:
@@ -61,15 +64,24 @@ def _stamp(moment: datetime) -> str:
     return _utc(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def restored(host: Host) -> bool:
+    """Hosts whose restore point a cutoff chooses: restored from backups, and never wiped otherwise."""
+    return not host.protected and (host.restore_method or "none") == "restic"
+
+
+def note(decided: Decided) -> str:
+    """How a plan reason quotes a person's restore-point decision."""
+    if decided.compromised_since is not None:
+        how = f"said compromised since {_stamp(decided.compromised_since)}"
+    else:
+        how = "accepted the estimate" if decided.accepted else "set it"
+    return f"restore point before {_stamp(decided.before)} ({decided.by} {how}: {decided.why})"
+
+
 def uses_time(host: Host, verdict: Verdict | None) -> bool:
     """The hosts whose compromise time chooses something: rebuilt (affected, not protected) and
     restored from backups."""
-    return (
-        verdict is not None
-        and verdict.verdict in (INFECTED, SUSPICIOUS)
-        and not host.protected
-        and (host.restore_method or "none") == "restic"
-    )
+    return verdict is not None and verdict.verdict in (INFECTED, SUSPICIOUS) and restored(host)
 
 
 def fleet_bounds(
@@ -123,13 +135,13 @@ def annotate(
     out = dict(verdicts)
     for host in hosts:
         verdict = verdicts.get(host.name)
-        if verdict is None or not uses_time(host, verdict):
-            continue
         decided = decisions.get(host.name)
-        if decided is not None:
-            how = "accepted the estimate" if decided.accepted else "set it"
-            note = f"restore point before {_stamp(decided.before)} ({decided.by} {how}: {decided.why})"
-            out[host.name] = Verdict(verdict.verdict, verdict.reason, time_note=note)
+        if verdict is not None and decided is not None and restored(host):
+            # Whatever the verdict (an unreachable host rebuilt by decision too): the plan's reason
+            # carries the cutoff, so approving the plan approves it.
+            out[host.name] = Verdict(verdict.verdict, verdict.reason, time_note=note(decided))
+            continue
+        if verdict is None or not uses_time(host, verdict):
             continue
         found = problem(times.get(host.name), now, bounds, oldest_backups.get(host.name), rules)
         if found is not None:

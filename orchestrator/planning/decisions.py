@@ -1,9 +1,17 @@
-"""People's decisions about single hosts (`orchestrator host decide`): recorded with who and why in
-the same transaction as their audit entry, withdrawable, honoured by the next plan and the next run.
+"""People's decisions about single hosts: recorded with who and why in the same transaction as their
+audit entry, withdrawable, honoured by the next plan and the next run.
 
 The rules decide what they can from a verdict; some calls only a person can make: rebuild a host
 nobody could reach (through its out-of-band reimage method), accept or reject a protected host's
-finding, let a host reconnect without waiting for a held dependency, record a host rebuilt by hand.
+finding, let a host reconnect without waiting for a held dependency, record a host rebuilt by hand
+(`host decide`: a HostDecision, one standing per host), and say where a host's restore point lies
+instead of the compromise time the host itself reported (a RestoreDecision).
+
+A restore cutoff is one notion whichever command says it: `host restore-point --before/--accept` and
+`host decide --rebuild --compromised-since` both write a RestoreDecision, and the newest one not
+withdrawn is the one plans, runs, `status` and the report use (`restore_cutoffs`, the only reader).
+So the two spellings cannot disagree: the later one replaces the earlier, and its audit entry names
+what it replaced. `--withdraw` withdraws either (a decision withdraws the cutoff that came with it).
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from orchestrator.errors import OrchestratorError, RefusedError
+from orchestrator.execution.restore_points import DEFAULT_MARGIN
+from orchestrator.planning import compromise
 from orchestrator.planning.model import (
     DECIDE_DONE,
     DECIDE_HOLD,
@@ -23,9 +33,10 @@ from orchestrator.planning.model import (
     DECISIONS,
 )
 from orchestrator.store import Store, audit
-from orchestrator.store.models import Host, HostDecision, utcnow
+from orchestrator.store.models import Host, HostDecision, RestoreDecision, TriageResult, utcnow
 
 MAX_WHY = 500
+RESTORE_POINT = "restore point"  # the `decision` of a restore cutoff in `in_force` lists
 # What each decision means, for help texts and `status`.
 MEANING = {
     DECIDE_REBUILD: "rebuild it (an unreachable host through its out-of-band reimage method)",
@@ -56,6 +67,43 @@ def for_planner(rows: dict[str, HostDecision]) -> dict[str, tuple[str, str]]:
     return {name: (row.decision, said(row)) for name, row in rows.items()}
 
 
+def standing_cutoffs(session: Session, hosts: list[str] | None = None) -> dict[str, RestoreDecision]:
+    """Each host's restore cutoff in force: its newest RestoreDecision not withdrawn, whichever
+    command recorded it."""
+    query = select(RestoreDecision).where(col(RestoreDecision.withdrawn_at).is_(None))
+    if hosts is not None:
+        query = query.where(col(RestoreDecision.host_name).in_(hosts))
+    out: dict[str, RestoreDecision] = {}
+    for row in session.exec(query.order_by(col(RestoreDecision.decided_at), col(RestoreDecision.id))):
+        out[row.host_name] = row
+    return out
+
+
+def restore_cutoffs(session: Session, hosts: list[str] | None = None) -> dict[str, compromise.Decided]:
+    """The one source of a person's restore cutoff, for the planner and the engine."""
+    return {
+        name: compromise.Decided(
+            _aware(row.before), row.decided_by, row.why, row.accepted, _aware(row.decided_at),
+            _aware(row.compromised_since) if row.compromised_since else None,
+        )
+        for name, row in standing_cutoffs(session, hosts).items()
+    }  # fmt: skip
+
+
+def in_force(session: Session, hosts: list[str]) -> list[dict[str, Any]]:
+    """Every standing decision about `hosts`, as `plan show`, `status` and the report list them: a
+    host's action decision, then its restore cutoff (shown alike whichever command recorded it)."""
+    actions = standing(session, hosts)
+    cutoffs = standing_cutoffs(session, hosts)
+    out: list[dict[str, Any]] = []
+    for name in sorted(set(actions) | set(cutoffs)):
+        if name in actions:
+            out.append(as_dict(actions[name], cutoffs.get(name)))
+        if name in cutoffs:
+            out.append(cutoff_dict(cutoffs[name]))
+    return out
+
+
 def _why(why: str) -> str:
     text = " ".join(why.split())
     if not text:
@@ -81,8 +129,12 @@ def decide(
         raise OrchestratorError(
             "--compromised-since goes with --rebuild (it sets the restore point's cutoff)"
         )
-    if compromised_since is not None and compromised_since.tzinfo is None:
-        compromised_since = compromised_since.replace(tzinfo=UTC)
+    if compromised_since is not None:
+        compromised_since = _aware(compromised_since)
+        if compromised_since > utcnow():
+            raise OrchestratorError(
+                f"--compromised-since {compromised_since.isoformat(timespec='seconds')} lies in the future"
+            )
     text = _why(why)
     with store.write() as session:
         row = session.exec(select(Host).where(Host.name == host)).first()
@@ -99,26 +151,131 @@ def decide(
             before.withdrawn_by, before.withdrawn_at = operator, utcnow()
             before.withdrawn_why = "replaced by a new decision"
             session.add(before)
-        entry = HostDecision(
-            host_name=host,
-            decision=decision,
-            why=text,
-            decided_by=operator,
-            compromised_since=compromised_since,
-        )
+        entry = HostDecision(host_name=host, decision=decision, why=text, decided_by=operator)
         session.add(entry)
         session.flush()
+        details: dict[str, Any] = {
+            "decision": decision, "why": text, "replaces": before.decision if before else None,
+            "decision_id": entry.id,
+        }  # fmt: skip
+        if compromised_since is not None:
+            cutoff = RestoreDecision(
+                host_name=host,
+                before=compromised_since - DEFAULT_MARGIN,
+                why=text,
+                decided_by=operator,
+                compromised_since=compromised_since,
+                host_decision_id=entry.id,
+            )
+            details["restore_point"] = _add_cutoff(session, operator, cutoff)
+        audit.record(session, operator, "host decide", args, details, host=host)
+    return entry
+
+
+def _add_cutoff(session: Session, operator: str, cutoff: RestoreDecision) -> dict[str, Any]:
+    """Put `cutoff` in force over the host's standing one (withdrawn, replaced); what the audit entry
+    says of it, naming what it replaced."""
+    replaced = standing_cutoffs(session, [cutoff.host_name]).get(cutoff.host_name)
+    if replaced is not None:
+        replaced.withdrawn_by, replaced.withdrawn_at = operator, utcnow()
+        replaced.withdrawn_why = "replaced by a newer restore-point decision"
+        session.add(replaced)
+    session.add(cutoff)
+    session.flush()
+    return {
+        "id": cutoff.id,
+        "before": _aware(cutoff.before).isoformat(),
+        "compromised_since": _aware(cutoff.compromised_since).isoformat()
+        if cutoff.compromised_since
+        else None,
+        "replaces": cutoff_dict(replaced) if replaced is not None else None,
+    }
+
+
+def set_restore_point(
+    store: Store,
+    operator: str,
+    host: str,
+    before: datetime | None,
+    why: str,
+    args: dict[str, Any],
+) -> RestoreDecision:
+    """`host restore-point`: restore `host` from its newest clean snapshot before `before`; None
+    accepts its latest triage estimate as it is (minus the usual margin). Replaces the host's standing
+    cutoff, whichever command set it. Raises OrchestratorError (nothing written) when the host or its
+    estimate is unknown, or the time is in the future."""
+    text = _why(why)
+    with store.write() as session:
+        if session.exec(select(Host.id).where(Host.name == host)).first() is None:
+            raise OrchestratorError(f"no host {host} in the database: run 'orchestrator triage' first")
+        result = session.exec(
+            select(TriageResult)
+            .where(TriageResult.host_name == host)
+            .order_by(col(TriageResult.run_id).desc(), col(TriageResult.id).desc())
+            .limit(1)
+        ).first()
+        estimate = _aware(result.compromise_time) if result and result.compromise_time else None
+        if before is None:
+            if estimate is None:
+                raise OrchestratorError(
+                    f"{host} has no compromise time from triage to accept: give --before TIME"
+                )
+            cutoff = estimate - DEFAULT_MARGIN
+        else:
+            cutoff = _aware(before)
+        if cutoff > utcnow():
+            raise OrchestratorError(
+                f"restore point before {cutoff.isoformat(timespec='seconds')} lies in the future"
+            )
+        decision = RestoreDecision(
+            host_name=host,
+            before=cutoff,
+            accepted=before is None,
+            why=text,
+            decided_by=operator,
+            triage_run_id=result.run_id if result else None,
+        )
+        said_now = _add_cutoff(session, operator, decision)
         audit.record(
             session,
             operator,
-            "host decide",
+            "host restore-point",
             args,
-            {"decision": decision, "why": text, "replaces": before.decision if before else None,
-             "decision_id": entry.id,
-             "compromised_since": compromised_since.isoformat() if compromised_since else None},
+            {
+                "before": cutoff.isoformat(),
+                "accepted_estimate": before is None,
+                "triage_estimate": estimate.isoformat() if estimate else None,
+                "triage_run": decision.triage_run_id,
+                "why": decision.why,
+                "id": said_now["id"],
+                "replaces": said_now["replaces"],
+            },
             host=host,
-        )  # fmt: skip
-    return entry
+        )
+    return decision
+
+
+def withdraw_restore_point(
+    store: Store, operator: str, host: str, why: str, args: dict[str, Any]
+) -> RestoreDecision:
+    """`host restore-point --withdraw`: the host's standing cutoff goes, whichever command set it; its
+    own checked compromise time (or a hold for a person) applies again."""
+    text = _why(why)
+    with store.write() as session:
+        row = standing_cutoffs(session, [host]).get(host)
+        if row is None:
+            raise OrchestratorError(f"host {host} has no standing restore-point decision to withdraw")
+        row.withdrawn_by, row.withdrawn_at, row.withdrawn_why = operator, utcnow(), text
+        session.add(row)
+        audit.record(
+            session,
+            operator,
+            "host restore-point withdraw",
+            args,
+            {"withdrawn": cutoff_dict(row), "why": text},
+            host=host,
+        )
+    return row
 
 
 def withdraw(store: Store, operator: str, host: str, why: str, args: dict[str, Any]) -> HostDecision:
@@ -130,26 +287,58 @@ def withdraw(store: Store, operator: str, host: str, why: str, args: dict[str, A
             raise OrchestratorError(f"host {host} has no standing decision to withdraw")
         row.withdrawn_by, row.withdrawn_at, row.withdrawn_why = operator, utcnow(), text
         session.add(row)
+        cutoff = standing_cutoffs(session, [host]).get(host)
+        came_with = cutoff is not None and cutoff.host_decision_id == row.id
+        if cutoff is not None and came_with:
+            cutoff.withdrawn_by, cutoff.withdrawn_at, cutoff.withdrawn_why = operator, utcnow(), text
+            session.add(cutoff)
         audit.record(
             session,
             operator,
             "host decide withdraw",
             args,
-            {"decision": row.decision, "decision_id": row.id, "why": text},
+            {"decision": row.decision, "decision_id": row.id, "why": text,
+             "restore_point": cutoff_dict(cutoff) if cutoff is not None and came_with else None},
             host=host,
-        )
+        )  # fmt: skip
     return row
 
 
-def as_dict(row: HostDecision) -> dict[str, Any]:
+def as_dict(row: HostDecision, cutoff: RestoreDecision | None = None) -> dict[str, Any]:
+    """A decision as listed; `compromised_since` is what the person said with it, while the restore
+    cutoff it set is still the one in force."""
+    said_with = cutoff if cutoff is not None and cutoff.host_decision_id == row.id else None
     return {
         "host": row.host_name,
         "decision": row.decision,
         "why": row.why,
         "by": row.decided_by,
-        "at": row.decided_at.isoformat() if row.decided_at else None,
-        "compromised_since": row.compromised_since.isoformat() if row.compromised_since else None,
+        "at": _iso(row.decided_at),
+        "compromised_since": _iso(said_with.compromised_since) if said_with else None,
     }
+
+
+def cutoff_dict(row: RestoreDecision) -> dict[str, Any]:
+    """A restore cutoff as listed, the same whichever command recorded it (`via` says which)."""
+    return {
+        "host": row.host_name,
+        "decision": RESTORE_POINT,
+        "why": row.why,
+        "by": row.decided_by,
+        "at": _iso(row.decided_at),
+        "restore_before": _iso(row.before),
+        "compromised_since": _iso(row.compromised_since),
+        "accepted_estimate": row.accepted,
+        "via": "host decide --compromised-since" if row.host_decision_id else "host restore-point",
+    }
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return _aware(moment).isoformat() if moment is not None else None
 
 
 WITHDRAW = "withdraw"
@@ -163,10 +352,39 @@ def record(
     why: str,
     args: dict[str, Any],
     compromised_since: datetime | None = None,
-) -> HostDecision:
-    """`orchestrator host decide`: a decision, or WITHDRAW to withdraw the standing one."""
+) -> dict[str, Any]:
+    """`orchestrator host decide`: a decision, or WITHDRAW to withdraw the standing one; what it
+    recorded, as listed (with the restore point it set, if any)."""
     if decision == WITHDRAW:
         if compromised_since is not None:
             raise OrchestratorError("--compromised-since goes with --rebuild, not --withdraw")
-        return withdraw(store, operator, host, why, args)
-    return decide(store, operator, host, decision, why, args, compromised_since)
+        return {**as_dict(withdraw(store, operator, host, why, args)), "withdrawn": True}
+    row = decide(store, operator, host, decision, why, args, compromised_since)
+    with store.read() as session:
+        cutoff = standing_cutoffs(session, [host]).get(host)
+    said_with = cutoff if cutoff is not None and cutoff.host_decision_id == row.id else None
+    before = {"restore_before": _iso(said_with.before)} if said_with else {}
+    return {**as_dict(row, said_with), **before, "withdrawn": False}
+
+
+def record_restore_point(
+    store: Store,
+    operator: str,
+    host: str,
+    before: datetime | None,
+    withdraw_it: bool,
+    why: str,
+    args: dict[str, Any],
+) -> dict[str, Any]:
+    """`orchestrator host restore-point`: set (`before`, None to accept the estimate) or withdraw the
+    host's restore cutoff; what it recorded, as listed."""
+    if withdraw_it:
+        return {**cutoff_dict(withdraw_restore_point(store, operator, host, why, args)), "withdrawn": True}
+    row = set_restore_point(store, operator, host, before, why, args)
+    return {
+        **cutoff_dict(row),
+        "before": _aware(row.before).isoformat(timespec="seconds"),
+        "accepted": row.accepted,
+        "decided_by": row.decided_by,
+        "withdrawn": False,
+    }

@@ -30,7 +30,6 @@ from orchestrator.store.models import (
     Plan,
     PlanMember,
     PlanWave,
-    RestoreDecision,
     StageRun,
     TriageResult,
     TriageRun,
@@ -80,17 +79,6 @@ class NewDraft:
     superseded: list[int] = field(default_factory=list)
 
 
-def restore_decisions(session: Session, hosts: Sequence[str] | None = None) -> dict[str, compromise.Decided]:
-    """The restore-point decision in force for each host (its newest)."""
-    query = select(RestoreDecision).order_by(col(RestoreDecision.id))
-    if hosts is not None:
-        query = query.where(col(RestoreDecision.host_name).in_(list(hosts)))
-    return {
-        d.host_name: compromise.Decided(d.before, d.decided_by, d.why, d.accepted, d.decided_at)
-        for d in session.exec(query)
-    }
-
-
 def _checked(
     session: Session,
     run: TriageRun,
@@ -105,7 +93,9 @@ def _checked(
         ).all()
     )
     names = [h.name for h in hosts]
-    return compromise.annotate(hosts, verdicts, times, restore_decisions(session, names), {}, utcnow(), rules)
+    return compromise.annotate(
+        hosts, verdicts, times, decisions.restore_cutoffs(session, names), {}, utcnow(), rules
+    )
 
 
 def latest_triage(session: Session) -> tuple[TriageRun, dict[str, Verdict]]:
@@ -248,9 +238,11 @@ def _view(session: Session, plan: Plan) -> PlanView:
     members = list(
         session.exec(select(PlanMember).where(PlanMember.plan_id == plan.id).order_by(col(PlanMember.id)))
     )
-    standing = decisions.standing(session, [m.host_name for m in members])
     return PlanView(
-        plan=plan, waves=waves, members=members, decisions=[decisions.as_dict(d) for d in standing.values()]
+        plan=plan,
+        waves=waves,
+        members=members,
+        decisions=decisions.in_force(session, [m.host_name for m in members]),
     )
 
 

@@ -60,7 +60,7 @@ def assess(session: Session, plan: Plan | None) -> dict[str, Any]:
     files = _request_files(session, plan.id)
     return {
         "containment": _counts(per_host),
-        "decisions": [decisions_lib.as_dict(d) for d in standing.values()],
+        "decisions": decisions_lib.in_force(session, list(members)),
         "next_steps": _steps(members, hosts, per_host, standing, files),
     }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, inspect
 from sqlmodel import SQLModel
@@ -43,12 +44,64 @@ def _decisions_and_containment(conn: Connection) -> None:
         model.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
 
 
+# The margin the engine took off a `--compromised-since` moment when migration 4 was written: a
+# migration keeps the rule of its day, whatever the engine's constant becomes.
+_MARGIN_AT_V4 = timedelta(hours=1)
+
+
+def _moment(value: datetime | str | None) -> datetime | None:
+    """A timestamp read with raw SQL: SQLite hands back the stored text."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _one_restore_cutoff(conn: Connection) -> None:
+    """A host's restore cutoff in one table: `host decide --compromised-since` moments move from
+    host_decision into restore_decision (minus the margin the engine applied to them), linked to
+    their decision and withdrawn with it; restore-point decisions become withdrawable."""
+    for column, kind in (
+        ("compromised_since", "TIMESTAMP"),
+        ("host_decision_id", "INTEGER"),
+        ("withdrawn_by", "VARCHAR"),
+        ("withdrawn_at", "TIMESTAMP"),
+        ("withdrawn_why", "VARCHAR"),
+    ):
+        conn.exec_driver_sql(f"ALTER TABLE restore_decision ADD COLUMN {column} {kind}")
+    rows = conn.exec_driver_sql(
+        "SELECT id, host_name, why, decided_by, decided_at, compromised_since, withdrawn_by, withdrawn_at, "
+        "withdrawn_why FROM host_decision WHERE compromised_since IS NOT NULL ORDER BY id"
+    ).fetchall()
+    table = models.RestoreDecision.__table__  # type: ignore[attr-defined]
+    for row in rows:
+        since = _moment(row.compromised_since)
+        conn.execute(
+            table.insert().values(
+                host_name=row.host_name,
+                before=since - _MARGIN_AT_V4,
+                accepted=False,
+                why=row.why,
+                decided_by=row.decided_by,
+                decided_at=_moment(row.decided_at),
+                compromised_since=since,
+                host_decision_id=row.id,
+                withdrawn_by=row.withdrawn_by,
+                withdrawn_at=_moment(row.withdrawn_at),
+                withdrawn_why=row.withdrawn_why,
+            )
+        )
+    conn.exec_driver_sql("ALTER TABLE host_decision DROP COLUMN compromised_since")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "baseline: hosts, triage, plans, stage runs, evidence, restore points, audit log", _baseline
     ),
     Migration(2, "keyed audit chain and plan approvals; restore-point decisions", _keyed_audit),
     Migration(3, "host decisions and containment requests", _decisions_and_containment),
+    Migration(
+        4,
+        "one restore cutoff per host: decide --compromised-since joins restore decisions",
+        _one_restore_cutoff,
+    ),
 ]
 
 

@@ -231,7 +231,9 @@ class RestorePoint(SQLModel, table=True):
 class RestoreDecision(SQLModel, table=True):
     """A person's decision about where a host's restore point lies: the newest clean snapshot before
     `before`. It replaces the compromise time triage estimated (which the host itself controls) for
-    that host only; the newest decision per host is the one in force."""
+    that host only; the newest one not withdrawn is the one in force. Both spellings write here
+    (`host restore-point`, and `host decide --rebuild --compromised-since`, linked by
+    `host_decision_id`), so a host's restore cutoff has one source and one history."""
 
     __tablename__ = "restore_decision"
     id: int | None = Field(default=None, primary_key=True)
@@ -242,6 +244,13 @@ class RestoreDecision(SQLModel, table=True):
     decided_by: str = ""
     decided_at: datetime = Field(default_factory=utcnow)
     triage_run_id: int | None = None
+    # What the person said when the cutoff came with `host decide --compromised-since` (`before` is
+    # that moment minus the usual margin), and the decision it came with: withdrawing one withdraws both.
+    compromised_since: datetime | None = None
+    host_decision_id: int | None = None
+    withdrawn_by: str | None = None
+    withdrawn_at: datetime | None = None
+    withdrawn_why: str | None = None
 
 
 class AuditEntry(SQLModel, table=True):
@@ -286,9 +295,6 @@ class HostDecision(SQLModel, table=True):
     why: str
     decided_by: str
     decided_at: datetime = Field(default_factory=utcnow)
-    # For a rebuild of a host nobody could triage: since when it is compromised, as the person knows it
-    # (console, ransom note): the cutoff of its clean restore point instead of the fleet's earliest.
-    compromised_since: datetime | None = None
     withdrawn_by: str | None = None
     withdrawn_at: datetime | None = None
     withdrawn_why: str | None = None

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from orchestrator.execution import decisions, engine
+from orchestrator.execution import engine
+from orchestrator.planning import decisions
 from orchestrator.planning.store import PlanView, approval_mac
 from orchestrator.store import Store
 from orchestrator.store.models import (
