@@ -273,7 +273,7 @@ def _render_plan(view: plan_store.PlanView, only_wave: int | None, summary: bool
             decided.add_column(column, overflow="fold")
         for d in view.decisions:
             decided.add_row(
-                *cells(d["host"], d["decision"], d["by"], (d["at"] or "")[:16].replace("T", " "), d["why"])
+                *cells(d["host"], d["summary"], d["by"], (d["at"] or "")[:16].replace("T", " "), d["why"])
             )
         out.print(decided)
     if summary:

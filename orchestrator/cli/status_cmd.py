@@ -169,7 +169,7 @@ def render_fleet(data: dict[str, Any]) -> RenderableType:
         for column in ("host", "decision", "by", "at", "why"):
             decided.add_column(column, overflow="fold")
         for d in data["decisions"]:
-            decided.add_row(*cells(d["host"], d["decision"], d["by"], short(d["at"]), d["why"]))
+            decided.add_row(*cells(d["host"], d["summary"], d["by"], short(d["at"]), d["why"]))
         parts.append(decided)
     attention = data["attention"]
     if attention["count"]:

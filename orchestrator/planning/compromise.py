@@ -60,7 +60,7 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _stamp(moment: datetime) -> str:
+def stamp(moment: datetime) -> str:
     return _utc(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
@@ -72,10 +72,10 @@ def restored(host: Host) -> bool:
 def note(decided: Decided) -> str:
     """How a plan reason quotes a person's restore-point decision."""
     if decided.compromised_since is not None:
-        how = f"said compromised since {_stamp(decided.compromised_since)}"
+        how = f"said compromised since {stamp(decided.compromised_since)}"
     else:
         how = "accepted the estimate" if decided.accepted else "set it"
-    return f"restore point before {_stamp(decided.before)} ({decided.by} {how}: {decided.why})"
+    return f"restore point before {stamp(decided.before)} ({decided.by} {how}: {decided.why})"
 
 
 def uses_time(host: Host, verdict: Verdict | None) -> bool:
@@ -109,13 +109,13 @@ def problem(
         return "no compromise time from triage (another host's is never used)"
     moment = _utc(moment)
     if moment > now + rules.skew:
-        return f"compromise time {_stamp(moment)} is in the future"
+        return f"compromise time {stamp(moment)} is in the future"
     if oldest_backup is not None and moment <= _utc(oldest_backup):
-        return f"compromise time {_stamp(moment)} is older than the oldest backup ({_stamp(oldest_backup)})"
+        return f"compromise time {stamp(moment)} is older than the oldest backup ({stamp(oldest_backup)})"
     if bounds is not None and not bounds[0] <= moment <= bounds[1]:
         return (
-            f"compromise time {_stamp(moment)} is far outside the fleet's "
-            f"({_stamp(bounds[0])} to {_stamp(bounds[1])})"
+            f"compromise time {stamp(moment)} is far outside the fleet's "
+            f"({stamp(bounds[0])} to {stamp(bounds[1])})"
         )
     return None
 

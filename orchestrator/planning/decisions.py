@@ -311,6 +311,7 @@ def as_dict(row: HostDecision, cutoff: RestoreDecision | None = None) -> dict[st
     return {
         "host": row.host_name,
         "decision": row.decision,
+        "summary": row.decision,
         "why": row.why,
         "by": row.decided_by,
         "at": _iso(row.decided_at),
@@ -323,6 +324,7 @@ def cutoff_dict(row: RestoreDecision) -> dict[str, Any]:
     return {
         "host": row.host_name,
         "decision": RESTORE_POINT,
+        "summary": f"{RESTORE_POINT} before {compromise.stamp(row.before)}",
         "why": row.why,
         "by": row.decided_by,
         "at": _iso(row.decided_at),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, inspect
 from sqlmodel import SQLModel
@@ -50,8 +50,9 @@ _MARGIN_AT_V4 = timedelta(hours=1)
 
 
 def _moment(value: datetime | str | None) -> datetime | None:
-    """A timestamp read with raw SQL: SQLite hands back the stored text."""
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
+    """A timestamp read with raw SQL (SQLite hands back the stored text), in UTC as stored."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def _one_restore_cutoff(conn: Connection) -> None:
@@ -73,6 +74,7 @@ def _one_restore_cutoff(conn: Connection) -> None:
     table = models.RestoreDecision.__table__  # type: ignore[attr-defined]
     for row in rows:
         since = _moment(row.compromised_since)
+        assert since is not None  # selected so
         conn.execute(
             table.insert().values(
                 host_name=row.host_name,

@@ -113,3 +113,99 @@ def test_a_mac_is_kept_only_when_it_parses_as_one() -> None:
                 execution_node=None, vars={"recovery_mac_address": "not-a-mac; rm -rf /"})  # fmt: skip
     assert containment.describe(host, None)["mac"] is None
     assert containment.describe(host, "02:00:00:00:00:01")["mac"] == "02:00:00:00:00:01"
+
+
+def _cutoff_rows(db: str) -> list[tuple]:
+    con = sqlite3.connect(db)
+    rows = con.execute(
+        "SELECT before, compromised_since IS NOT NULL, withdrawn_why FROM restore_decision ORDER BY id"
+    ).fetchall()
+    con.close()
+    return rows
+
+
+def test_the_two_spellings_of_a_restore_point_cannot_disagree(cli: Cli, fleet: str) -> None:
+    """`host decide --rebuild --compromised-since` and `host restore-point` set one thing: the newest
+    wins, in the plan's reason, `plan show`, `status` and the report alike, its audit entry naming the
+    one it replaced; either is withdrawn with `--withdraw`."""
+    triage(cli.db, {**FIRST, "db1": "unreachable"})
+    cli.json("plan", "-i", fleet)
+
+    said = cli.json(
+        "host", "decide", "db1", "--rebuild", "--why", "console: encrypted",
+        "--compromised-since", "2026-11-20T10:00:00Z", "--json",
+    )  # fmt: skip
+    assert said["compromised_since"].startswith("2026-11-20T10:00:00")
+    assert said["restore_before"].startswith("2026-11-20T09:00:00")  # minus the usual margin
+    reason = {m["host"]: m for m in cli.json("plan", "-i", fleet)["members"]}["db1"]["reason"]
+    assert "rebuild decided by tester: console: encrypted" in reason
+    assert (
+        "restore point before 2026-11-20 09:00:00Z (tester said compromised since 2026-11-20 10:00:00Z"
+        in reason
+    )
+
+    later = cli.json(
+        "host", "restore-point", "db1", "--before", "2026-11-01T00:00:00Z", "--why", "EDR", "--json"
+    )
+    assert later["restore_before"].startswith("2026-11-01T00:00:00") and later["via"] == "host restore-point"
+    plan = cli.json("plan", "-i", fleet)
+    reason = {m["host"]: m for m in plan["members"]}["db1"]["reason"]
+    assert "restore point before 2026-11-01 00:00:00Z (tester set it: EDR)" in reason
+    assert "2026-11-20" not in reason  # the earlier cutoff is no longer in force anywhere
+    listed = [(d["host"], d["decision"], d.get("restore_before")) for d in plan["decisions"]]
+    assert listed == [("db1", "rebuild", None), ("db1", "restore point", "2026-11-01T00:00:00+00:00")]
+    assert cli.json("status")["decisions"] == plan["decisions"]
+    assert "restore point before 2026-11-01 00:00:00Z" in " ".join(cli("plan", "show").stdout.split())
+    assert "restore point before 2026-11-01 00:00:00Z" in " ".join(cli("status").stdout.split())
+    out = Path(cli.db).parent / "report.json"
+    report = cli("report", "--format", "json", "-o", str(out))
+    assert report.exit_code == 0, report.stderr
+    assert [d["decision"] for d in json.loads(out.read_text())["decisions"]] == ["rebuild", "restore point"]
+    html = Path(cli.db).parent / "report.html"
+    assert cli("report", "--format", "html", "-o", str(html)).exit_code == 0
+    assert "restore point before 2026-11-01 00:00:00Z" in html.read_text()
+
+    con = sqlite3.connect(cli.db)
+    entry = json.loads(
+        con.execute("SELECT details FROM audit_log WHERE command = 'host restore-point'").fetchone()[0]
+    )
+    con.close()
+    assert entry["replaces"]["via"] == "host decide --compromised-since"
+    assert entry["replaces"]["restore_before"].startswith("2026-11-20T09:00:00")
+
+    # And the other way round: a newer --compromised-since replaces the restore-point decision.
+    cli.json("host", "decide", "db1", "--rebuild", "--why", "ransom note time",
+             "--compromised-since", "2026-11-25T00:00:00Z", "--json")  # fmt: skip
+    plan = cli.json("plan", "-i", fleet)
+    assert [d.get("restore_before") for d in plan["decisions"]] == [None, "2026-11-24T23:00:00+00:00"]
+    assert [r[2] for r in _cutoff_rows(cli.db)] == [
+        "replaced by a newer restore-point decision", "replaced by a newer restore-point decision", None,
+    ]  # fmt: skip
+
+    # Withdrawing the decision withdraws the cutoff that came with it; the host's rules apply again.
+    assert cli("host", "decide", "db1", "--withdraw", "--why", "wrong host").exit_code == 0
+    plan = cli.json("plan", "-i", fleet)
+    assert plan["decisions"] == [] and {m["host"]: m for m in plan["members"]}["db1"]["action"] == "hold"
+    assert [r[2] for r in _cutoff_rows(cli.db)][-1] == "wrong host"
+    refused = cli("host", "restore-point", "db1", "--withdraw", "--why", "x")
+    assert refused.exit_code == 2 and "no standing restore-point decision" in refused.stderr
+    commands = audit_commands(cli.db)
+    assert commands.count("host decide") == 2 and commands.count("host decide withdraw") == 1
+
+
+def test_a_restore_point_decision_is_withdrawn_like_a_decision(cli: Cli, fleet: str) -> None:
+    triage(cli.db, FIRST)
+    cli.json("plan", "-i", fleet)
+    assert cli("host", "restore-point", "db1", "--accept", "--why", "matches the VPN log").exit_code == 0
+    reason = {m["host"]: m for m in cli.json("plan", "-i", fleet)["members"]}["db1"]["reason"]
+    assert "tester accepted the estimate: matches the VPN log" in reason
+    both = cli("host", "restore-point", "db1", "--accept", "--withdraw", "--why", "x")
+    assert both.exit_code == 2 and "exactly one of" in both.stderr
+    gone = cli.json("host", "restore-point", "db1", "--withdraw", "--why", "VPN log was wrong", "--json")
+    assert gone["withdrawn"] is True and gone["via"] == "host restore-point"
+    plan = cli.json("plan", "-i", fleet)
+    assert (
+        plan["decisions"] == []
+        and "restore point" not in {m["host"]: m for m in plan["members"]}["db1"]["reason"]
+    )
+    assert "host restore-point withdraw" in audit_commands(cli.db)

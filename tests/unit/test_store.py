@@ -159,3 +159,33 @@ def test_concurrent_writers_keep_one_chain(url: str) -> None:
         assert len(session.exec(select(AuditEntry)).all()) == 50
         assert audit.verify(session) is None
     store.close()
+
+
+def test_v4_moves_decided_compromise_times_into_restore_decisions(url: str) -> None:
+    """A database of schema 3 kept `host decide --compromised-since` on the decision: after the
+    upgrade it is a restore decision like any other (minus the margin the engine applied), linked to
+    its decision and withdrawn with it."""
+    Store.open(url).close()
+    for column in ("compromised_since", "host_decision_id", "withdrawn_by", "withdrawn_at", "withdrawn_why"):
+        raw(url, f"ALTER TABLE restore_decision DROP COLUMN {column}")
+    raw(url, "ALTER TABLE host_decision ADD COLUMN compromised_since TIMESTAMP")
+    raw(url, "DELETE FROM schema_version WHERE version >= 4")
+    raw(
+        url,
+        "INSERT INTO host_decision (host_name, decision, why, decided_by, decided_at, compromised_since, "
+        "withdrawn_by, withdrawn_at, withdrawn_why) VALUES "
+        "('dns1', 'rebuild', 'console', 'alice', '2026-12-02 15:00:00.000000', '2026-12-02 14:00:00.000000', "
+        "NULL, NULL, NULL), ('dns2', 'verify', 'fine', 'bob', '2026-12-02 15:00:00.000000', NULL, NULL, NULL, NULL)",
+    )
+    Store.open(url).close()
+    rows = raw(
+        url,
+        "SELECT host_name, before, compromised_since, host_decision_id, decided_by, why, withdrawn_at "
+        "FROM restore_decision",
+    )
+    assert len(rows) == 1
+    host, before, since, decision_id, by, why, withdrawn = rows[0]
+    assert (host, decision_id, by, why, withdrawn) == ("dns1", 1, "alice", "console", None)
+    assert str(before).startswith("2026-12-02 13:00:00") and str(since).startswith("2026-12-02 14:00:00")
+    columns = [r[1] for r in raw(url, "PRAGMA table_info(host_decision)")] if "://" not in url else []
+    assert "compromised_since" not in columns
