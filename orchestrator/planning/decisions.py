@@ -360,13 +360,20 @@ def record(
     if decision == WITHDRAW:
         if compromised_since is not None:
             raise OrchestratorError("--compromised-since goes with --rebuild, not --withdraw")
-        return {**as_dict(withdraw(store, operator, host, why, args)), "withdrawn": True}
-    row = decide(store, operator, host, decision, why, args, compromised_since)
-    with store.read() as session:
-        cutoff = standing_cutoffs(session, [host]).get(host)
-    said_with = cutoff if cutoff is not None and cutoff.host_decision_id == row.id else None
-    before = {"restore_before": _iso(said_with.before)} if said_with else {}
-    return {**as_dict(row, said_with), **before, "withdrawn": False}
+        said = as_dict(withdraw(store, operator, host, why, args))
+        withdrawn = True
+    else:
+        row = decide(store, operator, host, decision, why, args, compromised_since)
+        with store.read() as session:
+            cutoff = standing_cutoffs(session, [host]).get(host)
+        said_with = cutoff if cutoff is not None and cutoff.host_decision_id == row.id else None
+        said = {
+            **as_dict(row, said_with),
+            **({"restore_before": _iso(said_with.before)} if said_with else {}),
+        }
+        withdrawn = False
+    del said["summary"]  # `host decide --json` keeps its documented keys; lists carry the summary
+    return {**said, "withdrawn": withdrawn}
 
 
 def record_restore_point(
