@@ -225,8 +225,9 @@ class Engine:
                 if m.wave is not None and m.action in EXECUTABLE_ACTIONS
             }
             self.triage = self._triage(session)
-            self.restore_choices = decisions_lib.restore_cutoffs(session, list(self.members))
-            self.decisions = decisions_lib.standing(session, [m.host_name for m in self.view.members])
+            everyone = [m.host_name for m in self.view.members]  # held ones too: a decision adds them
+            self.restore_choices = decisions_lib.restore_cutoffs(session, everyone)
+            self.decisions = decisions_lib.standing(session, everyone)
         self.out_of_band: dict[str, str] = {}  # host -> why its SSH stages are skipped
         self._apply_decisions()
         self.inventory = (
