@@ -18,7 +18,6 @@ next `orchestrator run` repeats the stage for them exactly as after a crash of t
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import shlex
 import shutil
 import signal
@@ -29,70 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator import inventory as inventory_lib
 from orchestrator.execution import node_artifacts
+from orchestrator.node_access import STDERR_LIMIT, Node, die_with_parent
 
 if TYPE_CHECKING:  # runner imports this module: the stage's type only, no import cycle
     from orchestrator.execution.runner import StageSpec
-
-DEFAULT_RUNNER = "ansible-runner"
-DEFAULT_WORKDIR = "/var/tmp"
-STDERR_LIMIT = 4000
-_PR_SET_PDEATHSIG = 1
-# What a node is asked to check on the link: a node that vanishes without closing it is noticed in
-# about 15 s instead of the TCP timeout's minutes.
-KEEPALIVE = ("-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3")
-
-
-@dataclass(frozen=True)
-class Node:
-    """How to reach an execution node and start its worker, from the node's inventory entry."""
-
-    name: str
-    address: str
-    port: int
-    user: str | None
-    ssh_options: tuple[str, ...]
-    runner: str = DEFAULT_RUNNER
-    workdir: str = DEFAULT_WORKDIR
-
-    @classmethod
-    def from_host(cls, host: inventory_lib.Host) -> Node:
-        hv = host.vars
-        options: list[str] = []
-        key = hv.get("ansible_ssh_private_key_file") or hv.get("ansible_private_key_file")
-        if key:
-            options += ["-i", str(key)]
-        for var in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
-            if hv.get(var):
-                options += shlex.split(str(hv[var]))
-        return cls(
-            name=host.name,
-            address=host.address,
-            port=host.port or 22,
-            user=host.user,
-            ssh_options=tuple(options),
-            runner=str(hv.get("recovery_node_runner") or DEFAULT_RUNNER),
-            workdir=str(hv.get("recovery_node_workdir") or DEFAULT_WORKDIR),
-        )
-
-    def worker_dir(self, run_id: str) -> str:
-        return f"{self.workdir.rstrip('/')}/orchestrator-worker-{run_id}"
-
-    def command(self, worker_dir: str) -> list[str]:
-        """The ssh command line that starts the worker in its own directory and removes it after."""
-        runner_dir = str(Path(self.runner).parent)
-        path = f"PATH={shlex.quote(runner_dir)}:$PATH " if runner_dir not in ("", ".") else ""
-        remote = (
-            f"umask 077 && mkdir {shlex.quote(worker_dir)} && "
-            f"{path}{shlex.quote(self.runner)} worker --private-data-dir {shlex.quote(worker_dir)}; "
-            f"rc=$?; rm -rf {shlex.quote(worker_dir)}; exit $rc"
-        )
-        # Inventory options first: for ssh the first value given wins, so ours are only defaults.
-        return [
-            "ssh", "-T", *self.ssh_options, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-            *KEEPALIVE, "-p", str(self.port), *(["-l", self.user] if self.user else []), self.address, remote,
-        ]  # fmt: skip
 
 
 @dataclass
@@ -135,7 +75,7 @@ class NodeRun:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         assert self.proc.stdin and self.proc.stdout and self.proc.stderr
         transmitter = ansible_runner.interface.init_runner(
@@ -236,8 +176,3 @@ class NodeRun:
         """Ends the link (the worker dies at its next write): used when the controller gives up."""
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGTERM)
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -107,7 +107,7 @@ class Triage:
             key = (host.os, excluded_paths(host))
             if key not in self.variants:
                 self.variants[key] = _Variant.render(host.os, packs.without_paths(self.loaded, list(key[1])))
-        self.scrub = evidence.Scrubber(_secrets(self.hosts))
+        self.scrub = evidence.Scrubber(secrets_of(self.hosts))
         self.ssh = transports.SSHOptions(trust_new_keys=settings.trust_new_keys)
         self.started = datetime.now(UTC)
         # authorized_keys entries that are not a foothold: our own login keys and the packs' trusted keys.
@@ -221,7 +221,7 @@ class Triage:
         return derived
 
 
-def _secrets(hosts: Sequence[Host]) -> set[str]:
+def secrets_of(hosts: Sequence[Host]) -> set[str]:
     """Every secret value of every host. Only variables that can hold a secret are looked at, and each
     distinct value (with what its template refers to) is templated once: the cost is per host and
     per distinct secret, never per host times the fleet."""

@@ -58,6 +58,13 @@ class RunRecorder:
 
     def add(self, result: HostResult) -> None:
         self._pending.append(result)
+        self.tick()
+
+    def tick(self) -> None:
+        """Write the pending results when the batch is full or old enough: called on each result and
+        while none arrives (a slow last host must not hold the others back from the database)."""
+        if not self._pending:
+            return
         if len(self._pending) >= BATCH_SIZE or time.monotonic() - self._last_flush >= BATCH_SECONDS:
             with self.store.write() as session:
                 self._flush(session)

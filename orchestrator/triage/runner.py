@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.inventory import Host
+from orchestrator.node_access import Node
 from orchestrator.store import Store
-from orchestrator.triage.engine import HostResult, Settings, Triage, counts
+from orchestrator.triage.dispatch import Dispatch
+from orchestrator.triage.engine import HostResult, Settings, counts
 from orchestrator.triage.packs import Pack
 from orchestrator.triage.results import RunRecorder
 
@@ -39,12 +41,14 @@ def run(
     limit: str | None = None,
     args: dict[str, Any] | None = None,
     on_result: Callable[[HostResult], None] | None = None,
+    nodes: Mapping[str, Node] | None = None,
 ) -> Outcome:
     """Check `hosts` against `packs` and store the run. Packs are validated before this is called, so a
-    bad pack never costs a connection; the run row exists before the first host is contacted."""
+    bad pack never costs a connection; the run row exists before the first host is contacted. Hosts in
+    `nodes` (dispatch.placement) are checked by their execution node, the others here."""
     from orchestrator.observers import guarded_callback
 
-    triage = Triage(hosts, packs, settings)
+    triage = Dispatch(hosts, packs, settings, nodes or {})
     display = guarded_callback(on_result)  # a failing progress bar must not stop the triage
     recorder = RunRecorder(store, operator)
     run_id = recorder.start(hosts, sorted({p.path for p in packs}), settings, limit)
@@ -61,7 +65,7 @@ def run(
         record(result)
 
     try:
-        results = triage.run(record_and_keep)
+        results = triage.run(record_and_keep, recorder.tick)
     except BaseException:
         recorder.finish(done, COMMAND, args or {}, complete=False)
         raise
