@@ -71,6 +71,7 @@ def write(
             {
                 **_group_values(specs[NODE_GROUP]["recovery"]),
                 "recovery_node_runner": str(runner),
+                "recovery_node_orchestrator": str(runner.parent / "orchestrator"),
                 # What a node sees of the controller (the lab's infected trees among it) is not its own.
                 "recovery_triage_exclude": shares or [],
             },

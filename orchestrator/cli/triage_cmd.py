@@ -26,7 +26,10 @@ from orchestrator.safe_text import cells, plain, text
 from orchestrator.triage import DEFAULT_FORKS, DEFAULT_TIMEOUT, VERDICTS
 
 if TYPE_CHECKING:  # the SSH and database libraries load only when a triage command runs
+    from collections.abc import Mapping
+
     from orchestrator.inventory import Host
+    from orchestrator.node_access import Node
     from orchestrator.store import Store
     from orchestrator.triage.engine import Settings
     from orchestrator.triage.packs import Pack
@@ -79,6 +82,12 @@ def _counts_text(counts: dict[str, int]) -> str:
     help="Accept host keys missing from known_hosts (labs only; recorded in the audit log). "
     "A changed key is never accepted.",
 )
+@click.option(
+    "--local",
+    is_flag=True,
+    help="Check every host from here, ignoring recovery_execution_node (by default a host with an "
+    "execution node is checked by that node).",
+)
 @json_option
 @pass_app
 @click.pass_context
@@ -91,6 +100,7 @@ def triage_group(
     timeout: float,
     pack_paths: tuple[str, ...],
     trust_new_keys: bool,
+    local: bool,
     as_json: bool,
 ) -> None:
     """Check every selected host for indicators of compromise, in parallel, and store the verdicts.
@@ -98,7 +108,10 @@ def triage_group(
     Linux hosts over SSH, Windows hosts over WinRM, with the connection settings of the Ansible
     inventory; host keys are checked against the known_hosts file the inventory names. Each host
     gets one verdict: clean, suspicious, infected, unreachable or error, with the evidence and the
-    earliest indicator's time. Exit 0 when every host was checked (infected hosts are findings,
+    earliest indicator's time. A host with a recovery_execution_node is checked by that node
+    (`orchestrator triage agent` over SSH), its result streamed back here as it finishes; a node
+    lost mid-run leaves its unfinished hosts as `error: node lost`, checked again by the next
+    triage. Exit 0 when every host was checked (infected hosts are findings,
     not failures), 1 when some host was unreachable or in error, 2 on bad input (a pack with an
     error is refused before any host is contacted).
 
@@ -110,9 +123,9 @@ def triage_group(
     """
     if ctx.invoked_subcommand is not None:
         return
+    from orchestrator.triage import dispatch, runner
     from orchestrator.triage import packs as packs_lib
     from orchestrator.triage import results as results_lib
-    from orchestrator.triage import runner
     from orchestrator.triage.engine import Settings
 
     packs = packs_lib.load(pack_paths)
@@ -126,10 +139,11 @@ def triage_group(
     settings = Settings(forks=forks, timeout=timeout, trust_new_keys=trust_new_keys)
     args = command_args(ctx)
     store = app.store()
+    nodes = {} if local else dispatch.placement(inv.hosts, hosts)
     if as_json:
-        outcome = runner.run(store, app.operator, hosts, packs, settings, limit=limit, args=args)
+        outcome = runner.run(store, app.operator, hosts, packs, settings, limit=limit, args=args, nodes=nodes)
     else:
-        outcome = _run_with_progress(store, app, hosts, packs, settings, limit, args)
+        outcome = _run_with_progress(store, app, hosts, packs, settings, limit, args, nodes)
     if as_json:
         emit_json(
             {
@@ -159,6 +173,7 @@ def _run_with_progress(
     settings: Settings,
     limit: str | None,
     args: dict[str, Any],
+    nodes: Mapping[str, Node],
 ) -> Outcome:
     """The run with a live bar on stderr: hosts done, and counts by verdict as they come in."""
     from orchestrator.triage import runner
@@ -181,7 +196,15 @@ def _run_with_progress(
             progress.update(task, advance=1, counts=_counts_text(counts))
 
         return runner.run(
-            store, app.operator, hosts, packs, settings, limit=limit, args=args, on_result=on_result
+            store,
+            app.operator,
+            hosts,
+            packs,
+            settings,
+            limit=limit,
+            args=args,
+            on_result=on_result,
+            nodes=nodes,
         )
 
 
@@ -347,6 +370,30 @@ def script(os_name: str, pack_paths: tuple[str, ...]) -> None:
 
     packs = packs_lib.load(pack_paths)
     click.echo(scripts_lib.render(os_name, packs_lib.checks_for(packs, os_name)).text, nl=False)
+
+
+@triage_group.command("agent")
+def agent() -> None:
+    """Run on an execution node by the controller's triage: not for people.
+
+    Reads the controller's request (the site's hosts, the packs, the settings) on stdin, checks
+    the hosts with this node's own SSH and WinRM access, and writes one JSON line per host on
+    stdout as each finishes, then an end marker. Exit 2 on a request it cannot read.
+
+    \b
+    Examples:
+      ssh exec-north-01 orchestrator triage agent < request.json
+    """
+    import sys
+
+    from orchestrator.triage import agent as agent_lib
+    from orchestrator.triage.node_request import RequestError
+
+    try:
+        agent_lib.serve(sys.stdin.buffer, sys.stdout.buffer)
+    except RequestError as exc:
+        click.echo(f"error: triage agent: {exc}", err=True)
+        sys.exit(2)
 
 
 commands = [triage_group]

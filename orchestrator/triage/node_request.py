@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from orchestrator.inventory import FLEET_WIDE_VARS, SECRET_VARS, Host
+from orchestrator.inventory import SECRET_VARS, Host
 from orchestrator.inventory.prefetch import TrustedTemplate
 from orchestrator.triage.engine import Settings
 from orchestrator.triage.packs import Pack
+from orchestrator.triage.transports.base import MAGIC_VARS
 
 VERSION = 1
 MAX_REQUEST = 256 * 1024 * 1024  # what an agent reads of its stdin at most
@@ -60,7 +61,7 @@ def node_vars(host: Host, trusted: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     while wanted:
         name = wanted.pop()
-        if name in out or name in FLEET_WIDE_VARS or name not in host.vars:
+        if name in out or name in MAGIC_VARS or name not in host.vars:
             continue
         value = _portable(host.vars[name], trusted)
         if value is _WITHHELD or (_is_secret(name) and not _is_template(value)):

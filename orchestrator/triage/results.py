@@ -100,10 +100,16 @@ class RunRecorder:
         self._last_flush = time.monotonic()
 
     def finish(
-        self, results: Sequence[HostResult], command: str, args: dict[str, Any], complete: bool = True
+        self,
+        results: Sequence[HostResult],
+        command: str,
+        args: dict[str, Any],
+        complete: bool = True,
+        nodes: dict[str, str] | None = None,
     ) -> TriageRun:
         """Write what is left, close the run and append the command's audit row, in one transaction.
-        An interrupted run keeps its results and counts but no finish time: it reads as incomplete."""
+        An interrupted run keeps its results and counts but no finish time: it reads as incomplete.
+        `nodes`: host -> the execution node that checked it, kept in the audit row."""
         tally = counts(results)
         trusted = {r.host: r.new_key for r in results if r.new_key}
         with self.store.write() as session:
@@ -116,6 +122,8 @@ class RunRecorder:
             details: dict[str, Any] = {"run_id": self.run_id, "hosts": len(results), "counts": tally}
             if not complete:
                 details["interrupted"] = True
+            if nodes:
+                details["nodes"] = dict(sorted(nodes.items()))
             if args.get("trust_new_keys"):
                 details["trust_new_keys"] = True
                 details["new_host_keys_accepted"] = trusted

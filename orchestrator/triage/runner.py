@@ -64,10 +64,11 @@ def run(
         done.append(result)
         record(result)
 
+    placed = {host: node.name for host, node in (nodes or {}).items()}
     try:
         results = triage.run(record_and_keep, recorder.tick)
     except BaseException:
-        recorder.finish(done, COMMAND, args or {}, complete=False)
+        recorder.finish(done, COMMAND, args or {}, complete=False, nodes=placed)
         raise
-    row = recorder.finish(results, COMMAND, args or {})
+    row = recorder.finish(results, COMMAND, args or {}, nodes=placed)
     return Outcome(run_id, results, counts(results), row.started_at, row.finished_at)
