@@ -1,0 +1,197 @@
+"""Triage through execution nodes on the local lab: each site's hosts checked by its node's own
+`orchestrator triage agent` over SSH, results streamed back into the controller's database, verdicts
+and evidence equal to a local triage of the same lab, and a node killed mid-triage leaving its
+unfinished hosts as `error: node lost`, checked again by the next triage.
+
+Real sshd hosts, real nodes running the product's code; this two-node lab is this module's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import needs_lab
+
+pytestmark = [pytest.mark.lab, needs_lab]
+HOSTS, NODES, SEED = 14, 2, 3
+TIMEOUT = "20"  # per host: a host whose sshd is stopped costs this, and no more
+
+
+@pytest.fixture(scope="module")
+def site_lab(tmp_path_factory: pytest.TempPathFactory):
+    from orchestrator_lab import LabConfig, down, free_net, up
+
+    directory = tmp_path_factory.mktemp("triagenodes") / "lab"
+    up(LabConfig(dir=directory, hosts=HOSTS, nodes=NODES, seed=SEED, net=free_net()))
+    try:
+        yield directory
+    finally:
+        down(directory)
+
+
+def orchestrator(db: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "ORCHESTRATOR_DB": str(db), "ORCHESTRATOR_OPERATOR": "node-triage-test"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def triage(db: Path, lab: Path, *args: str) -> tuple[int, dict]:
+    proc = orchestrator(db, "triage", "-i", str(lab / "inventory"), "--timeout", TIMEOUT, *args, "--json")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode in (0, 1), err
+    return proc.returncode, json.loads(out)
+
+
+def site_of(lab: Path) -> dict[str, str]:
+    """host -> its execution node, from the lab's inventory."""
+    inv = lab / "inventory"
+    groups = yaml.safe_load((inv / "hosts.yml").read_text())["all"]["children"]
+    out = {}
+    for site, group in groups.items():
+        if site.startswith("site_"):
+            node = yaml.safe_load((inv / "group_vars" / f"{site}.yml").read_text())["recovery_execution_node"]
+            out.update({name: node for name in group["hosts"]})
+    return out
+
+
+def comparable(result: dict) -> dict:
+    """What must not depend on where a host was checked (its duration may)."""
+    return {k: v for k, v in result.items() if k != "duration_s"}
+
+
+def audit_nodes(db: Path, run_id: int) -> dict[str, str]:
+    con = sqlite3.connect(db)
+    for (details,) in con.execute("SELECT details FROM audit_log WHERE command = 'triage'"):
+        data = json.loads(details)
+        if data["run_id"] == run_id:
+            return data.get("nodes") or {}
+    raise AssertionError(f"no audit row for triage run {run_id}")
+
+
+@pytest.fixture(scope="module")
+def local_run(site_lab: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    db = tmp_path_factory.mktemp("local") / "local.db"
+    _, data = triage(db, site_lab, "--local")
+    assert audit_nodes(db, data["run_id"]) == {}
+    return {r["host"]: r for r in data["results"]}
+
+
+def test_node_triage_gives_the_verdicts_and_evidence_of_a_local_triage(
+    site_lab: Path, local_run: dict[str, dict], tmp_path: Path
+) -> None:
+    db = tmp_path / "nodes.db"
+    _, data = triage(db, site_lab)
+    sites = site_of(site_lab)
+    assert set(sites.values()) == {"exec-01", "exec-02"}
+    # Every site host went through its node (the nodes themselves and the rest were checked here).
+    assert audit_nodes(db, data["run_id"]) == sites
+    remote = {r["host"]: r for r in data["results"]}
+    assert set(remote) == set(local_run)
+    verdicts = {r["verdict"] for h, r in remote.items() if h in sites}
+    assert {"infected", "clean"} <= verdicts, verdicts  # the comparison covers findings, not only clean
+    assert any(r["matches"] for h, r in remote.items() if h in sites)
+    different = {h: (comparable(local_run[h]), comparable(r)) for h, r in remote.items()}
+    assert {h: d for h, d in different.items() if d[0] != d[1]} == {}
+    # Stored as for a local run: `triage show` reads a node's host like any other.
+    host = next(h for h in sites if remote[h]["verdict"] == "infected")
+    proc = orchestrator(db, "triage", "show", host, "--json")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    shown = json.loads(out)["latest"]
+    assert shown["verdict"] == "infected" and [m["evidence"] for m in shown["matches"]] == [
+        m["evidence"] for m in remote[host]["matches"]
+    ]
+
+
+def test_a_node_lost_mid_triage_leaves_its_unfinished_hosts_as_node_lost_retried_next_time(
+    site_lab: Path, local_run: dict[str, dict], tmp_path: Path
+) -> None:
+    from orchestrator_lab import LabConfig, up
+
+    db = tmp_path / "lost.db"
+    sites = site_of(site_lab)
+    node = "exec-01"
+    mine = sorted(h for h, n in sites.items() if n == node)
+    checked = [h for h in mine if local_run[h]["verdict"] not in ("unreachable", "error")]
+    assert len(checked) >= 2, local_run
+    # One of the node's hosts hangs (its sshd stopped: the node waits for its banner) so that the node
+    # is killed with that host unfinished and the others done.
+    hung = next((h for h in checked if local_run[h]["verdict"] == "infected"), checked[0])
+    pids = site_lab / "pids"
+    host_pid = json.loads((pids / f"{hung}.json").read_text())["pid"]
+    os.kill(host_pid, signal.SIGSTOP)
+    try:
+        proc = orchestrator(db, "triage", "-i", str(site_lab / "inventory"), "--timeout", TIMEOUT, "--json")
+        try:
+            finished = _wait_for_results(db, set(mine) - {hung}, proc)
+            assert hung not in finished  # stored as they came: the others are in the database already
+            os.kill(json.loads((pids / f"{node}.json").read_text())["pid"], signal.SIGKILL)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    finally:
+        os.kill(host_pid, signal.SIGCONT)
+    assert proc.returncode == 1, err
+    results = {r["host"]: r for r in json.loads(out)["results"]}
+    lost = results[hung]
+    assert lost["verdict"] == "error" and lost["reason"].startswith(f"node lost: execution node {node} lost")
+    assert lost["matches"] == []
+    # The node's finished hosts keep their verdicts; the other node and the local hosts are untouched.
+    for host in set(results) - {hung, node}:
+        assert comparable(results[host]) == comparable(local_run[host]), host
+    proc = orchestrator(db, "triage", "show", hung, "--json")
+    shown, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert json.loads(shown)["latest"]["reason"].startswith("node lost")
+
+    # The node comes back (the lab restarts what died): the next triage checks the lost host again.
+    manifest = json.loads((site_lab / "manifest.json").read_text())
+    up(LabConfig(dir=site_lab, hosts=HOSTS, nodes=NODES, seed=SEED, net=manifest["net"]))
+    _, data = triage(db, site_lab)
+    again = {r["host"]: r for r in data["results"]}
+    assert comparable(again[hung]) == comparable(local_run[hung])
+    proc = orchestrator(db, "triage", "show", hung, "--history", "1", "--json")
+    shown, err = proc.communicate(timeout=120)
+    history = json.loads(shown)
+    assert history["latest"]["verdict"] == local_run[hung]["verdict"]
+    assert history["history"][0]["reason"].startswith("node lost")
+
+
+def _wait_for_results(db: Path, hosts: set[str], proc: subprocess.Popen) -> set[str]:
+    """The hosts of the newest run stored so far, once `hosts` are all among them."""
+    deadline = time.monotonic() + 120
+    stored: set[str] = set()
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            con = sqlite3.connect(db)
+            try:
+                stored = {
+                    name
+                    for (name,) in con.execute(
+                        "SELECT host_name FROM triage_result WHERE run_id = (SELECT MAX(id) FROM triage_run)"
+                    )
+                }
+            except sqlite3.OperationalError:  # the schema is still being created
+                stored = set()
+            finally:
+                con.close()
+            if hosts <= stored:
+                return stored
+        time.sleep(0.2)
+    pytest.fail(f"the node's other hosts were not stored in time (stored: {sorted(stored)})")
