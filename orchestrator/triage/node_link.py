@@ -3,13 +3,17 @@ the request written on its stdin, its result lines read (node_results) and hande
 
 If the link or the node dies before the agent's end marker, every host it had not answered gets
 `error` with a reason starting "node lost", so the run reads as incomplete for them and the next
-`orchestrator triage` checks them again; the hosts it answered keep their verdicts. A line we cannot
-believe stops the node: its unanswered hosts get `error` saying the node was refused.
+`orchestrator triage` checks them again; the hosts it answered keep their verdicts. A node that
+vanishes without closing the link is noticed by ssh's keepalives (about 15 s); one that stays up but
+does not finish within the time its hosts can take (each host is bounded by the timeout, `forks` at
+a time) is given up as lost too. A line we cannot believe stops the node: its unanswered hosts get
+`error` saying the node was refused (what it sent before that was already checked line by line).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import subprocess
 import threading
@@ -25,6 +29,7 @@ from orchestrator.triage.engine import HostResult, Settings
 from orchestrator.triage.packs import Pack
 
 LOST = "node lost"
+START_ALLOWANCE = 120.0  # the agent's start-up on a slow node (imports, login keys), beyond its hosts
 
 
 class NodeTriage:
@@ -51,10 +56,16 @@ class NodeTriage:
         self.deliver = deliver
         self._stderr = bytearray()
         self._refused: str | None = None
+        rounds = math.ceil(len(self.hosts) / max(1, settings.forks)) or 1
+        self.budget = rounds * (settings.timeout + 5) + START_ALLOWANCE
+        self._timer = threading.Timer(self.budget, self._expire)
+        self._timer.daemon = True
+        self._expired = False
         self._threads: list[threading.Thread] = []
-        self._started = time.monotonic()
+        self._started = 0.0
 
     def start(self) -> None:
+        self._started = time.monotonic()
         self.proc = subprocess.Popen(
             self.node.triage_command(),
             stdin=subprocess.PIPE,
@@ -69,6 +80,11 @@ class NodeTriage:
         ]
         for thread in self._threads:
             thread.start()
+        self._timer.start()
+
+    def _expire(self) -> None:
+        self._expired = True
+        self.stop()
 
     def _send(self) -> None:
         assert self.proc.stdin
@@ -98,8 +114,11 @@ class NodeTriage:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
         self._threads[2].join(timeout=5)  # the node's last words, for the reason
+        self._timer.cancel()
         if self._refused is not None:
             reason = f"execution node {self.node.name} refused: it sent {self._refused}"
+        elif self._expired and self.reader.done is None:
+            reason = f"{LOST}: execution node {self.node.name} lost: no end within {self.budget:.0f}s"
         elif self.reader.done is None:
             reason = f"{LOST}: execution node {self.node.name} lost: {self._why_lost()}"
         else:

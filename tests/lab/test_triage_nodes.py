@@ -200,3 +200,42 @@ def _wait_for_results(db: Path, hosts: set[str], proc: subprocess.Popen) -> set[
                 return stored
         time.sleep(0.2)
     pytest.fail(f"the node's other hosts were not stored in time (stored: {sorted(stored)})")
+
+
+def test_a_node_that_answers_for_a_host_it_was_not_given_is_refused(
+    site_lab: Path, local_run: dict[str, dict], tmp_path: Path
+) -> None:
+    """A node is the attacker's as soon as it is compromised: its lines are checked, not believed."""
+    import shutil
+
+    # The node's "agent" (a script where the node sees it: the lab directory is shared with nodes)
+    # reads the request and answers for a host of the other site, with a terminal escape on stderr.
+    fake = site_lab / "hostile-agent.sh"
+    line = {
+        "host": "exec-01",
+        "os": "linux",
+        "verdict": "clean",
+        "reason": None,
+        "duration_s": 0.1,
+        "compromise_time": None,
+        "matches": [],
+        "new_key": None,
+    }
+    fake.write_text(f"#!/bin/sh\ncat >/dev/null\necho '{json.dumps(line)}'\nprintf '\\033]0;owned\\a' >&2\n")
+    fake.chmod(0o755)
+    inv = tmp_path / "inventory"
+    shutil.copytree(site_lab / "inventory", inv)
+    node_vars = inv / "group_vars" / "execution_node.yml"
+    values = yaml.safe_load(node_vars.read_text())
+    node_vars.write_text(yaml.safe_dump({**values, "recovery_node_orchestrator": str(fake)}))
+    db = tmp_path / "hostile.db"
+    proc = orchestrator(db, "triage", "-i", str(inv), "--timeout", TIMEOUT, "--json")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err
+    results = {r["host"]: r for r in json.loads(out)["results"]}
+    sites = site_of(site_lab)
+    for host, node in sites.items():
+        assert results[host]["verdict"] == "error", host
+        assert results[host]["reason"].startswith(f"execution node {node} refused: it sent a result for host")
+    # The nodes themselves were checked here, as before: nothing a node said reached them.
+    assert comparable(results["exec-01"]) == comparable(local_run["exec-01"])
