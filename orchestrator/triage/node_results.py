@@ -66,7 +66,7 @@ class Reader:
             raise BadLine(f"a line of over {MAX_LINE} bytes")
         try:
             data = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: a line of nested brackets
             raise BadLine("a line that is not JSON") from None
         if isinstance(data, dict) and set(data) == {DONE}:
             if data[DONE] != self._answered():

@@ -188,5 +188,7 @@ def test_an_oversized_or_garbled_line_is_refused(reader: node_results.Reader) ->
         reader.read(b"x" * (node_results.MAX_LINE + 1))
     with pytest.raises(node_results.BadLine, match="not JSON"):
         reader.read(b"\xff\xfe{\n")
+    with pytest.raises(node_results.BadLine, match="not JSON"):
+        reader.read(b"[" * 200_000)
     with pytest.raises(node_results.BadLine, match="not a host result"):
         reader.read(b"[1, 2]\n")
