@@ -20,9 +20,10 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> int:
     data = stdin.read(node_request.MAX_REQUEST + 1)
     if len(data) > node_request.MAX_REQUEST:
         raise node_request.RequestError(f"the request is over {node_request.MAX_REQUEST} bytes")
-    hosts, packs, settings, started = node_request.decode(data)
-    triage = Triage(hosts, packs, settings)
-    triage.started = started  # `age_days` from the controller's start, as for its local hosts
+    request = node_request.decode(data)
+    triage = Triage(request.hosts, request.packs, request.settings)
+    triage.started = request.started  # `age_days` from the controller's start, as for its local hosts
+    triage.trusted_keys |= request.trusted_keys  # the run's own login keys are ours here too
     sent = 0
 
     def send(result: HostResult) -> None:  # called in this thread, one host at a time

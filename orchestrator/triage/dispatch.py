@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from orchestrator.inventory import Host
 from orchestrator.node_access import Node
-from orchestrator.triage import evidence
+from orchestrator.triage import evidence, transports
 from orchestrator.triage.engine import HostResult, Settings, Triage, secrets_of
 from orchestrator.triage.node_link import NodeTriage
 from orchestrator.triage.packs import Pack
@@ -51,9 +51,12 @@ class Dispatch:
                 by_node.setdefault(nodes[host.name], []).append(host)
         remote = [h for group in by_node.values() for h in group]
         scrub = evidence.Scrubber(secrets_of(remote))  # what comes back is scrubbed here again
+        # Every login key of the run is ours on every host, checked here or by a node (as with --local).
+        keys = self.local.trusted_keys
+        keys |= transports.login_key_fingerprints([h for h in remote if h.os == "linux"], self.local.ssh)
         self._queue: queue.Queue[HostResult] = queue.Queue()
         self.links = [
-            NodeTriage(node, group, packs, settings, self.local.started, scrub, self._queue.put)
+            NodeTriage(node, group, packs, settings, self.local.started, keys, scrub, self._queue.put)
             for node, group in by_node.items()
         ]
 

@@ -44,12 +44,13 @@ class NodeTriage:
         packs: Sequence[Pack],
         settings: Settings,
         started: datetime,
+        trusted_keys: set[str],
         scrub: evidence.Scrubber,
         deliver: Callable[[HostResult], None],
     ) -> None:
         self.node = node
         self.hosts = list(hosts)
-        self.request = node_request.encode(self.hosts, packs, settings, started)
+        self.request = node_request.encode(self.hosts, packs, settings, started, trusted_keys)
         self.reader = node_results.Reader(
             {h.name: h.os for h in self.hosts}, packs, scrub, settings.timeout, settings.trust_new_keys
         )

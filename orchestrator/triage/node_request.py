@@ -1,6 +1,8 @@
 """What the controller sends an execution node's triage agent, on the agent's stdin: the site's hosts
-with the variables their connections need, the packs as validated here, the settings and the run's
-start (so `age_days` is measured from the same moment as on the controller).
+with the variables their connections need, the packs as validated here, the settings, the run's
+start (so `age_days` is measured from the same moment as on the controller) and the fingerprints of the
+keys the whole run logs in with (an `authorized_keys` entry of the controller's own login key is ours on
+every host, wherever it is checked from; the node adds its own).
 
 What a node gets of a host: its `ansible_*` variables, `recovery_triage_exclude`, and every variable
 their templates name (followed transitively), never the rest (a host's variables can be many, and
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -35,12 +38,28 @@ class RequestError(ValueError):
     """The request an agent read is not one the controller writes."""
 
 
-def encode(hosts: Sequence[Host], packs: Sequence[Pack], settings: Settings, started: datetime) -> bytes:
+@dataclass
+class Request:
+    hosts: list[Host]
+    packs: list[Pack]
+    settings: Settings
+    started: datetime
+    trusted_keys: set[str]
+
+
+def encode(
+    hosts: Sequence[Host],
+    packs: Sequence[Pack],
+    settings: Settings,
+    started: datetime,
+    trusted_keys: Iterable[str],
+) -> bytes:
     from ansible.template import is_trusted_as_template
 
     payload = {
         "version": VERSION,
         "started": started.isoformat(),
+        "trusted_keys": sorted(trusted_keys),
         "settings": {
             "forks": settings.forks,
             "timeout": settings.timeout,
@@ -115,7 +134,7 @@ def _templates_text(value: Any) -> str:
 # --- The agent's side ----------------------------------------------------------------------------
 
 
-def decode(data: bytes) -> tuple[list[Host], list[Pack], Settings, datetime]:
+def decode(data: bytes) -> Request:
     """The request as the agent uses it; RequestError naming what is wrong."""
     from pydantic import ValidationError
 
@@ -134,11 +153,12 @@ def decode(data: bytes) -> tuple[list[Host], list[Pack], Settings, datetime]:
         started = datetime.fromisoformat(payload["started"])
         packs = [Pack.model_validate(p) for p in payload["packs"]]
         hosts = [_host(h) for h in payload["hosts"]]
+        trusted = {str(k) for k in payload["trusted_keys"]}
     except (KeyError, TypeError, ValueError, ValidationError) as exc:
         raise RequestError(f"invalid triage request: {type(exc).__name__}: {str(exc)[:300]}") from None
     if started.tzinfo is None or not packs:
         raise RequestError("invalid triage request: a start time with its zone and packs are required")
-    return hosts, packs, settings, started
+    return Request(hosts, packs, settings, started, trusted)
 
 
 def _host(data: dict[str, Any]) -> Host:

@@ -40,7 +40,7 @@ def hosts(tmp_path: Path) -> list:
 
 
 def test_a_node_gets_templates_and_paths_but_no_password(hosts: list, packs: list) -> None:
-    data = node_request.encode(hosts, packs, Settings(timeout=5), STARTED)
+    data = node_request.encode(hosts, packs, Settings(timeout=5), STARTED, {"SHA256:ours"})
     text = data.decode()
     for secret in ("hunter2-literal", "db-literal", "literal-become"):
         assert secret not in text
@@ -51,14 +51,15 @@ def test_a_node_gets_templates_and_paths_but_no_password(hosts: list, packs: lis
     assert sent["ansible_ssh_private_key_file"] == "/nonexistent/key"
     assert sent["recovery_triage_exclude"] == ["/srv/evidence"]
     assert "unrelated" not in sent and "groups" not in sent and "ansible_playbook_python" not in sent
-    decoded, loaded, settings, started = node_request.decode(data)
-    assert [p.model_dump() for p in loaded] == [p.model_dump() for p in packs]
-    assert settings.timeout == 5 and started == STARTED
-    assert decoded[0].vars["ansible_password"] == "{{ pw_from_env }}"  # a TrustedTemplate again
+    request = node_request.decode(data)
+    assert [p.model_dump() for p in request.packs] == [p.model_dump() for p in packs]
+    assert request.settings.timeout == 5 and request.started == STARTED
+    assert request.trusted_keys == {"SHA256:ours"}
+    assert request.hosts[0].vars["ansible_password"] == "{{ pw_from_env }}"  # a TrustedTemplate again
 
 
 def test_the_agent_answers_one_line_per_host_then_its_end_marker(hosts: list, packs: list) -> None:
-    request = node_request.encode(hosts, packs, Settings(timeout=5), STARTED)
+    request = node_request.encode(hosts, packs, Settings(timeout=5), STARTED, {"SHA256:ours"})
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator", "triage", "agent"],
         input=request,
