@@ -99,6 +99,8 @@ class NodeTriage:
         assert self.proc.stdout
         try:
             while line := self.proc.stdout.readline(node_results.MAX_LINE + 1):
+                if not line.endswith(b"\n") and len(line) <= node_results.MAX_LINE:
+                    break  # the stream ended inside a line: the node died writing it
                 result = self.reader.read(line)
                 if result is not None:
                     self.deliver(result)
@@ -135,10 +137,11 @@ class NodeTriage:
         return (lines[-1].strip() if lines else "") or f"the link ended (ssh exit code {rc})"
 
     def _drain_stderr(self) -> None:
+        """The last STDERR_LIMIT bytes (ssh says why the link ended last), read in chunks: a node's
+        stderr may be one endless line."""
         assert self.proc.stderr
-        for line in self.proc.stderr:
-            if len(self._stderr) < STDERR_LIMIT:
-                self._stderr += line[: STDERR_LIMIT - len(self._stderr)]
+        while chunk := self.proc.stderr.read1(65536):
+            self._stderr = (self._stderr + chunk)[-STDERR_LIMIT:]
 
     def wait(self) -> None:
         for thread in self._threads:
