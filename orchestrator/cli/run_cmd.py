@@ -23,6 +23,7 @@ from orchestrator.cli.options import (
 )
 from orchestrator.errors import HostsFailed, OrchestratorError
 from orchestrator.execution import DEFAULT_EVIDENCE_PATH
+from orchestrator.execution.concurrency import DEFAULT_FORKS
 from orchestrator.safe_text import optional, plain, text
 from orchestrator.triage import DEFAULT_TIMEOUT
 
@@ -105,7 +106,9 @@ def _confirm(pending: engine.Pending) -> bool:
 @click.option("--wave", type=int, metavar="N", help="Run wave N only (its dependencies must be recovered).")
 @click.option("--all", "all_waves", is_flag=True, help="Run every wave in order.")
 @click.option("--check", is_flag=True, help="Ansible check mode for every stage: change nothing on any host.")
-@click.option("--forks", type=click.IntRange(1, 500), default=50, show_default=True, help="Hosts at once.")
+@click.option(
+    "--forks", type=click.IntRange(1, 500), default=DEFAULT_FORKS, show_default=True, help="Hosts at once."
+)
 @click.option(
     "--max-fail-percentage",
     type=click.FloatRange(0, 100),
@@ -220,7 +223,11 @@ def run(
 @inventory_option
 @click.option("--check", is_flag=True, help="Ansible check mode: change nothing on any host.")
 @click.option(
-    "--forks", type=click.IntRange(1, 1000), default=50, show_default=True, help="Hosts contained at once."
+    "--forks",
+    type=click.IntRange(1, 1000),
+    default=DEFAULT_FORKS,
+    show_default=True,
+    help="Hosts contained at once.",
 )
 @click.option(
     "--retries", type=click.IntRange(0, 10), default=1, show_default=True, help="Retries per stage."

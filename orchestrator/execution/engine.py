@@ -34,6 +34,7 @@ from orchestrator import private as private_lib
 from orchestrator.errors import OrchestratorError, RefusedError
 from orchestrator.execution import (
     DEFAULT_EVIDENCE_PATH,
+    concurrency,
     containment,
     evidence_manifest,
     nodes,
@@ -115,7 +116,7 @@ class RunOptions:
     operator: str
     wave: int | None = None
     check: bool = False
-    forks: int = 50
+    forks: int = concurrency.DEFAULT_FORKS
     max_fail_percentage: float = 25.0
     retries: int = 1
     runs_dir: Path = Path("runs")
@@ -630,7 +631,7 @@ class Engine:
         if self.observer:
             self.observer.note(f"containment: {len(nxt)} host(s), every wave at once")
             self.observer.wave(wave, sorted(nxt))
-        size = self.o.contain_forks or self.o.forks
+        size = concurrency.contain_batch(self.o.forks, self.o.contain_forks)
         failed: dict[str, str] = {}
         for stage in states.CONTAIN:
             group = sorted(h for h, s in nxt.items() if s == stage)
@@ -638,8 +639,8 @@ class Engine:
                 continue
             if stage in states.DESTRUCTIVE and not self.o.check and not self.confirmed:
                 self._confirm()
-            for start in range(0, len(group), size):
-                for host, result in self._stage(wave, stage, group[start : start + size]).items():
+            for batch in concurrency.batches(group, size):
+                for host, result in self._stage(wave, stage, list(batch)).items():
                     if result.ok:
                         nxt[host] = "collect" if stage == "isolate" else None
                         if self.o.check and stage == "collect":

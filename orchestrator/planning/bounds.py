@@ -1,13 +1,17 @@
-"""Lower bounds on the makespan, so an operator sees how far a plan is from the best possible.
+"""Lower bounds on the makespan, so an operator sees how far a plan is from the best possible, and why.
 
-Dependencies gate reconnection only, so a host reconnects no sooner than its own work (every stage
-before reconnect) and its dependencies' reconnection allow: the longest such chain is a bound
-whatever the capacity. Each limited resource with limit c bounds the makespan by its total work
-divided by c (capacity only: the "unordered" bound, the best any schedule could do).
+Capacity only (`unordered_s`, the best any schedule could do): dependencies gate reconnection only, so
+a host reconnects no sooner than its own work (every stage before reconnect) and its dependencies'
+reconnection allow: the longest such chain is a bound whatever the capacity. Each limited resource
+with limit c bounds the makespan by its total work divided by c.
 
-Under the plan's rules (waves one after another, each as long as its slowest host) a resource's hosts
-sorted longest first, taken c at a time, give a tighter bound: the i-th longest wave can be no shorter
-than the ((i-1)c+1)-th longest host, because the hosts at least that long cannot fit in fewer waves.
+Under the engine's rules (`lower_bound_s`): containment comes first and takes what it takes (it is
+the same for every plan of these hosts); after it, waves are barriers. A resource's hosts sorted
+longest first (their path less containment), taken c at a time, give a bound: the i-th longest wave
+can be no shorter than the ((i-1)c+1)-th longest host, because the hosts at least that long cannot fit
+in fewer waves. The engine's `forks` workers bound it by the work after containment over `forks`, and
+the reconnection chains after containment bound it too. The gap between the two bounds is what the
+engine's rules cost; the gap between this one and the estimate is the planner's to close.
 """
 
 from __future__ import annotations
@@ -18,14 +22,15 @@ from orchestrator.planning.model import Bounds, TierBound
 from orchestrator.planning.waves import Job
 
 CHAIN = "dependency chain"
+FORKS = "forks"
 
 
-def _reconnect_chains(order: Sequence[str], jobs: Mapping[str, Job]) -> float:
+def _reconnect_chains(order: Sequence[str], jobs: Mapping[str, Job], own: Mapping[str, float]) -> float:
     """The longest "own work, then reconnect after the dependencies" chain."""
     done: dict[str, float] = {}
     for name in order:
         job = jobs[name]
-        done[name] = max([job.work_s, *(done[d] for d in job.deps)]) + job.reconnect_s
+        done[name] = max([own[name], *(done[d] for d in job.deps)]) + job.reconnect_s
     return max(done.values(), default=0.0)
 
 
@@ -34,20 +39,24 @@ def _waves_needed(durations: list[float], limit: int) -> float:
     return sum(durations[i] for i in range(0, len(durations), limit))
 
 
-def compute(order: Sequence[str], jobs: Mapping[str, Job], limits: Mapping[str, int]) -> Bounds:
-    chain_s = _reconnect_chains(order, jobs)
+def compute(
+    order: Sequence[str], jobs: Mapping[str, Job], limits: Mapping[str, int], forks: int, containment_s: float
+) -> Bounds:
+    whole = {n: j.work_s for n, j in jobs.items()}
+    after_containment = {n: j.work_s - j.contain_s for n, j in jobs.items()}
     per_resource: dict[str, list[float]] = {}
+    work: dict[str, float] = {}
     for job in jobs.values():
         for r in job.resources:
-            per_resource.setdefault(r, []).append(job.seconds)
-    capacity_s, binding = 0.0, CHAIN
-    work: dict[str, float] = {}
+            per_resource.setdefault(r, []).append(job.wave_s)
+            work[r] = work.get(r, 0.0) + job.seconds
+    chain_s = _reconnect_chains(order, jobs, after_containment)
+    capacity_s, binding = sum(j.wave_s for j in jobs.values()) / forks, FORKS
     for r in sorted(per_resource):
-        work[r] = sum(per_resource[r])
         need = _waves_needed(per_resource[r], limits[r])
         if need > capacity_s:
             capacity_s, binding = need, r
-    unordered = max([chain_s, *(w / limits[r] for r, w in work.items())])
+    unordered = max([_reconnect_chains(order, jobs, whole), *(w / limits[r] for r, w in work.items())])
     tier = min((j.tier for j in jobs.values()), default=0)
     bound = TierBound(tier, chain_s, capacity_s, binding if capacity_s > chain_s else CHAIN)
-    return Bounds(tiers=[bound] if jobs else [], unordered_s=unordered)
+    return Bounds(tiers=[bound] if jobs else [], unordered_s=unordered, containment_s=containment_s)

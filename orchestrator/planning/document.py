@@ -33,9 +33,9 @@ def _iso(value: Any) -> str | None:
 
 
 def _schedule(view: PlanView) -> dict[int, tuple[float, float]]:
-    """Each wave's start and end, in seconds from the start of the plan."""
+    """Each wave's start and end, in seconds from the start of the plan (after containment)."""
     out: dict[int, tuple[float, float]] = {}
-    clock = 0.0
+    clock = float(view.plan.params.get("bounds", {}).get("containment_s", 0.0))
     for wave in view.waves:
         out[wave.number] = (clock, clock + wave.estimated_s)
         clock += wave.estimated_s
@@ -53,6 +53,7 @@ def estimate(view: PlanView) -> dict[str, Any]:
         "critical_path_s": sum(t["chain_s"] for t in tiers),
         "capacity_s": sum(t["capacity_s"] for t in tiers),
         "unordered_bound_s": bounds.get("unordered_s", 0.0),
+        "containment_s": bounds.get("containment_s", 0.0),
         "tiers": tiers,
     }
 

@@ -48,10 +48,16 @@ class Durations:
             return self.methods[(stage, method)].seconds
         return self.stages[stage].seconds
 
+    def path_seconds(
+        self, action: str, reimage_method: str | None, restore_method: str | None
+    ) -> tuple[tuple[str, float], ...]:
+        """Each stage of one host's path with its time, in order; a host on hold has none."""
+        methods = {"reimage": reimage_method, "restore": restore_method}
+        return tuple((s, self.stage_seconds(s, methods.get(s))) for s in STAGES_BY_ACTION.get(action, ()))
+
     def host_seconds(self, action: str, reimage_method: str | None, restore_method: str | None) -> float:
         """One host's time through its path; a host on hold takes no wave time."""
-        methods = {"reimage": reimage_method, "restore": restore_method}
-        return sum(self.stage_seconds(s, methods.get(s)) for s in STAGES_BY_ACTION.get(action, ()))
+        return sum(s for _, s in self.path_seconds(action, reimage_method, restore_method))
 
     def with_measured(self, measured: Mapping[tuple[str, str | None], tuple[float, int]]) -> Durations:
         """Replace figures by measured medians, keyed (stage, method): method is None for stages that

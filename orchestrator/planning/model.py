@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from orchestrator.execution.concurrency import DEFAULT_FORKS
+
 REBUILD = "rebuild"
 VERIFY = "verify"
 HOLD = "hold"
@@ -52,10 +54,14 @@ class Verdict:
 @dataclass(frozen=True)
 class Limits:
     """How much may run at once. A wave is the unit of concurrency: everything in a wave runs in
-    parallel, so a per-wave count is a concurrency limit."""
+    parallel, so a per-wave count is a concurrency limit. `forks` and `contain_forks` are the engine's
+    workers per stage run and hosts per containment batch (`orchestrator run --forks`, `--contain-forks`):
+    the estimate assumes the engine's defaults unless told otherwise."""
 
     max_wave_size: int | None = None
     capacities: Mapping[str, int] = field(default_factory=dict)
+    forks: int = DEFAULT_FORKS
+    contain_forks: int | None = None
 
 
 @dataclass
@@ -80,14 +86,14 @@ class Wave:
 
 @dataclass
 class TierBound:
-    """Why the waves from `tier` on cannot take less than `bound_s`: the longest chain of own work then
-    reconnection after the dependencies, or the resource whose hosts need the most waves (since
-    dependencies gate reconnection only, the whole plan has one such bound)."""
+    """Why the waves (after containment) cannot take less than `bound_s`: the longest chain of own work
+    then reconnection after the dependencies, or the resource whose hosts need the most waves, or the
+    engine's forks (since dependencies gate reconnection only, the whole plan has one such bound)."""
 
     tier: int
     chain_s: float
     capacity_s: float
-    binding: str  # "dependency chain" or a capacity key ("image-server", "wave-size", ...)
+    binding: str  # "dependency chain", "forks" or a capacity key ("image-server", "wave-size", ...)
 
     @property
     def bound_s(self) -> float:
@@ -96,20 +102,22 @@ class TierBound:
 
 @dataclass
 class Bounds:
-    """Lower bounds on the makespan.
+    """Lower bounds on the makespan (see planning.bounds).
 
-    `lower_bound_s` holds for every plan made under the same rules (waves one after another,
-    capacities, reconnection after the dependencies): the plan's distance from it is the planner's to
-    close. `unordered_s` drops the waves as barriers and keeps only capacity and the dependency chains
-    of reconnection: the best any schedule could do.
+    `lower_bound_s` holds for every plan the engine runs under the same rules (containment first, then
+    waves one after another, capacities and forks, reconnection after the dependencies): the plan's
+    distance from it is the planner's to close. `unordered_s` drops containment first and the waves as
+    barriers and keeps only capacity and the dependency chains of reconnection: the best any schedule
+    could do.
     """
 
     tiers: list[TierBound]
     unordered_s: float
+    containment_s: float = 0.0  # containment before wave 1, as the engine batches it
 
     @property
     def lower_bound_s(self) -> float:
-        return sum(t.bound_s for t in self.tiers)
+        return self.containment_s + sum(t.bound_s for t in self.tiers)
 
     @property
     def critical_path_s(self) -> float:
@@ -128,7 +136,7 @@ class Draft:
     waves: list[Wave]
     bounds: Bounds
     external_dependencies: int = 0  # hosts depended on but outside the plan (taken as satisfied)
-    makespan_s: float | None = None  # when the last host reconnects (waves, then dependency sweeps)
+    makespan_s: float | None = None  # when the last host reconnects (containment, waves and their sweeps)
     reconnect_at: dict[str, float] = field(default_factory=dict)  # host -> seconds from the start
 
     @property

@@ -46,26 +46,25 @@ def build(
         resource_limits[capacity.WAVE_SIZE] = limits.max_wave_size
 
     jobs: dict[str, waves.Job] = {}
-    seconds_cache: dict[tuple[str, str | None, str | None], float] = {}
-    reconnect_s = durations.stage_seconds("reconnect", None)
+    stages_cache: dict[tuple[str, str | None, str | None], tuple[tuple[str, float], ...]] = {}
     for name in scheduled:
         host = by_name[name]
         action = decisions[name].action
         key = (action, host.reimage_method, host.restore_method)
-        if key not in seconds_cache:
-            seconds_cache[key] = durations.host_seconds(*key)
+        if key not in stages_cache:
+            stages_cache[key] = durations.path_seconds(*key)
         used = capacity.resources(action, host.tier, host.site, host.reimage_method, host.restore_method)
         jobs[name] = waves.Job(
             name=name,
             tier=host.tier,
             priority=host.priority,
-            seconds=seconds_cache[key],
+            stages=stages_cache[key],
             resources=tuple(r for r in used if r in resource_limits),
             deps=sched_deps[name],
-            reconnect_s=reconnect_s,
         )
-    plan_waves = waves.schedule(scheduled, jobs, resource_limits)
-    reconnected = waves.reconnect_times(scheduled, jobs, plan_waves)
+    packed = waves.schedule(scheduled, jobs, resource_limits)
+    run = waves.timeline(packed, jobs, limits.forks, limits.contain_forks)
+    plan_waves = run.waves
 
     members: list[Member] = []
     for wave in plan_waves:
@@ -92,8 +91,8 @@ def build(
     return Draft(
         members=members,
         waves=plan_waves,
-        bounds=bounds.compute(scheduled, jobs, resource_limits),
+        bounds=bounds.compute(scheduled, jobs, resource_limits, limits.forks, run.containment_s),
         external_dependencies=external,
-        makespan_s=waves.makespan(plan_waves, reconnected),
-        reconnect_at=reconnected,
+        makespan_s=run.makespan_s,
+        reconnect_at=run.reconnect_at,
     )

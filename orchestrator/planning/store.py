@@ -180,12 +180,15 @@ def create_draft(
             "max_wave_size": limits.max_wave_size,
             "compromise_time_window_s": rules.window.total_seconds(),
             "capacities": dict(limits.capacities),
+            "forks": limits.forks,
+            "contain_forks": limits.contain_forks,
             "durations_file": durations.file,
             "durations": durations.describe(),
             "external_dependencies": draft.external_dependencies,
             "decisions": {name: {"decision": d, "said": text} for name, (d, text) in sorted(people.items())},
             "bounds": {
                 "unordered_s": bounds.unordered_s,
+                "containment_s": bounds.containment_s,
                 "tiers": [
                     {"tier": t.tier, "chain_s": t.chain_s, "capacity_s": t.capacity_s, "binding": t.binding}
                     for t in bounds.tiers
