@@ -40,8 +40,8 @@ def _estimate_line(view: plan_store.PlanView) -> str:
     est = document.estimate(view)
     ratio = f" (x{est['ratio']:.2f})" if est["ratio"] else ""
     return (
-        f"estimated {_hm(est['total_s'])}; lower bound {_hm(est['lower_bound_s'])}{ratio}; "
-        f"with capacity alone at least {_hm(est['unordered_bound_s'])}"
+        f"estimated {_hm(est['total_s'])} (containment first: {_hm(est['containment_s'])}); "
+        f"lower bound {_hm(est['lower_bound_s'])}{ratio}; with capacity alone at least {_hm(est['unordered_bound_s'])}"
     )
 
 

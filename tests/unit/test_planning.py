@@ -445,7 +445,7 @@ def test_hospital_recovers_in_the_announced_order(hospital: inventory.Inventory)
 # Under the engine's real rules (forks workers per stage run, stage by stage), waves larger than
 # --forks with mixed paths waste workers at every stage: the planner does not pack for that yet
 # (docs/plan.md). Strict: the day it does, these fail and must become plain cases.
-ENGINE_GAP = pytest.mark.xfail(strict=True, reason="waves wider than --forks: x1.22-1.37 of the engine bound")
+ENGINE_GAP = pytest.mark.xfail(strict=True, reason="waves wider than --forks: x1.21-1.37 of the engine bound")
 
 
 @pytest.mark.parametrize(

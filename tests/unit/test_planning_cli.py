@@ -249,7 +249,7 @@ def test_export_csv_and_json(cli: Cli, fleet: str, tmp_path: Path) -> None:
         "rebuild",
         "north",
         "pxe",
-        "0",
+        "35",  # wave 1 starts once containment (isolate 5, collect 30) is done
     )
     ws4 = next(r for r in rows if r["host"] == "ws4")
     assert (ws4["wave"], ws4["action"]) == ("", "hold")
