@@ -1,6 +1,7 @@
 """Capacity keys: the shared resources a recovery wave can overload.
 
-Everything in a wave runs at once, so a limit on a wave's contents is a limit on concurrency:
+Everything in a wave runs at once (up to the engine's --forks workers per stage), so a limit on a
+wave's contents is a limit on concurrency:
 
 | key | counts, per wave |
 |---|---|
