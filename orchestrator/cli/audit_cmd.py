@@ -11,10 +11,11 @@ from rich.table import Table
 from orchestrator.cli.context import AppContext
 from orchestrator.cli.options import console, emit_json, json_option, limit_option, pass_app
 from orchestrator.reporting.selection import match_pattern
-from orchestrator.reporting.timefmt import iso, short
+from orchestrator.reporting.timefmt import short
 from orchestrator.safe_text import cells, plain
 from orchestrator.store import audit
 from orchestrator.store.models import AuditEntry
+from orchestrator.timefmt import iso
 
 
 @click.group("audit")

@@ -23,6 +23,7 @@ from orchestrator.cli.options import (
 from orchestrator.errors import HostsFailed
 from orchestrator.inventory import cache as inventory_cache
 from orchestrator.safe_text import cells, plain, text
+from orchestrator.timefmt import iso_exact
 from orchestrator.triage import DEFAULT_FORKS, DEFAULT_TIMEOUT, VERDICTS
 
 if TYPE_CHECKING:  # the SSH and database libraries load only when a triage command runs
@@ -125,7 +126,6 @@ def triage_group(
         return
     from orchestrator.triage import dispatch, runner
     from orchestrator.triage import packs as packs_lib
-    from orchestrator.triage import results as results_lib
     from orchestrator.triage.engine import Settings
 
     packs = packs_lib.load(pack_paths)
@@ -148,8 +148,8 @@ def triage_group(
         emit_json(
             {
                 "run_id": outcome.run_id,
-                "started_at": results_lib.iso(outcome.started_at),
-                "finished_at": results_lib.iso(outcome.finished_at),
+                "started_at": iso_exact(outcome.started_at),
+                "finished_at": iso_exact(outcome.finished_at),
                 "hosts": len(outcome.results),
                 "counts": outcome.counts,
                 "results": [r.to_dict() for r in outcome.results],
@@ -209,7 +209,6 @@ def _run_with_progress(
 
 
 def _summary(outcome: Outcome) -> None:
-    from orchestrator.triage.results import iso
 
     out = console()
     findings = sorted(
@@ -225,7 +224,7 @@ def _summary(outcome: Outcome) -> None:
                 *cells(
                     r.host,
                     text(r.verdict, style=STYLES[r.verdict]),
-                    iso(r.compromise_time),
+                    iso_exact(r.compromise_time),
                     why,
                     f"{r.duration_s:.1f}",
                 )
@@ -284,7 +283,7 @@ def show(app: AppContext, host: str, history: int, as_json: bool) -> None:
         for m in latest["matches"]:
             table.add_row(
                 text(m["severity"], style=STYLES.get(m["severity"], "")),
-                Text.assemble(text(m["check"]), "\n", text(m["title"])),
+                Text.assemble(text(m["check_id"]), "\n", text(m["title"])),
                 *cells(m["first_seen"]),
                 *cells(m["evidence"], multiline=True),
             )

@@ -62,6 +62,7 @@ from orchestrator.store.models import (
     TriageResult,
     utcnow,
 )
+from orchestrator.timefmt import as_stored
 from orchestrator.triage import DEFAULT_TIMEOUT
 
 PLAYBOOKS = package_path("orchestrator", "playbooks")
@@ -1009,7 +1010,7 @@ class Engine:
             entry: dict[str, Any] = {
                 "action": self.members[name].action,
                 # a datetime from the database, formatted here: no host text
-                "compromise_time": _iso(self.triage.get(name, {}).get("compromise_time")),
+                "compromise_time": as_stored(self.triage.get(name, {}).get("compromise_time")),
             }
             if stage == "restore":
                 choice = points.get(name)
@@ -1038,7 +1039,7 @@ class Engine:
         if stage != "collect":
             return
         for name in hosts:
-            data = json.dumps(self.triage.get(name, {}), indent=2, sort_keys=True, default=_iso) + "\n"
+            data = json.dumps(self.triage.get(name, {}), indent=2, sort_keys=True, default=as_stored) + "\n"
             path = private / "staging" / name / TRIAGE_FILE
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -1237,10 +1238,6 @@ def _held(problem: str, host: str) -> str:
 def _reason(result: HostResult) -> str:
     task = f"{result.task}: " if result.task else ""
     return f"{task}{result.message or 'failed'}"
-
-
-def _iso(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def _aware(value: datetime) -> datetime:

@@ -9,6 +9,7 @@ from typing import Any
 from orchestrator.planning.model import ACTIONS, PROTECTED, REBUILD, VERIFY
 from orchestrator.planning.store import Change, PlanDiff, PlanView
 from orchestrator.store.models import Host, PlanMember
+from orchestrator.timefmt import as_stored
 
 CSV_COLUMNS = (
     "wave",
@@ -26,10 +27,6 @@ CSV_COLUMNS = (
     "reimage_method",
     "estimated_min",
 )
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def _schedule(view: PlanView) -> dict[int, tuple[float, float]]:
@@ -82,12 +79,12 @@ def plan_document(view: PlanView) -> dict[str, Any]:
         "plan": {
             "id": plan.id,
             "status": plan.status,
-            "created_at": _iso(plan.created_at),
+            "created_at": as_stored(plan.created_at),
             "created_by": plan.created_by,
             "triage_run_id": plan.triage_run_id,
             "content_hash": plan.content_hash,
             "approved_by": plan.approved_by,
-            "approved_at": _iso(plan.approved_at),
+            "approved_at": as_stored(plan.approved_at),
             "approved_hash": plan.approved_hash,
             "changed_since_approval": view.changed_since_approval,
             "params": plan.params,

@@ -20,9 +20,9 @@ from sqlmodel import Session, col, select
 from orchestrator.errors import OrchestratorError
 from orchestrator.reporting import durations, lifecycle, next_steps
 from orchestrator.reporting.selection import HostFilter, chunks, match_pattern
-from orchestrator.reporting.timefmt import iso
 from orchestrator.store import Store
 from orchestrator.store.models import Host, Plan, PlanMember, PlanWave, StageRun, TriageResult, utcnow
+from orchestrator.timefmt import iso
 
 # Latest triage verdicts that make a protected host wait for a person's decision.
 AFFECTED = ("infected", "suspicious")

@@ -14,7 +14,6 @@ from sqlmodel import Session, col, select
 from orchestrator.errors import OrchestratorError
 from orchestrator.reporting import durations, lifecycle
 from orchestrator.reporting.fleet import current_plan
-from orchestrator.reporting.timefmt import iso
 from orchestrator.store import Store, audit
 from orchestrator.store import hosts as host_store
 from orchestrator.store.models import (
@@ -28,6 +27,7 @@ from orchestrator.store.models import (
     TriageResult,
     TriageRun,
 )
+from orchestrator.timefmt import iso
 
 # What a host's timeline shows of its inventory facts: what the host snapshot keeps.
 _FACTS = ("name", *host_store.FIELDS, "depends_on")

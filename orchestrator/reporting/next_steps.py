@@ -21,8 +21,8 @@ from sqlmodel import Session, col, select
 from orchestrator.execution import containment, states
 from orchestrator.planning import decisions as decisions_lib
 from orchestrator.planning.model import CONTAINED, NOT_YET, REQUESTED, TO_CONTAIN, UNKNOWN
-from orchestrator.reporting.timefmt import iso
 from orchestrator.store.models import ContainmentRequest, Host, Plan, PlanMember, TriageResult
+from orchestrator.timefmt import iso
 
 SHOWN = 5
 

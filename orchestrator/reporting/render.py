@@ -16,9 +16,10 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from orchestrator import safe_text
 from orchestrator.reporting import chart
 from orchestrator.reporting.report import COLUMNS, Report
-from orchestrator.reporting.timefmt import duration, iso, short
+from orchestrator.reporting.timefmt import duration, short
 from orchestrator.safe_text import csv_row, plain
 from orchestrator.store import audit
+from orchestrator.timefmt import iso
 
 FORMATS = ("html", "csv", "json")
 

@@ -19,7 +19,6 @@ from orchestrator.inventory import TIERS
 from orchestrator.reporting import lifecycle, next_steps
 from orchestrator.reporting.durations import seconds
 from orchestrator.reporting.fleet import current_plan
-from orchestrator.reporting.timefmt import iso
 from orchestrator.store import Store, audit
 from orchestrator.store.models import (
     EvidenceItem,
@@ -31,6 +30,7 @@ from orchestrator.store.models import (
     TriageResult,
     utcnow,
 )
+from orchestrator.timefmt import iso
 
 # The per-host row, identical in CSV and JSON: flat values, lists joined with ";".
 COLUMNS = (

@@ -1,17 +1,6 @@
-"""Times as people and programs read them: ISO 8601 UTC in JSON, "3h 12m" in tables and reports."""
+"""Times as people read them: "3h 12m" in tables and reports (ISO 8601 is orchestrator.timefmt's)."""
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
-
-
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a `Z`; the database hands back UTC, but an input may carry another zone."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def duration(seconds: float | None) -> str:

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.inventory import Host
+from orchestrator.store.models import CheckMatch
+from orchestrator.timefmt import iso_exact
 from orchestrator.triage import DEFAULT_FORKS, DEFAULT_TIMEOUT, VERDICTS, evidence, packs, scripts, transports
 from orchestrator.triage.packs import SEVERITY_RANK, Pack
 
@@ -53,18 +55,21 @@ class HostResult:
             "verdict": self.verdict,
             "reason": self.reason,
             "duration_s": round(self.duration_s, 3),
-            "compromise_time": self.compromise_time.isoformat() if self.compromise_time else None,
-            "matches": [
-                {
-                    "check": h.check_id,
-                    "title": h.title,
-                    "severity": h.severity,
-                    "first_seen": h.first_seen.isoformat() if h.first_seen else None,
-                    "evidence": h.evidence,
-                }
-                for h in self.hits
-            ],
+            "compromise_time": iso_exact(self.compromise_time),
+            "matches": [match_dict(h) for h in self.hits],
         }
+
+
+def match_dict(match: Hit | CheckMatch) -> dict[str, Any]:
+    """One triage match as JSON, the same for a fresh result (`Hit`) and a stored one (`CheckMatch`),
+    keyed `check_id` as everywhere else (status, reports, restore points)."""
+    return {
+        "check_id": match.check_id,
+        "title": match.title,
+        "severity": match.severity,
+        "first_seen": iso_exact(match.first_seen),
+        "evidence": match.evidence,
+    }
 
 
 @dataclass

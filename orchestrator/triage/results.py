@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -20,7 +19,8 @@ from orchestrator.inventory import Host
 from orchestrator.store import Store, audit
 from orchestrator.store import hosts as host_store
 from orchestrator.store.models import CheckMatch, TriageResult, TriageRun, utcnow
-from orchestrator.triage.engine import HostResult, Settings, counts
+from orchestrator.timefmt import iso_exact
+from orchestrator.triage.engine import HostResult, Settings, counts, match_dict
 
 BATCH_SIZE = 200
 BATCH_SECONDS = 2.0
@@ -131,23 +131,6 @@ class RunRecorder:
         return run
 
 
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 in UTC (SQLite hands datetimes back without their zone; they were stored in UTC)."""
-    if moment is None:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
-
-
-def _match_dict(match: CheckMatch) -> dict[str, Any]:
-    return {
-        "check": match.check_id,
-        "title": match.title,
-        "severity": match.severity,
-        "first_seen": iso(match.first_seen),
-        "evidence": match.evidence,
-    }
-
-
 def host_results(store: Store, host: str, history: int = 0) -> dict[str, Any]:
     """A host's latest triage result with its evidence, and up to `history` older results."""
     with store.read() as session:
@@ -168,7 +151,7 @@ def host_results(store: Store, host: str, history: int = 0) -> dict[str, Any]:
             "host": host,
             "latest": {
                 **_result_dict(latest, latest_run),
-                "matches": [_match_dict(m) for m in matches],
+                "matches": [match_dict(m) for m in matches],
             },
             "history": [_result_dict(r, run) for r, run in rows[1:]],
         }
@@ -177,9 +160,9 @@ def host_results(store: Store, host: str, history: int = 0) -> dict[str, Any]:
 def _result_dict(result: TriageResult, run: TriageRun) -> dict[str, Any]:
     return {
         "run_id": run.id,
-        "run_started_at": iso(run.started_at),
+        "run_started_at": iso_exact(run.started_at),
         "verdict": result.verdict,
         "reason": result.reason,
         "duration_s": round(result.duration_s, 3),
-        "compromise_time": iso(result.compromise_time),
+        "compromise_time": iso_exact(result.compromise_time),
     }

@@ -110,7 +110,7 @@ def test_the_run_is_stored_with_evidence_history_and_one_audit_row(lab: Any, lab
     infected = _untouched(lab, "lockbit3")[0]
     shown = cli.json("triage", "show", infected["name"])
     assert shown["latest"]["verdict"] == "infected"
-    note = next(m for m in shown["latest"]["matches"] if m["check"] == "lockbit3-note-linux")
+    note = next(m for m in shown["latest"]["matches"] if m["check_id"] == "lockbit3-note-linux")
     assert infected["scenario"]["details"]["note_name"] in note["evidence"]
     longest = con.execute("SELECT MAX(LENGTH(evidence)) FROM check_match").fetchone()[0]
     assert longest <= 5000
@@ -126,7 +126,7 @@ def test_evidence_is_bounded_with_a_marker(lab: Any, cli: Cli, tmp_path: Path) -
     )
     result = cli("triage", "-i", str(lab.inventory), "-l", host["name"], "--pack", str(noisy), "--json")
     assert result.exit_code == 0, result.stderr
-    match = next(m for m in json.loads(result.stdout)["results"][0]["matches"] if m["check"] == "noisy")
+    match = next(m for m in json.loads(result.stdout)["results"][0]["matches"] if m["check_id"] == "noisy")
     text = match["evidence"]
     assert text.startswith("line=" + "x" * 300 + "[truncated]")
     assert "[truncated] " in text.splitlines()[-1] and "more item(s) not shown" in text
