@@ -23,8 +23,9 @@ from orchestrator.planning import durations as durations_lib
 from orchestrator.planning.content import content_hash
 from orchestrator.planning.model import Draft, Limits, Verdict
 from orchestrator.planning.planner import build
-from orchestrator.store import audit
+from orchestrator.store import audit, plans
 from orchestrator.store import hosts as host_store
+from orchestrator.store.measured import measured, seconds
 from orchestrator.store.models import (
     Host,
     Plan,
@@ -120,24 +121,20 @@ def measured_durations(session: Session) -> dict[tuple[str, str | None], tuple[f
     """Median seconds and sample count of each stage's finished, real (not check-mode) runs; the
     reimage and restore stages per method, from the host snapshot."""
     rows = session.exec(
-        select(
-            StageRun.stage,
-            StageRun.started_at,
-            StageRun.finished_at,
-            Host.reimage_method,
-            Host.restore_method,
-        )
-        .join(Host, col(Host.name) == col(StageRun.host_name), isouter=True)
-        .where(
-            StageRun.status == "ok",
-            col(StageRun.finished_at).is_not(None),
-            col(StageRun.check_mode).is_(False),
+        measured(
+            select(
+                StageRun.stage,
+                StageRun.started_at,
+                StageRun.finished_at,
+                Host.reimage_method,
+                Host.restore_method,
+            ).join(Host, col(Host.name) == col(StageRun.host_name), isouter=True)
         )
     )
     samples: dict[tuple[str, str | None], list[float]] = {}
     for stage, started, finished, reimage, restore in rows:
         method = {"reimage": reimage, "restore": restore}.get(stage)
-        samples.setdefault((stage, method), []).append((finished - started).total_seconds())
+        samples.setdefault((stage, method), []).append(seconds(started, finished))
     return {key: (statistics.median(values), len(values)) for key, values in samples.items()}
 
 
@@ -249,15 +246,13 @@ def _view(session: Session, plan: Plan) -> PlanView:
     )
 
 
-def _latest(session: Session, status: str) -> Plan | None:
-    return session.exec(
-        select(Plan).where(Plan.status == status).order_by(col(Plan.id).desc()).limit(1)
-    ).first()
-
-
 def current(session: Session, *, approved: bool = False) -> PlanView:
     """The plan being worked on (the draft if there is one, else the approved plan), or the approved one."""
-    plan = _latest(session, APPROVED) if approved else (_latest(session, DRAFT) or _latest(session, APPROVED))
+    plan = (
+        plans.latest(session, APPROVED)
+        if approved
+        else (plans.latest(session, DRAFT) or plans.latest(session, APPROVED))
+    )
     if plan is None:
         what = "no approved plan" if approved else "no plan yet"
         raise OrchestratorError(f"{what}: run 'orchestrator plan', then 'orchestrator plan approve'")
@@ -266,7 +261,7 @@ def current(session: Session, *, approved: bool = False) -> PlanView:
 
 def approve(session: Session, by: str, expect_hash: str | None = None) -> tuple[PlanView, int | None]:
     """Approve the draft; return it and the id of the approved plan it supersedes."""
-    plan = _latest(session, DRAFT)
+    plan = plans.latest(session, DRAFT)
     if plan is None:
         raise RefusedError("no draft plan to approve: run 'orchestrator plan' first")
     view = _view(session, plan)
@@ -286,7 +281,7 @@ def approve(session: Session, by: str, expect_hash: str | None = None) -> tuple[
         raise RefusedError(
             f"draft plan {plan.id} has hash {digest[:12]}, not {expect_hash}: it changed since you reviewed it"
         )
-    previous = _latest(session, APPROVED)
+    previous = plans.latest(session, APPROVED)
     if previous is not None:
         previous.status = SUPERSEDED
         session.add(previous)
@@ -303,7 +298,7 @@ def approve(session: Session, by: str, expect_hash: str | None = None) -> tuple[
 def load_approved_plan(session: Session) -> PlanView:
     """The plan execution may run: approved, and unchanged since (its content hash recomputed from the
     rows). Raises RefusedError otherwise."""
-    plan = _latest(session, APPROVED)
+    plan = plans.latest(session, APPROVED)
     if plan is None:
         raise RefusedError(
             "no approved plan: run 'orchestrator plan', review it, then 'orchestrator plan approve'"
@@ -362,10 +357,10 @@ class PlanDiff:
 
 def diff(session: Session) -> PlanDiff:
     """What the draft would change compared with the approved plan, host by host."""
-    approved = _latest(session, APPROVED)
+    approved = plans.latest(session, APPROVED)
     if approved is None:
         raise OrchestratorError("no approved plan to compare with: 'orchestrator plan show' shows the draft")
-    draft = _latest(session, DRAFT)
+    draft = plans.latest(session, DRAFT)
     if draft is None:
         raise OrchestratorError("no draft plan: run 'orchestrator plan' (after a new triage) to make one")
     before = {m.host_name: m for m in _view(session, approved).members}

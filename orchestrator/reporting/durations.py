@@ -11,11 +11,11 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlmodel import Session, col, select
 
 from orchestrator.reporting import lifecycle
+from orchestrator.store.measured import measured, seconds
 from orchestrator.store.models import StageRun
 
 # Recent runs only: the newest few hundred per stage reflect today's conditions and bound the cost.
@@ -27,19 +27,13 @@ def stage_medians(session: Session, sample: int = SAMPLE) -> dict[str, float]:
     medians: dict[str, float] = {}
     for stage in lifecycle.STAGES:
         rows = session.exec(
-            select(StageRun.started_at, StageRun.finished_at)
-            .where(StageRun.stage == stage, StageRun.status == "ok")
-            .where(col(StageRun.check_mode).is_(False), col(StageRun.finished_at).is_not(None))
+            measured(select(StageRun.started_at, StageRun.finished_at).where(StageRun.stage == stage))
             .order_by(col(StageRun.id).desc())
             .limit(sample)
         ).all()
         if rows:
             medians[stage] = statistics.median(seconds(start, end) for start, end in rows)
     return medians
-
-
-def seconds(start: datetime, end: datetime) -> float:
-    return max(0.0, (end - start).total_seconds())
 
 
 def remaining_in_wave(hosts: Iterable[tuple[str | None, str]]) -> tuple[str, ...]:

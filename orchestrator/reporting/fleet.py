@@ -20,20 +20,12 @@ from sqlmodel import Session, col, select
 from orchestrator.errors import OrchestratorError
 from orchestrator.reporting import durations, lifecycle, next_steps
 from orchestrator.reporting.selection import HostFilter, chunks, match_pattern
-from orchestrator.store import Store
-from orchestrator.store.models import Host, Plan, PlanMember, PlanWave, StageRun, TriageResult, utcnow
+from orchestrator.store import Store, plans
+from orchestrator.store.models import Host, PlanMember, PlanWave, StageRun, TriageResult, utcnow
 from orchestrator.timefmt import iso
 
 # Latest triage verdicts that make a protected host wait for a person's decision.
 AFFECTED = ("infected", "suspicious")
-
-
-def current_plan(session: Session) -> Plan | None:
-    """The plan being carried out: the newest approved one, else the newest plan of any status."""
-    approved = session.exec(
-        select(Plan).where(Plan.status == "approved").order_by(col(Plan.id).desc()).limit(1)
-    ).first()
-    return approved or session.exec(select(Plan).order_by(col(Plan.id).desc()).limit(1)).first()
 
 
 def status(
@@ -46,7 +38,7 @@ def status(
     flt = flt or HostFilter()
     now = now or utcnow()
     with store.read() as session:
-        plan = current_plan(session)
+        plan = plans.in_force(session)
         names = match_pattern(session, flt.pattern) if flt.pattern else None
         scope = Scope(plan.id if plan else None, flt, names)
         hosts = _host_counts(session, scope)

@@ -13,9 +13,9 @@ from sqlmodel import Session, col, select
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.reporting import durations, lifecycle
-from orchestrator.reporting.fleet import current_plan
-from orchestrator.store import Store, audit
+from orchestrator.store import Store, audit, plans
 from orchestrator.store import hosts as host_store
+from orchestrator.store.measured import seconds
 from orchestrator.store.models import (
     CheckMatch,
     EvidenceItem,
@@ -147,7 +147,7 @@ def _triage(session: Session, name: str) -> list[dict[str, Any]]:
 
 
 def _plan(session: Session, name: str) -> dict[str, Any] | None:
-    plan = current_plan(session)
+    plan = plans.in_force(session)
     if plan is None:
         return None
     member = session.exec(
@@ -186,7 +186,7 @@ def _stages(session: Session, name: str) -> list[dict[str, Any]]:
             "wave": r.wave,
             "started_at": iso(r.started_at),
             "finished_at": iso(r.finished_at),
-            "duration_s": round(durations.seconds(r.started_at, r.finished_at), 1) if r.finished_at else None,
+            "duration_s": round(seconds(r.started_at, r.finished_at), 1) if r.finished_at else None,
             "task": r.task,
             "message": r.message,
             "events": events.get(r.id or 0, []),

@@ -17,9 +17,8 @@ from sqlmodel import Session, col, select
 
 from orchestrator.inventory import TIERS
 from orchestrator.reporting import lifecycle, next_steps
-from orchestrator.reporting.durations import seconds
-from orchestrator.reporting.fleet import current_plan
-from orchestrator.store import Store, audit
+from orchestrator.store import Store, audit, plans
+from orchestrator.store.measured import seconds
 from orchestrator.store.models import (
     EvidenceItem,
     Host,
@@ -91,7 +90,7 @@ class Report:
 def build(store: Store, now: datetime | None = None) -> Report:
     now = now or utcnow()
     with store.read() as session:
-        plan = current_plan(session)
+        plan = plans.in_force(session)
         plan_id = plan.id if plan else None
         hosts = session.exec(select(Host).order_by(col(Host.tier), col(Host.name))).all()
         members = _members(session, plan_id)
