@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from sqlmodel import Session, col, func, select
 
 from orchestrator import inventory as inventory_lib
-from orchestrator import observers
+from orchestrator import lifecycle, observers
 from orchestrator import private as private_lib
 from orchestrator.errors import OrchestratorError, RefusedError
 from orchestrator.execution import (
@@ -70,7 +70,6 @@ EXECUTABLE_ACTIONS = ("rebuild", "verify", "protected")
 EVIDENCE_GROUP = "evidence_store"
 # Reimage methods whose tools live on the controller (the lab's images, Vagrant): those stages run
 # here even for hosts placed on an execution node; PXE through the BMC and vSphere run on the node.
-CONTROLLER_REIMAGE = frozenset({"lab", "vagrant"})
 # The host's triage results, staged for the collect playbook to copy into the evidence pack.
 TRIAGE_FILE = "triage.json"
 SNAPSHOT_ID = re.compile(r"[0-9a-f]{8,64}")
@@ -364,11 +363,11 @@ class Engine:
         return out
 
     def _placement(self, stage: str, hosts: list[str]) -> dict[str, nodes.Node]:
+        step = lifecycle.stage(stage)
         return {
             h: self.nodes[h]
             for h in hosts
-            if h in self.nodes
-            and not (stage == "reimage" and self.inventory.hosts[h].reimage_method in CONTROLLER_REIMAGE)
+            if h in self.nodes and not step.on_controller(self.inventory.hosts[h])
         }
 
     def _evidence_host(self) -> str | None:
@@ -638,7 +637,7 @@ class Engine:
             group = sorted(h for h, s in nxt.items() if s == stage)
             if not group:
                 continue
-            if stage in states.DESTRUCTIVE and not self.o.check and not self.confirmed:
+            if lifecycle.stage(stage).destructive and not self.o.check and not self.confirmed:
                 self._confirm()
             for batch in concurrency.batches(group, size):
                 for host, result in self._stage(wave, stage, list(batch)).items():
@@ -724,7 +723,7 @@ class Engine:
                 group = [h for h in group if h not in skipped]
             if not group:
                 continue
-            if stage in states.DESTRUCTIVE and not self.o.check and not self.confirmed:
+            if lifecycle.stage(stage).destructive and not self.o.check and not self.confirmed:
                 self._confirm()
             results = self._stage(wave, stage, group)
             for host, result in results.items():
@@ -788,7 +787,7 @@ class Engine:
         final: dict[str, HostResult] = {}
         remaining = list(hosts)
         points: dict[str, restore_points.Choice] = {}
-        if stage == "restore":
+        if lifecycle.stage(stage).restore_point:
             points, refused = self._restore_points(remaining)
             if refused:
                 self.held.update(refused)
@@ -824,7 +823,7 @@ class Engine:
         if running:
             spec = runner.StageSpec(
                 stage=stage,
-                playbook=self.o.playbooks / f"{stage}.yml",
+                playbook=self.o.playbooks / lifecycle.stage(stage).playbook,
                 inventory=self.o.inventory,
                 hosts=running,
                 extravars=self._extravars(wave, stage, attempt, running, private, points),
@@ -837,7 +836,7 @@ class Engine:
             outcome = runner.run_stage(spec, self.store, self.observer)
             results.update(outcome.hosts)
             evidence = self._evidence(stage, results, private)
-            if stage == "validate":
+            if lifecycle.stage(stage).retriage:
                 self._retriage(results)
         else:
             evidence = {}
@@ -1012,7 +1011,7 @@ class Engine:
                 # a datetime from the database, formatted here: no host text
                 "compromise_time": as_stored(self.triage.get(name, {}).get("compromise_time")),
             }
-            if stage == "restore":
+            if lifecycle.stage(stage).restore_point:
                 choice = points.get(name)
                 if choice is not None and choice.snapshot is not None:
                     entry["snapshot_id"] = choice.snapshot.id
@@ -1029,14 +1028,14 @@ class Engine:
             "recovery_staging_dir": str(private / "staging"),
             "recovery_hosts": per_host,
         }
-        if stage == "collect":
+        if lifecycle.stage(stage).evidence:
             extravars["recovery_evidence_host"] = self.evidence_host
             extravars["recovery_evidence_path"] = self.o.evidence_path
         return extravars
 
     def _stage_inputs(self, stage: str, hosts: list[str], private: Path) -> None:
         """Host data the stage's playbook needs, as files in each host's staging folder (0600)."""
-        if stage != "collect":
+        if not lifecycle.stage(stage).evidence:
             return
         for name in hosts:
             data = json.dumps(self.triage.get(name, {}), indent=2, sort_keys=True, default=as_stored) + "\n"
@@ -1168,7 +1167,7 @@ class Engine:
         self, stage: str, results: dict[str, HostResult], private: Path
     ) -> dict[str, list[dict[str, Any]]]:
         """The manifest each host's collect wrote; a host without one did not finish collecting."""
-        if stage != "collect" or self.o.check:
+        if not lifecycle.stage(stage).evidence or self.o.check:
             return {}
         out: dict[str, list[dict[str, Any]]] = {}
         for name, result in results.items():

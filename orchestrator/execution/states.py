@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from orchestrator import lifecycle
 from orchestrator.errors import RefusedError
 
 if TYPE_CHECKING:  # the command line reads the stage names without loading the database layer
@@ -23,8 +24,7 @@ REBUILD = ("isolate", "collect", "wipe", "reimage", "restore", "validate", "reco
 VERIFY = ("validate", "harden", "reconnect")
 PATHS = {"rebuild": REBUILD, "verify": VERIFY}
 # The order stages run in inside a wave: both paths meet at validate and reconnect.
-STAGE_ORDER = ("isolate", "collect", "wipe", "reimage", "restore", "validate", "harden", "reconnect")
-DESTRUCTIVE = frozenset({"isolate", "wipe", "reimage", "restore"})
+STAGE_ORDER = tuple(s.name for s in lifecycle.STAGES)
 REBUILD_ONLY = frozenset(REBUILD) - frozenset(VERIFY)
 
 ACTIVE = {

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from orchestrator import lifecycle
 from orchestrator.errors import OrchestratorError
 from orchestrator.execution import states
 from orchestrator.planning.model import PROTECTED, REBUILD, VERIFY
@@ -23,7 +24,7 @@ STAGES_BY_ACTION: dict[str, tuple[str, ...]] = {
 }
 STAGES = states.STAGE_ORDER
 # Stages whose duration depends on the host's method, and the host attribute naming it.
-METHOD_STAGES = {"reimage": "reimage_method", "restore": "restore_method"}
+METHOD_STAGES = lifecycle.METHOD_STAGES
 
 
 def default_file() -> Path:
