@@ -1,5 +1,6 @@
-"""The recovery stages and what each one carries with it, in one table at the bottom of the package
-(it imports nothing of ours), so planning, execution and reporting read one definition.
+"""The host-lifecycle vocabulary at the bottom of the package (it imports nothing of ours), so triage,
+planning, execution and reporting read one definition: verdicts, plan actions, and the recovery
+stages with what each one carries with it.
 
 A stage's behaviour is data here: the engine asks the stage (`stage("restore").restore_point`)
 instead of comparing stage names, and the planner takes the stage-to-method mapping from it. Adding a
@@ -10,6 +11,28 @@ describes yet is a new flag, read in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# A host's plan action (planning decides it; execution runs rebuild, verify and protected).
+REBUILD = "rebuild"
+VERIFY = "verify"
+HOLD = "hold"
+PROTECTED = "protected"
+ACTIONS = (REBUILD, VERIFY, HOLD, PROTECTED)
+SCHEDULED = (REBUILD, VERIFY, PROTECTED)  # the actions that take a place in a wave
+
+# A triage verdict.
+CLEAN = "clean"
+SUSPICIOUS = "suspicious"
+INFECTED = "infected"
+UNREACHABLE = "unreachable"
+ERROR = "error"
+VERDICTS = (  # a triage verdict, in the order tables show them
+    CLEAN,
+    SUSPICIOUS,
+    INFECTED,
+    UNREACHABLE,
+    ERROR,
+)
 
 
 @dataclass(frozen=True)

@@ -6,20 +6,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from orchestrator.execution.concurrency import DEFAULT_FORKS
+from orchestrator.lifecycle import (  # noqa: F401 (the planner's vocabulary, read from here)
+    ACTIONS,
+    CLEAN,
+    ERROR,
+    HOLD,
+    INFECTED,
+    PROTECTED,
+    REBUILD,
+    SCHEDULED,
+    SUSPICIOUS,
+    UNREACHABLE,
+    VERDICTS,
+    VERIFY,
+)
 
-REBUILD = "rebuild"
-VERIFY = "verify"
-HOLD = "hold"
-PROTECTED = "protected"
-ACTIONS = (REBUILD, VERIFY, HOLD, PROTECTED)
-SCHEDULED = (REBUILD, VERIFY, PROTECTED)  # the actions that take a place in a wave
-
-CLEAN = "clean"
-SUSPICIOUS = "suspicious"
-INFECTED = "infected"
-UNREACHABLE = "unreachable"
-ERROR = "error"
-VERDICTS = (CLEAN, SUSPICIOUS, INFECTED, UNREACHABLE, ERROR)
 # Verdicts whose host is contained (isolated, evidence collected) right after approval.
 TO_CONTAIN = (INFECTED, SUSPICIOUS)
 # Verdicts whose host nobody could look at: the network team isolates it, on request.

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-VERDICTS = ("clean", "suspicious", "infected", "unreachable", "error")
+from orchestrator.lifecycle import VERDICTS  # noqa: F401 (triage.VERDICTS, as before)
+
 DEFAULT_FORKS = 50
 DEFAULT_TIMEOUT = 60.0
 
