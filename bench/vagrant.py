@@ -23,8 +23,12 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from orchestrator.lifecycle import STAGE_ORDER as STAGES  # noqa: E402
+from orchestrator.planning import durations  # noqa: E402
+
 LAB = ROOT / ".vagrant-lab"
-STAGES = ("isolate", "collect", "wipe", "reimage", "restore", "validate", "harden", "reconnect")
 
 
 def box_figures() -> dict[str, float]:
@@ -64,13 +68,12 @@ def stage_figures(db: Path) -> dict[str, list[tuple[str, float]]]:
 
 def durations_file(stages: dict[str, list[tuple[str, float]]]) -> dict:
     """The planner's format (minutes): medians measured here; the shipped figure where none was."""
-    shipped = yaml.safe_load((ROOT / "orchestrator" / "config" / "stage_durations.yml").read_text())
+    shipped = durations.document()
     minutes = {s: round(statistics.median(t for _, t in stages[s]) / 60, 2) for s in stages if s in STAGES}
     data = {"stages": {**shipped["stages"], **minutes}, "methods": shipped["methods"]}
-    if "reimage" in minutes:
-        data["methods"]["reimage"]["vagrant"] = minutes["reimage"]
-    if "restore" in minutes:
-        data["methods"]["restore"]["restic"] = minutes["restore"]
+    for stage, method in (("reimage", "vagrant"), ("restore", "restic")):  # the Vagrant lab's methods
+        if stage in minutes:
+            data["methods"][stage][method] = minutes[stage]
     return data
 
 

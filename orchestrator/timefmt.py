@@ -37,3 +37,9 @@ def iso_exact(moment: datetime | None) -> str | None:
 def as_stored(value: Any) -> Any:
     """A datetime's own `isoformat()`; None and any other value unchanged."""
     return value.isoformat() if isinstance(value, datetime) else value
+
+
+def stamp(moment: datetime) -> str:
+    """A moment as people's decisions and the planner's reasons quote it: UTC, seconds, a space."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")

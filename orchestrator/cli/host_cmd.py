@@ -6,10 +6,10 @@ from datetime import datetime
 
 import click
 
+from orchestrator import lifecycle
 from orchestrator.cli.context import AppContext
 from orchestrator.cli.options import IsoTime, command_args, emit_json, json_option, pass_app
 from orchestrator.errors import OrchestratorError
-from orchestrator.execution import states
 from orchestrator.planning.model import DECISIONS
 from orchestrator.safe_text import plain
 
@@ -22,7 +22,7 @@ def host_group() -> None:
 @host_group.command("reset")
 @click.argument("host")
 @click.option(
-    "--to", "to_stage", required=True, type=click.Choice(states.STAGE_ORDER), help="The stage to run next."
+    "--to", "to_stage", required=True, type=click.Choice(lifecycle.STAGE_ORDER), help="The stage to run next."
 )
 @pass_app
 @click.pass_context

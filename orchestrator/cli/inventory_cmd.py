@@ -19,7 +19,6 @@ from orchestrator.errors import InventoryError
 from orchestrator.inventory import TIERS
 from orchestrator.inventory import cache as inventory_cache
 from orchestrator.safe_text import cells, plain
-from orchestrator.store import audit
 from orchestrator.store import hosts as host_store
 
 
@@ -125,18 +124,13 @@ def sync(
     Example:
       orchestrator --db recovery.db inventory sync -i inventory/hospital
     """
-    inv = inventory_cache.load(inventory)
-    inv.require_valid()
-    hosts = inv.select(limit)
-    with app.store().write() as session:
-        added, updated = host_store.sync(session, hosts)
-        audit.record(
-            session, app.operator, "inventory sync", command_args(ctx), {"added": added, "updated": updated}
-        )
+    count, added, updated = host_store.sync_inventory(
+        app.store(), app.operator, inventory, limit, command_args(ctx)
+    )
     if as_json:
-        emit_json({"hosts": len(hosts), "added": added, "updated": updated})
+        emit_json({"hosts": count, "added": added, "updated": updated})
     else:
-        click.echo(f"synced {len(hosts)} hosts: {added} added, {updated} updated")
+        click.echo(f"synced {count} hosts: {added} added, {updated} updated")
 
 
 commands = [inventory_group]

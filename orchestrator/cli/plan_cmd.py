@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -22,13 +21,10 @@ from orchestrator.cli.options import (
     pass_app,
 )
 from orchestrator.errors import OrchestratorError
-from orchestrator.inventory import cache as inventory_cache
-from orchestrator.planning import capacity, compromise, document
-from orchestrator.planning import durations as durations_lib
+from orchestrator.planning import document, service
 from orchestrator.planning import store as plan_store
 from orchestrator.planning.model import HOLD, PROTECTED
 from orchestrator.safe_text import cells, csv_row, json_text, plain, text
-from orchestrator.store import audit
 
 
 def _hm(seconds: float) -> str:
@@ -70,7 +66,7 @@ def _warn_people(view: plan_store.PlanView) -> None:
     "--durations",
     "durations_file",
     type=click.Path(dir_okay=False),
-    help="Stage durations file (default: the shipped orchestrator/config/stage_durations.yml).",
+    help="Stage durations file, minutes (default: each stage's own figure, orchestrator/lifecycle/stages).",
 )
 @click.option(
     "--time-window",
@@ -140,45 +136,11 @@ def plan_group(
                 f"options of 'plan' go without a subcommand (got them with '{ctx.invoked_subcommand}')"
             )
         return
-    durations = durations_lib.load(durations_file)
-    inv = inventory_cache.load(inventory)
-    inv.require_valid()
-    hosts = inv.select(limit)
-    every = inv.hosts.values()
-    limits = capacity.limits(
-        max_wave_size,
-        capacities,
-        sites={h.site for h in every if h.site},
-        reimage_methods={h.reimage_method for h in every if h.reimage_method},
+    request = service.DraftRequest(
+        inventory, limit, max_wave_size, capacities, durations_file, time_window_days=time_window
     )
-    with app.store().write() as session:
-        made = plan_store.create_draft(
-            session,
-            hosts,
-            limits,
-            durations,
-            operator=app.operator,
-            params={"inventory": list(inv.sources), "limit": limit},
-            time_rules=compromise.TimeRules(window=timedelta(days=time_window)),
-        )
-        view = made.view
-        counts = made.draft.counts()
-        audit.record(
-            session,
-            app.operator,
-            "plan",
-            command_args(ctx),
-            {
-                "plan_id": view.plan.id,
-                "triage_run_id": made.triage_run.id,
-                "content_hash": view.plan.content_hash,
-                "waves": len(view.waves),
-                **counts,
-                "estimated_s": view.plan.estimated_s,
-                "lower_bound_s": view.plan.lower_bound_s,
-                "superseded": made.superseded,
-            },
-        )
+    made = service.draft(app.store(), app.operator, request, command_args(ctx))
+    view, counts = made.view, made.draft.counts()
     if as_json:
         emit_json(document.plan_document(view))
     else:
@@ -362,22 +324,8 @@ def approve(
       orchestrator plan approve --by "Dr. Martin, crisis cell"
       orchestrator plan approve --by alice --hash 3f2a9c
     """
-    approver = by or app.operator
-    with app.store().write() as session:
-        view, superseded = plan_store.approve(session, approver, expect_hash)
-        plan = view.plan
-        audit.record(
-            session,
-            app.operator,
-            "plan approve",
-            command_args(ctx),
-            {
-                "plan_id": plan.id,
-                "approved_by": approver,
-                "content_hash": plan.approved_hash,
-                "superseded": superseded,
-            },
-        )
+    view, superseded = service.approve(app.store(), app.operator, by, expect_hash, command_args(ctx))
+    plan, approver = view.plan, view.plan.approved_by
     if as_json:
         emit_json(document.plan_document(view)["plan"])
     else:

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator import inventory as inventory_lib
+from orchestrator import lifecycle
 from orchestrator.cli.context import AppContext
 from orchestrator.cli.options import (
     console,
@@ -23,7 +24,7 @@ from orchestrator.cli.options import (
 )
 from orchestrator.errors import HostsFailed, OrchestratorError
 from orchestrator.execution import DEFAULT_EVIDENCE_PATH
-from orchestrator.execution.concurrency import DEFAULT_FORKS
+from orchestrator.lifecycle.concurrency import DEFAULT_FORKS
 from orchestrator.safe_text import optional, plain, text
 from orchestrator.triage import DEFAULT_TIMEOUT
 
@@ -79,7 +80,9 @@ class ProgressObserver:
                     self.ended.add(host)
                     self.progress.advance(self.wave_task)
         # A host's way ends at reconnect, or (containment, "wave 0") once its evidence is collected.
-        if (stage == "reconnect" or (wave == 0 and stage == "collect")) and self.wave_task is not None:
+        if (
+            stage == lifecycle.RECONNECT or (wave == 0 and stage == lifecycle.CONTAIN[-1])
+        ) and self.wave_task is not None:
             for host, result in results.items():
                 if result.ok and host not in self.ended:
                     self.ended.add(host)

@@ -22,15 +22,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import select
 
 from orchestrator import inventory as inventory_lib
-from orchestrator.execution import states
-from orchestrator.planning.model import CONTAINED, NOT_YET, REQUESTED
+from orchestrator import lifecycle
 from orchestrator.store import Store, audit
-from orchestrator.store.models import CheckMatch, ContainmentRequest, StageRun, TriageResult
+from orchestrator.store.containment import MAC, HostContainment, macs_seen, summary  # noqa: F401 (read here)
+from orchestrator.store.models import ContainmentRequest
 
-MAC = re.compile(r"\b([0-9a-f]{2}(?::[0-9a-f]{2}){5})\b", re.IGNORECASE)
 MAC_VARS = ("recovery_mac_address", "mac_address", "mac")
 # Inventory variables naming where the host plugs in: every `recovery_switch*` variable and these.
 PORT_VARS = ("switch", "switch_port", "vlan")
@@ -70,22 +69,6 @@ def _address(value: str | None) -> str | None:
         return str(ipaddress.ip_address(value))
     except ValueError:
         return None
-
-
-def macs_seen(session: Session, hosts: Sequence[str]) -> dict[str, str]:
-    """A MAC address triage saw on each host (in any match's evidence), the newest first."""
-    rows = session.exec(
-        select(TriageResult.host_name, CheckMatch.evidence)
-        .join(CheckMatch, col(CheckMatch.result_id) == col(TriageResult.id))
-        .where(col(TriageResult.host_name).in_(list(hosts)))
-        .order_by(col(TriageResult.id).desc())
-    )
-    out: dict[str, str] = {}
-    for name, evidence in rows:
-        found = MAC.search(evidence or "")
-        if found and name not in out:
-            out[name] = found.group(1).lower()
-    return out
 
 
 def describe(host: inventory_lib.Host, mac_seen: str | None) -> dict[str, Any]:
@@ -212,29 +195,5 @@ def request(
     return files
 
 
-@dataclass
-class HostContainment:
-    status: str  # contained | requested | not yet
-    at: datetime | None = None  # when it was isolated, or when the network team was asked
-    reason: str | None = None
-
-
-def summary(session: Session, hosts: Sequence[str]) -> dict[str, HostContainment]:
-    """Where each of `hosts` stands: isolated by its isolate stage, requested, or not yet."""
-    out = {h: HostContainment(NOT_YET) for h in hosts}
-    isolated = session.exec(
-        select(StageRun.host_name, StageRun.finished_at)
-        .where(StageRun.stage == "isolate", StageRun.status == "ok", col(StageRun.check_mode).is_(False))
-        .order_by(col(StageRun.id))
-    )
-    for name, at in isolated:
-        if name in out and out[name].status == NOT_YET:
-            out[name] = HostContainment(CONTAINED, at)
-    for row in session.exec(select(ContainmentRequest).order_by(col(ContainmentRequest.id))):
-        if row.host_name in out and out[row.host_name].status == NOT_YET:
-            out[row.host_name] = HostContainment(REQUESTED, row.requested_at, row.reason)
-    return out
-
-
 CONTAINMENT_WAVE = 0  # the stage runs of containment, across every wave, are recorded as "wave 0"
-STAGES = states.CONTAIN
+STAGES = lifecycle.CONTAIN

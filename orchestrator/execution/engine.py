@@ -17,14 +17,9 @@ refuses a lost update (`store.hosts.locked`).
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlmodel import Session, col, func, select
 
@@ -33,157 +28,42 @@ from orchestrator import lifecycle, observers
 from orchestrator import private as private_lib
 from orchestrator.errors import OrchestratorError, RefusedError
 from orchestrator.execution import (
-    DEFAULT_EVIDENCE_PATH,
-    concurrency,
     containment,
-    evidence_manifest,
+    dependencies,
     nodes,
     preflight,
-    restore_points,
     runner,
     states,
 )
 from orchestrator.execution.locks import claim_waves
+from orchestrator.execution.run_model import (  # noqa: F401 (engine.RunOptions etc., as before)
+    EngineObserver,
+    HostReport,
+    Pending,
+    Planned,
+    RunOptions,
+    RunReport,
+)
 from orchestrator.execution.runner import HostResult
+from orchestrator.execution.stages import hooks as stage_hooks
+from orchestrator.execution.stages.base import Hook
 from orchestrator.inventory import cache as inventory_cache
-from orchestrator.package_data import package_path
-from orchestrator.planning import compromise
-from orchestrator.planning import decisions as decisions_lib
-from orchestrator.planning.model import DECIDE_DONE, DECIDE_RELEASE, UNKNOWN
-from orchestrator.planning.store import PlanView, load_approved_plan
+from orchestrator.lifecycle import DECIDE_DONE, EXECUTABLE_ACTIONS, UNKNOWN, concurrency
 from orchestrator.store import Store, audit
+from orchestrator.store import decisions as decisions_lib
 from orchestrator.store import hosts as host_store
 from orchestrator.store.models import (
     CheckMatch,
-    EvidenceItem,
     Host,
-    RestorePoint,
     StageRun,
     TriageResult,
     utcnow,
 )
+from orchestrator.store.plans import PlanView, load_approved_plan
 from orchestrator.timefmt import as_stored
-from orchestrator.triage import DEFAULT_TIMEOUT
 
-PLAYBOOKS = package_path("orchestrator", "playbooks")
-EXECUTABLE_ACTIONS = ("rebuild", "verify", "protected")
 EVIDENCE_GROUP = "evidence_store"
-# Reimage methods whose tools live on the controller (the lab's images, Vagrant): those stages run
-# here even for hosts placed on an execution node; PXE through the BMC and vSphere run on the node.
-# The host's triage results, staged for the collect playbook to copy into the evidence pack.
-TRIAGE_FILE = "triage.json"
-SNAPSHOT_ID = re.compile(r"[0-9a-f]{8,64}")
-# Stages an out-of-band rebuild skips: they need the old system's own connection.
-SSH_ONLY = frozenset({"isolate", "collect", "wipe"})
-
-
-class EngineObserver(runner.Observer, Protocol):
-    def wave(self, number: int, hosts: list[str]) -> None: ...
-
-    def stage(self, wave: int, stage: str, attempt: int, hosts: list[str]) -> None: ...
-
-    def stage_end(self, wave: int, stage: str, results: dict[str, HostResult]) -> None: ...
-
-    def note(self, message: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class Planned:
-    """A host this run works on: its plan membership, or a person's decision over it."""
-
-    host_name: str
-    action: str
-    wave: int | None
-    tier: int
-    verdict: str | None
-
-
-@dataclass
-class Pending:
-    """What the operator confirms before the first destructive stage."""
-
-    waves: list[int]
-    rebuild: list[str]
-    verify: list[str]
-
-
-Validator = Callable[[list[inventory_lib.Host]], dict[str, tuple[bool, str]]]
-
-
-@dataclass
-class RunOptions:
-    inventory: list[str]
-    operator: str
-    wave: int | None = None
-    check: bool = False
-    forks: int = concurrency.DEFAULT_FORKS
-    max_fail_percentage: float = 25.0
-    retries: int = 1
-    runs_dir: Path = Path("runs")
-    playbooks: Path = PLAYBOOKS
-    evidence_host: str | None = None
-    evidence_path: str = DEFAULT_EVIDENCE_PATH
-    restore_margin: timedelta = restore_points.DEFAULT_MARGIN
-    packs: list[str] = field(default_factory=list)
-    scan_timeout: float = DEFAULT_TIMEOUT  # per host, for the validate stage's triage re-check
-    node: str | None = None  # every stage on this execution node, whatever the inventory says
-    contain_forks: int | None = None  # hosts contained at once (default: --forks)
-    contain_only: bool = False  # `orchestrator contain`: containment, then stop
-    # `inventory` already being loaded (the command line starts it before importing this module).
-    prefetched: inventory_lib.Prefetch | None = None
-    confirm: Callable[[Pending], bool] | None = None
-    observer: EngineObserver | None = None
-    validator: Validator | None = None
-    scanner: restore_points.Scanner | None = None
-
-
-@dataclass
-class HostReport:
-    name: str
-    action: str
-    wave: int | None
-    state: str
-    stage: str | None = None
-    reason: str | None = None
-    # recovered | awaiting | contained | failed | held | blocked | refused | interrupted | pending | checked
-    outcome: str = "pending"
-
-
-@dataclass
-class RunReport:
-    plan_id: int
-    check: bool
-    runs_dir: str
-    waves: list[int] = field(default_factory=list)
-    stopped: str | None = None
-    hosts: dict[str, HostReport] = field(default_factory=dict)
-    containment_requested: dict[str, str] = field(default_factory=dict)  # host -> why
-    containment_files: list[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[HostReport]:
-        return [h for h in self.hosts.values() if h.outcome in ("failed", "refused")]
-
-    @property
-    def held(self) -> list[HostReport]:
-        """Hosts waiting for a person's restore-point decision (not counted as the wave's failures)."""
-        return [h for h in self.hosts.values() if h.outcome == "held"]
-
-    @property
-    def interrupted(self) -> list[HostReport]:
-        return [h for h in self.hosts.values() if h.outcome == "interrupted"]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "plan": self.plan_id,
-            "check": self.check,
-            "runs_dir": self.runs_dir,
-            "waves": self.waves,
-            "stopped": self.stopped,
-            "hosts": [vars(h) for h in self.hosts.values()],
-            "containment_requested": self.containment_requested,
-            "containment_files": self.containment_files,
-        }
+AFTER_CONTAINMENT = lifecycle.next_on(states.REBUILD, states.CONTAIN[-1])  # wipe
 
 
 def _now_tag() -> str:
@@ -211,7 +91,7 @@ class Engine:
         self.observer = observers.guarded(options.observer)
         self.confirmed = options.confirm is None
         self.attempts = 0
-        self.new_points: set[str] = set()  # restore points chosen in this run, recorded when restore begins
+        self.hooks = stage_hooks(self)  # what stages record besides their StageRun
         self.held: set[str] = set()  # waiting for a person's restore-point decision: not wave failures
 
     # --- setup ---------------------------------------------------------------------------------
@@ -462,7 +342,7 @@ class Engine:
                 entry.outcome = "recovered"
             elif row.state == states.AWAITING:
                 entry.outcome, entry.reason = "awaiting", row.state_reason
-            elif self.o.contain_only and row.state in (states.DONE["isolate"], states.DONE["collect"]):
+            elif self.o.contain_only and row.state in {states.DONE[s] for s in states.CONTAIN}:
                 entry.outcome = "contained"
             elif row.state == states.FAILED:
                 entry.outcome, entry.reason = "failed", row.state_reason
@@ -481,38 +361,13 @@ class Engine:
         return out
 
     def _waiting(self, hosts: list[str]) -> dict[str, str]:
-        """Hosts that may not reconnect yet, and why: something they depend on (any host of the plan,
-        held ones included) is not recovered, and no person released them or recorded it rebuilt by
-        hand. Hosts outside the plan are someone else's business (as for the planner)."""
+        """Hosts that may not reconnect yet, and why (see `dependencies.waiting`)."""
         if self.o.check:
             return {}
         plan = {m.host_name: m for m in self.view.members}
-        deps = {h: [d for d in self.inventory.hosts[h].depends_on_hosts if d in plan] for h in hosts}
-        needed = sorted({d for ds in deps.values() for d in ds})
-        with self.store.read() as session:
-            dep_states = {
-                h.name: h.state for h in session.exec(select(Host).where(col(Host.name).in_(needed)))
-            }
-        out: dict[str, str] = {}
-        for host, ds in deps.items():
-            decided = self.decisions.get(host)
-            if decided is not None and decided.decision == DECIDE_RELEASE:
-                continue
-            waiting = [
-                d
-                for d in ds
-                if dep_states.get(d) != states.RECOVERED
-                and not (d in self.decisions and self.decisions[d].decision == DECIDE_DONE)
-            ]
-            if waiting:
-                why = []
-                for d in waiting[:5]:
-                    held = d not in self.members
-                    state = dep_states.get(d) or "new"
-                    why.append(f"{d} ({'on hold: ' + (plan[d].verdict or 'not triaged') if held else state})")
-                more = f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
-                out[host] = f"awaiting dependencies: {', '.join(why)}{more}"
-        return out
+        return dependencies.waiting(
+            self.store, hosts, plan, self.inventory, self.decisions, set(self.members)
+        )
 
     def _await(self, wave: int, waiting: dict[str, str], report: RunReport) -> None:
         """Park validated hosts whose dependencies are not recovered: isolated, audited, visible."""
@@ -558,13 +413,13 @@ class Engine:
                 return None
             for wave in sorted({self.members[h].wave or 0 for h in ready}):
                 group = sorted(h for h in ready if self.members[h].wave == wave)
-                results = self._stage(wave, "reconnect", group)
+                results = self._stage(wave, lifecycle.RECONNECT, group)
                 for host, result in results.items():
                     if result.ok:
                         report.hosts.pop(host, None)
                     elif not result.interrupted:
                         member = self.members[host]
-                        report.hosts[host] = HostReport(host, member.action, wave, "", "reconnect",
+                        report.hosts[host] = HostReport(host, member.action, wave, "", lifecycle.RECONNECT,
                                                         result.message, "failed")  # fmt: skip
                 if any(not r.ok for r in results.values()):
                     return None  # failed or interrupted: shown as such; the next run retries them
@@ -642,12 +497,12 @@ class Engine:
             for batch in concurrency.batches(group, size):
                 for host, result in self._stage(wave, stage, list(batch)).items():
                     if result.ok:
-                        nxt[host] = "collect" if stage == "isolate" else None
-                        if self.o.check and stage == "collect":
+                        nxt[host] = lifecycle.next_on(states.CONTAIN, stage)
+                        if self.o.check and stage == states.CONTAIN[-1]:
                             self.contained_in_check.add(host)
                     else:
                         nxt[host] = None
-                        if stage == "isolate" and not result.interrupted:
+                        if stage == states.CONTAIN[0] and not result.interrupted:
                             failed[host] = f"isolate failed: {_reason(result)}"
         return failed
 
@@ -697,24 +552,24 @@ class Engine:
         nxt = self._positions(hosts, report)
         if self.o.check:  # contained in check mode just before: the rehearsal goes on from wipe
             nxt = {
-                h: "wipe" if h in self.contained_in_check and s in states.CONTAIN else s
+                h: AFTER_CONTAINMENT if h in self.contained_in_check and s in states.CONTAIN else s
                 for h, s in nxt.items()
             }
         failed: set[str] = {h for h in hosts if report.hosts.get(h) and report.hosts[h].outcome == "refused"}
-        for host, (stage, reason) in self._untrusted_times(wave, nxt).items():
+        for host, (stage, reason) in self._hold_before_wave(wave, nxt).items():
             failed.add(host)
             nxt[host] = None
             report.hosts[host] = HostReport(host, self.members[host].action, wave, "", stage, reason, "held")
         for stage in states.STAGE_ORDER:
             group = [h for h, s in nxt.items() if s == stage and h not in failed]
-            if stage == "reconnect" and group:
+            if stage == lifecycle.RECONNECT and group:
                 waiting = self._waiting(group)  # dependencies gate reconnection, never the rebuild
                 if waiting:
                     self._await(wave, waiting, report)
                     for host in waiting:
                         nxt[host] = None
                     group = [h for h in group if h not in waiting]
-            skipped = [h for h in group if h in self.out_of_band and stage in SSH_ONLY]
+            skipped = [h for h in group if h in self.out_of_band and lifecycle.stage(stage).own_connection]
             if skipped:
                 self._skip(wave, stage, skipped)
                 for host in skipped:
@@ -760,6 +615,17 @@ class Engine:
                 )
         return None
 
+    def _hold_before_wave(self, wave: int, nxt: dict[str, str | None]) -> dict[str, tuple[str, str]]:
+        """Before anything destructive: the hosts a stage further on would hold for a person (no
+        restore point can be chosen) are held now, never wiped first. Returns host -> (stage, why)."""
+        held: dict[str, tuple[str, HostResult]] = {}
+        for hook in self.hooks.values():
+            held.update(hook.hold_before_wave(nxt))
+        for stage in sorted({s for s, _ in held.values()}, key=states.STAGE_ORDER.index):
+            self._fail_without_running(wave, stage, {h: r for h, (s, r) in held.items() if s == stage})
+        self.held.update(held)
+        return {h: (s, str(r.message)) for h, (s, r) in held.items()}
+
     def _confirm(self) -> None:
         pending_waves = self.waves or sorted({m.wave for m in self.members.values() if m.wave is not None})
         rebuild = sorted(
@@ -786,9 +652,9 @@ class Engine:
         """A stage over `hosts`, retried up to --retries times for the hosts that fail."""
         final: dict[str, HostResult] = {}
         remaining = list(hosts)
-        points: dict[str, restore_points.Choice] = {}
-        if lifecycle.stage(stage).restore_point:
-            points, refused = self._restore_points(remaining)
+        hooks = [self.hooks[kind] for kind in lifecycle.stage(stage).records]
+        for hook in hooks:
+            refused = hook.before(remaining)
             if refused:
                 self.held.update(refused)
                 self._fail_without_running(wave, stage, refused)
@@ -797,7 +663,7 @@ class Engine:
         for attempt in range(1, self.o.retries + 2):
             if not remaining:
                 break
-            results = self._attempt(wave, stage, remaining, attempt, points)
+            results = self._attempt(wave, stage, remaining, attempt, hooks)
             final.update(results)
             remaining = [h for h, r in results.items() if not r.ok and not r.interrupted and not self.o.check]
         if self.observer:
@@ -805,13 +671,13 @@ class Engine:
         return final
 
     def _attempt(
-        self, wave: int, stage: str, hosts: list[str], attempt: int, points: dict[str, restore_points.Choice]
+        self, wave: int, stage: str, hosts: list[str], attempt: int, hooks: list[Hook]
     ) -> dict[str, HostResult]:
         self.claim.verify()
         self.attempts += 1
         private = self.root / f"{self.attempts:03d}-w{wave}-{stage}-a{attempt}"
         private_lib.mkdir(private)
-        run_ids, refused = self._begin(wave, stage, hosts, private, points)
+        run_ids, refused = self._begin(wave, stage, hosts, private, hooks)
         running = [h for h in hosts if h in run_ids and h not in refused]
         if self.observer:
             self.observer.stage(wave, stage, attempt, running)
@@ -819,14 +685,15 @@ class Engine:
         placement = self._placement(stage, running)
         for name in running:
             private_lib.mkdir(private / "staging" / name, exist_ok=True)
-        self._stage_inputs(stage, running, private)
+        for hook in hooks:
+            hook.inputs(running, private)
         if running:
             spec = runner.StageSpec(
                 stage=stage,
                 playbook=self.o.playbooks / lifecycle.stage(stage).playbook,
                 inventory=self.o.inventory,
                 hosts=running,
-                extravars=self._extravars(wave, stage, attempt, running, private, points),
+                extravars=self._extravars(wave, stage, attempt, running, private, hooks),
                 private_dir=private,
                 forks=self.o.forks,
                 check=self.o.check,
@@ -835,18 +702,16 @@ class Engine:
             )
             outcome = runner.run_stage(spec, self.store, self.observer)
             results.update(outcome.hosts)
-            evidence = self._evidence(stage, results, private)
-            if lifecycle.stage(stage).retriage:
-                self._retriage(results)
-        else:
-            evidence = {}
-        self._end(wave, stage, attempt, results, run_ids, private, evidence, placement)
+            for hook in hooks:
+                hook.after(results, private)
+        self._end(wave, stage, attempt, results, run_ids, private, hooks, placement)
         return results
 
     def _begin(
-        self, wave: int, stage: str, hosts: list[str], private: Path, points: dict[str, restore_points.Choice]
+        self, wave: int, stage: str, hosts: list[str], private: Path, hooks: list[Hook]
     ) -> tuple[dict[str, int], dict[str, HostResult]]:
-        """Commit the "-ing" states, StageRun rows (and restore points) before the playbook starts."""
+        """Commit the "-ing" states, StageRun rows (and what the stage records on entry, its restore
+        points) before the playbook starts."""
         started: dict[str, StageRun] = {}
         refused: dict[str, HostResult] = {}
         with self.store.write() as session:
@@ -879,18 +744,8 @@ class Engine:
                         session.add(run)
                         continue
                     session.add(row)
-                    choice = points.get(name)
-                    if choice is not None and choice.snapshot is not None and name in self.new_points:
-                        self.new_points.discard(name)
-                        session.add(
-                            RestorePoint(
-                                host_name=name,
-                                snapshot_id=choice.snapshot.id,
-                                snapshot_time=choice.snapshot.time,
-                                cutoff=choice.cutoff,
-                                skipped=choice.skipped,
-                            )
-                        )
+                    for hook in hooks:
+                        hook.on_begin(session, name)
                 session.add(run)
                 started[name] = run
             session.flush()  # once for the stage: one statement per host would cost seconds at 1,000 hosts
@@ -905,7 +760,7 @@ class Engine:
         results: dict[str, HostResult],
         run_ids: dict[str, int],
         private: Path,
-        evidence: dict[str, list[dict[str, Any]]],
+        hooks: list[Hook],
         placement: dict[str, nodes.Node],
     ) -> None:
         now = utcnow()
@@ -929,19 +784,8 @@ class Engine:
                 row = rows[name]
                 if result.ok:
                     states.finish(row, stage)
-                    for item in evidence.get(name, []):
-                        session.add(
-                            EvidenceItem(
-                                host_name=name,
-                                path=item["path"],
-                                sha256=item["sha256"],
-                                size=item["size"],
-                                collected_by=self.o.operator,
-                                collected_at=now,
-                                stage_run_id=run_id,
-                                stored_at=item.get("stored_at"),
-                            )
-                        )
+                    for hook in hooks:
+                        hook.on_finish(session, name, run_id, now)
                 else:
                     states.fail(row, stage, _reason(result))
                 session.add(row)
@@ -996,13 +840,13 @@ class Engine:
         attempt: int,
         hosts: list[str],
         private: Path,
-        points: dict[str, restore_points.Choice],
+        hooks: list[Hook],
     ) -> dict[str, Any]:
         """What the playbooks receive: ids, our own times and paths, nothing a host wrote.
 
         ansible-core renders every string of the extra vars as a trusted template, so a host's cron
         line holding `{{ lookup('pipe', ...) }}` would run on the controller. Host data travels in
-        files the playbooks copy (`staging/<host>/triage.json`, see `_stage_inputs`), never here.
+        files the playbooks copy (`staging/<host>/...`, see the stage hooks' `inputs`), never here.
         """
         per_host: dict[str, dict[str, Any]] = {}
         for name in hosts:
@@ -1011,10 +855,6 @@ class Engine:
                 # a datetime from the database, formatted here: no host text
                 "compromise_time": as_stored(self.triage.get(name, {}).get("compromise_time")),
             }
-            if lifecycle.stage(stage).restore_point:
-                choice = points.get(name)
-                if choice is not None and choice.snapshot is not None:
-                    entry["snapshot_id"] = choice.snapshot.id
             per_host[name] = entry
         extravars: dict[str, Any] = {
             "recovery_run": {
@@ -1028,210 +868,9 @@ class Engine:
             "recovery_staging_dir": str(private / "staging"),
             "recovery_hosts": per_host,
         }
-        if lifecycle.stage(stage).evidence:
-            extravars["recovery_evidence_host"] = self.evidence_host
-            extravars["recovery_evidence_path"] = self.o.evidence_path
+        for hook in hooks:
+            hook.extravars(per_host, extravars)
         return extravars
-
-    def _stage_inputs(self, stage: str, hosts: list[str], private: Path) -> None:
-        """Host data the stage's playbook needs, as files in each host's staging folder (0600)."""
-        if not lifecycle.stage(stage).evidence:
-            return
-        for name in hosts:
-            data = json.dumps(self.triage.get(name, {}), indent=2, sort_keys=True, default=as_stored) + "\n"
-            path = private / "staging" / name / TRIAGE_FILE
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(data)
-
-    def _restore_points(
-        self, hosts: list[str]
-    ) -> tuple[dict[str, restore_points.Choice], dict[str, HostResult]]:
-        """Choose (or, for a resumed restore, keep) each restic host's snapshot; refuse hosts without one."""
-        points: dict[str, restore_points.Choice] = {}
-        refused: dict[str, HostResult] = {}
-        with self.store.read() as session:
-            rows = {h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(hosts)))}
-            kept = {}
-            for name in hosts:
-                if rows[name].state in ("restoring", "failed"):
-                    point = session.exec(
-                        select(RestorePoint)
-                        .where(RestorePoint.host_name == name)
-                        .order_by(col(RestorePoint.id).desc())
-                    ).first()
-                    if point is not None:
-                        kept[name] = point
-        scanner = self.o.scanner or restore_points.pack_scanner(self.o.packs)
-        for name in hosts:
-            host = self.inventory.hosts[name]
-            if (host.restore_method or "none") != "restic":
-                continue
-            decided = self.restore_choices.get(name)
-            if name in kept and decided is not None and _aware(decided.at) > _aware(kept[name].chosen_at):
-                del kept[name]  # a person decided after that point was chosen: theirs holds
-            if name in kept and not self.o.check:
-                point = kept[name]
-                snap = restore_points.Snapshot(point.snapshot_id, point.snapshot_time or utcnow(), name)
-                points[name] = restore_points.Choice(
-                    name, point.cutoff or utcnow(), snap, list(point.skipped)
-                )
-                continue
-            moment, margin, problem = self._cutoff(name)
-            if moment is None:
-                refused[name] = HostResult(False, None, _held(problem or "no compromise time", name))
-                continue
-            try:
-                points[name] = restore_points.choose(
-                    self._restic(name), name, moment, scanner, margin, scratch_parent=self.root
-                )
-                self.new_points.add(name)
-            except restore_points.RestoreError as exc:
-                refused[name] = HostResult(False, None, _held(f"restore point: {exc}", name))
-        for name, choice in list(points.items()):
-            # Read from the backup repository, which may sit on a host the attacker held: an id goes
-            # into the extra vars and restic's command line only if it is one.
-            if choice.snapshot is not None and not SNAPSHOT_ID.fullmatch(choice.snapshot.id):
-                del points[name]
-                self.new_points.discard(name)
-                refused[name] = HostResult(
-                    False, None, _held("restore point: the snapshot id is not a restic id", name)
-                )
-        return points, refused
-
-    def _restic(self, name: str) -> restore_points.Restic:
-        host = self.inventory.hosts[name]
-        repo = host.vars.get("recovery_restic_repository")
-        password_file = host.vars.get("recovery_restic_password_file")
-        if not repo or not password_file:
-            raise restore_points.RestoreError(
-                "set recovery_restic_repository and recovery_restic_password_file in the inventory"
-            )
-        options = host.vars.get("recovery_restic_options") or []
-        if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
-            raise restore_points.RestoreError("recovery_restic_options must be a list of strings")
-        return restore_points.Restic(str(repo), str(password_file), options)
-
-    def _cutoff(self, name: str) -> tuple[datetime | None, timedelta, str | None]:
-        """What chooses `name`'s restore point: a person's decision (exactly its time, whichever
-        command recorded it: `planning.decisions.restore_cutoffs`), else the host's own compromise
-        time if it passes the checks that need no backups (margin applied); never another host's.
-        (None, margin, why) when neither may."""
-        chosen = self.restore_choices.get(name)
-        if chosen is not None:
-            return _aware(chosen.before), timedelta(0), None
-        moment = self.triage.get(name, {}).get("compromise_time")
-        found = compromise.problem(moment, utcnow(), None, None, compromise.TimeRules())
-        if found is not None or moment is None:
-            return None, self.o.restore_margin, found
-        return _aware(moment), self.o.restore_margin, None
-
-    def _untrusted_times(self, wave: int, nxt: dict[str, str | None]) -> dict[str, tuple[str, str]]:
-        """Before anything destructive: hosts about to be rebuilt and restored from backups whose
-        restore point cannot be chosen (no trusted time, or one older than every snapshot the backups
-        hold) are held for a person, never wiped first. Returns host -> (stage, reason)."""
-        early = set(states.REBUILD[: states.REBUILD.index("restore")])
-        held: dict[str, HostResult] = {}
-        stage_of: dict[str, str] = {}
-        for name, stage in nxt.items():
-            host = self.inventory.hosts[name]
-            if stage not in early or self.paths[name] is not states.REBUILD:
-                continue
-            if (host.restore_method or "none") != "restic":
-                continue
-            moment, margin, found = self._cutoff(name)
-            if moment is not None:
-                try:
-                    snaps = self._restic(name).snapshots(name)
-                except restore_points.RestoreError as exc:
-                    found = f"its backups cannot be listed: {exc}"
-                else:
-                    oldest = min((s.time for s in snaps), default=None)
-                    if oldest is None:
-                        found = "its backups hold no snapshot of it"
-                    elif moment - margin <= oldest:
-                        found = (
-                            f"restore point before {(moment - margin).isoformat(timespec='seconds')} is older "
-                            f"than the oldest backup ({oldest.isoformat(timespec='seconds')})"
-                        )
-            if found is not None:
-                held[name] = HostResult(False, None, _held(found, name))
-                stage_of[name] = str(stage)
-        for stage in sorted(set(stage_of.values()), key=states.STAGE_ORDER.index):
-            group = {h: r for h, r in held.items() if stage_of[h] == stage}
-            self._fail_without_running(wave, stage, group)
-        self.held.update(held)
-        return {h: (stage_of[h], str(r.message)) for h, r in held.items()}
-
-    def _evidence(
-        self, stage: str, results: dict[str, HostResult], private: Path
-    ) -> dict[str, list[dict[str, Any]]]:
-        """The manifest each host's collect wrote; a host without one did not finish collecting."""
-        if not lifecycle.stage(stage).evidence or self.o.check:
-            return {}
-        out: dict[str, list[dict[str, Any]]] = {}
-        for name, result in results.items():
-            if not result.ok:
-                continue
-            manifest = private / "staging" / name / "manifest.json"
-            try:
-                out[name] = evidence_manifest.read(manifest)
-            except evidence_manifest.ManifestError as exc:
-                results[name] = HostResult(False, "Report the stored items to the orchestrator", str(exc))
-        return out
-
-    def _retriage(self, results: dict[str, HostResult]) -> None:
-        """A host passes validate only if the triage checks now find it clean."""
-        ok = [self.inventory.hosts[h] for h, r in results.items() if r.ok]
-        if self.o.check:
-            ok = [h for h in ok if self.paths[h.name] is states.VERIFY]
-        if not ok:
-            return
-        if self.evidence_host:  # the evidence directory holds ransom notes on purpose: never walked
-            ok = [_excluding(h, self.o.evidence_path) if h.name == self.evidence_host else h for h in ok]
-        validator = self.o.validator or _triage_validator(self.o.packs, self.o.forks, self.o.scan_timeout)
-        try:
-            verdicts = validator(ok)
-        except Exception as exc:  # a triage that cannot run proves nothing: those hosts are not validated
-            verdicts = {h.name: (False, f"could not run: {type(exc).__name__}: {exc}") for h in ok}
-        for name, (clean, reason) in verdicts.items():
-            if not clean:
-                results[name] = HostResult(False, "triage re-check", reason)
-
-
-def _excluding(host: inventory_lib.Host, path: str) -> inventory_lib.Host:
-    """The host as triage should see it: `path` added to its `recovery_triage_exclude`."""
-    from orchestrator.triage.engine import excluded_paths
-
-    excluded = [*excluded_paths(host), path]
-    return dataclasses.replace(host, vars={**host.vars, "recovery_triage_exclude": excluded})
-
-
-def _triage_validator(packs: list[str], forks: int, timeout: float = DEFAULT_TIMEOUT) -> Validator:
-    """The triage engine itself, over the hosts that passed the playbook, each within `timeout`."""
-
-    def validate(hosts: list[inventory_lib.Host]) -> dict[str, tuple[bool, str]]:
-        from orchestrator.triage import engine as triage_engine
-        from orchestrator.triage import packs as packs_lib
-
-        loaded = packs_lib.load(packs)
-        out = {}
-        for r in triage_engine.Triage(
-            hosts, loaded, triage_engine.Settings(forks=forks, timeout=timeout)
-        ).run():
-            found = ", ".join(h.check_id for h in r.hits if h.severity != "info")
-            detail = (f" ({found})" if found else "") + (f": {r.reason}" if r.reason else "")
-            out[r.host] = (r.verdict == "clean", f"{r.verdict}{detail}")
-        return out
-
-    return validate
-
-
-def _held(problem: str, host: str) -> str:
-    return (
-        f"held for a person (this stage did not run): {problem}; decide with 'orchestrator host restore-point "
-        f"{host} --before TIME --why TEXT' (or --accept), then run again"
-    )
 
 
 def _reason(result: HostResult) -> str:

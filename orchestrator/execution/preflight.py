@@ -19,6 +19,7 @@ import yaml
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.execution import states
+from orchestrator.execution.stages import restore_point
 from orchestrator.inventory import WINDOWS_CONNECTIONS, Host
 
 # A task's module named by its full name: namespace.collection.module
@@ -264,7 +265,7 @@ def check(
     if stage_hosts is None or any(h.connection not in WINDOWS_CONNECTIONS for h in hosts.values()):
         findings.append(_tool("ssh", shutil.which("ssh"), "Linux hosts are reached over SSH"))
     restores = stage_hosts is None or any(
-        h.restore_method == "restic" for h in stage_hosts.get("restore", [])
+        h.restore_method == "restic" for h in stage_hosts.get(restore_point.STAGE, [])
     )
     if restores:
         findings.append(

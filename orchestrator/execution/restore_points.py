@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.triage.compromise import DEFAULT_MARGIN
 
 # The packs (pydantic models, YAML) and the script renderer (Jinja2) are imported when a snapshot is
 # scanned, not whenever the engine is: most runs restore nothing.
 if TYPE_CHECKING:
     from orchestrator.triage import packs as packs_lib
 
-DEFAULT_MARGIN = timedelta(hours=1)
 DIRTY = frozenset({"suspicious", "infected"})
 RESTIC_TIMEOUT = 600
 SCAN_TIMEOUT = 300

@@ -20,46 +20,19 @@ from orchestrator.errors import RefusedError
 if TYPE_CHECKING:  # the command line reads the stage names without loading the database layer
     from orchestrator.store.models import Host
 
-REBUILD = ("isolate", "collect", "wipe", "reimage", "restore", "validate", "reconnect")
-VERIFY = ("validate", "harden", "reconnect")
-PATHS = {"rebuild": REBUILD, "verify": VERIFY}
-# The order stages run in inside a wave: both paths meet at validate and reconnect.
-STAGE_ORDER = tuple(s.name for s in lifecycle.STAGES)
-REBUILD_ONLY = frozenset(REBUILD) - frozenset(VERIFY)
-
-ACTIVE = {
-    "isolate": "isolating",
-    "collect": "collecting",
-    "wipe": "wiping",
-    "reimage": "reimaging",
-    "restore": "restoring",
-    "validate": "validating",
-    "harden": "hardening",
-    "reconnect": "reconnecting",
-}
-DONE = {
-    "isolate": "isolated",
-    "collect": "collected",
-    "wipe": "wiped",
-    "reimage": "reimaged",
-    "restore": "restored",
-    "validate": "validated",
-    "harden": "hardened",
-    "reconnect": "recovered",
-}
-START_STATES = frozenset({"new", "planned"})
-FAILED = "failed"
-RECOVERED = "recovered"
-# Containment: the first stages of the rebuild path, run for every infected host at once right after
-# approval, whatever its wave, tier or dependencies (an infected host must not wait on the network).
-CONTAIN = ("isolate", "collect")
-# Rebuilt (or verified) and validated, still isolated: what it depends on is not recovered yet. Only
-# reconnect follows; dependencies gate the service, never the rebuild work.
-AWAITING = "awaiting-dependencies"
-# Stages a host can pass without a connection to it: an out-of-band rebuild (a person decided to
-# rebuild an unreachable host through its reimage method) skips the others, with the reason recorded.
-OUT_OF_BAND = frozenset({"reimage"})
-_STAGE_OF = {state: stage for stage, state in (*ACTIVE.items(), *DONE.items())}
+# The vocabulary is the lifecycle's: these names keep the machine's own code short.
+REBUILD = lifecycle.REBUILD_STAGES
+VERIFY = lifecycle.VERIFY_STAGES
+STAGE_ORDER = lifecycle.STAGE_ORDER
+REBUILD_ONLY = lifecycle.REBUILD_ONLY
+ACTIVE = lifecycle.ACTIVE
+DONE = lifecycle.DONE
+START_STATES = lifecycle.START_STATES
+FAILED = lifecycle.FAILED
+RECOVERED = lifecycle.RECOVERED
+AWAITING = lifecycle.AWAITING
+CONTAIN = lifecycle.CONTAIN
+path_for = lifecycle.path_for
 
 
 @dataclass(frozen=True)
@@ -70,25 +43,16 @@ class Position:
     resuming: bool  # the stage was begun (or failed) before: this run repeats it
 
 
-def path_for(action: str, protected: bool) -> tuple[str, ...]:
-    """Protected hosts take the verify path whatever the plan says: checked here, at execution."""
-    if protected or action in ("protected", "verify"):
-        return VERIFY
-    if action == "rebuild":
-        return REBUILD
-    raise RefusedError(f"action {action!r} is not executable (only rebuild, verify, protected)")
-
-
 def position(host: Host, path: tuple[str, ...]) -> Position:
     """The next stage of `host` on `path`, from its state alone (the database is the truth after a crash)."""
     state = host.state
     if state in START_STATES:
         return Position(path[0], resuming=False)
-    if state == RECOVERED and path[-1] == "reconnect":
+    if state == RECOVERED and path[-1] == STAGE_ORDER[-1]:
         return Position(None, resuming=False)
     if state == AWAITING:
-        return Position("reconnect", resuming=False)
-    stage = host.stage if state == FAILED else _STAGE_OF.get(state)
+        return Position(path[-1], resuming=False)
+    stage = host.stage if state == FAILED else lifecycle.stage_of(state)
     if stage is None or stage not in path:
         raise RefusedError(
             f"host {host.name} is in state {state!r}"
@@ -151,7 +115,7 @@ def fail(host: Host, stage: str, reason: str) -> None:
 def await_dependencies(host: Host, stage_done: str, reason: str) -> None:
     """Park a host that finished everything before reconnect: it stays isolated until what it depends
     on is recovered (or a person releases it)."""
-    if host.state != DONE[stage_done] or stage_done not in ("validate", "harden"):
+    if host.state != DONE[stage_done] or stage_done not in (REBUILD[-2], VERIFY[-2]):
         raise RefusedError(f"host {host.name} is {host.state}: only a validated host awaits its dependencies")
     _set(host, AWAITING, stage_done, reason[:2000])
 
@@ -167,8 +131,9 @@ def restore_begun(host: Host, path: tuple[str, ...]) -> bool:
     """True once the host has entered restore or anything after it on the rebuild path."""
     if path is not REBUILD or host.state in START_STATES:
         return False
-    stage = host.stage if host.state in (FAILED, AWAITING) else _STAGE_OF.get(host.state)
-    return stage in REBUILD and REBUILD.index(stage) >= REBUILD.index("restore")
+    stage = host.stage if host.state in (FAILED, AWAITING) else lifecycle.stage_of(host.state)
+    first = next(s for s in REBUILD if "restore_point" in lifecycle.stage(s).records)
+    return stage in REBUILD and REBUILD.index(stage) >= REBUILD.index(first)
 
 
 def reset(host: Host, to_stage: str, path: tuple[str, ...]) -> str:

@@ -25,43 +25,19 @@ scanned with the triage checks before it is restored.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from orchestrator.inventory import Host
 from orchestrator.planning.model import INFECTED, SUSPICIOUS, Verdict
-
-MAD_SCALE = 1.4826  # a normal distribution's standard deviation, in MADs
-
-
-@dataclass(frozen=True)
-class TimeRules:
-    window: timedelta = timedelta(days=7)
-    mads: float = 5.0
-    skew: timedelta = timedelta(minutes=5)
-    min_fleet: int = 3
-
-
-@dataclass(frozen=True)
-class Decided:
-    """A person's restore-point decision for one host (the newest in force)."""
-
-    before: datetime
-    by: str
-    why: str
-    accepted: bool
-    at: datetime
-    compromised_since: datetime | None = None  # what the person said, when given as a moment
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def stamp(moment: datetime) -> str:
-    return _utc(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+from orchestrator.store.decisions import Decided
+from orchestrator.triage.compromise import (  # noqa: F401 (the rules, read from here by the planner's callers)
+    MAD_SCALE,
+    TimeRules,
+    fleet_bounds,
+    problem,
+    stamp,
+)
 
 
 def restored(host: Host) -> bool:
@@ -82,42 +58,6 @@ def uses_time(host: Host, verdict: Verdict | None) -> bool:
     """The hosts whose compromise time chooses something: rebuilt (affected, not protected) and
     restored from backups."""
     return verdict is not None and verdict.verdict in (INFECTED, SUSPICIOUS) and restored(host)
-
-
-def fleet_bounds(
-    times: Iterable[datetime], now: datetime, rules: TimeRules
-) -> tuple[datetime, datetime] | None:
-    """The range of times the fleet makes plausible, or None with too few hosts to say."""
-    seconds = sorted(_utc(t).timestamp() for t in times if _utc(t) <= now + rules.skew)
-    if len(seconds) < rules.min_fleet:
-        return None
-    median = statistics.median(seconds)
-    mad = statistics.median(abs(s - median) for s in seconds)
-    half = max(rules.mads * MAD_SCALE * mad, rules.window.total_seconds())
-    return datetime.fromtimestamp(median - half, UTC), datetime.fromtimestamp(median + half, UTC)
-
-
-def problem(
-    moment: datetime | None,
-    now: datetime,
-    bounds: tuple[datetime, datetime] | None,
-    oldest_backup: datetime | None,
-    rules: TimeRules,
-) -> str | None:
-    """Why this compromise time may not choose a restore point on its own (None: it may)."""
-    if moment is None:
-        return "no compromise time from triage (another host's is never used)"
-    moment = _utc(moment)
-    if moment > now + rules.skew:
-        return f"compromise time {stamp(moment)} is in the future"
-    if oldest_backup is not None and moment <= _utc(oldest_backup):
-        return f"compromise time {stamp(moment)} is older than the oldest backup ({stamp(oldest_backup)})"
-    if bounds is not None and not bounds[0] <= moment <= bounds[1]:
-        return (
-            f"compromise time {stamp(moment)} is far outside the fleet's "
-            f"({stamp(bounds[0])} to {stamp(bounds[1])})"
-        )
-    return None
 
 
 def annotate(

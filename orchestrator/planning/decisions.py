@@ -16,14 +16,12 @@ what it replaced. `--withdraw` withdraws either (a decision withdraws the cutoff
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
 
 from orchestrator.errors import OrchestratorError, RefusedError
-from orchestrator.execution.restore_points import DEFAULT_MARGIN
-from orchestrator.planning import compromise
 from orchestrator.planning.model import (
     DECIDE_DONE,
     DECIDE_HOLD,
@@ -33,10 +31,22 @@ from orchestrator.planning.model import (
     DECISIONS,
 )
 from orchestrator.store import Store, audit
+from orchestrator.store.decisions import (  # noqa: F401 (the read model, read here by the CLI too)
+    RESTORE_POINT,
+    _aware,
+    _iso,
+    as_dict,
+    cutoff_dict,
+    in_force,
+    restore_cutoffs,
+    said,
+    standing,
+    standing_cutoffs,
+)
 from orchestrator.store.models import Host, HostDecision, RestoreDecision, TriageResult, utcnow
+from orchestrator.triage.compromise import DEFAULT_MARGIN
 
 MAX_WHY = 500
-RESTORE_POINT = "restore point"  # the `decision` of a restore cutoff in `in_force` lists
 # What each decision means, for help texts and `status`.
 MEANING = {
     DECIDE_REBUILD: "rebuild it (an unreachable host through its out-of-band reimage method)",
@@ -47,61 +57,8 @@ MEANING = {
 }
 
 
-def standing(session: Session, hosts: list[str] | None = None) -> dict[str, HostDecision]:
-    """Each host's standing decision (a new decision withdraws the one it replaces)."""
-    query = select(HostDecision).where(col(HostDecision.withdrawn_at).is_(None))
-    if hosts is not None:
-        query = query.where(col(HostDecision.host_name).in_(hosts))
-    out: dict[str, HostDecision] = {}
-    for row in session.exec(query.order_by(col(HostDecision.id))):
-        out[row.host_name] = row
-    return out
-
-
-def said(row: HostDecision) -> str:
-    """How a plan reason or a status line quotes the decision."""
-    return f"by {row.decided_by}: {row.why}"
-
-
 def for_planner(rows: dict[str, HostDecision]) -> dict[str, tuple[str, str]]:
     return {name: (row.decision, said(row)) for name, row in rows.items()}
-
-
-def standing_cutoffs(session: Session, hosts: list[str] | None = None) -> dict[str, RestoreDecision]:
-    """Each host's restore cutoff in force: its newest RestoreDecision not withdrawn, whichever
-    command recorded it."""
-    query = select(RestoreDecision).where(col(RestoreDecision.withdrawn_at).is_(None))
-    if hosts is not None:
-        query = query.where(col(RestoreDecision.host_name).in_(hosts))
-    out: dict[str, RestoreDecision] = {}
-    for row in session.exec(query.order_by(col(RestoreDecision.decided_at), col(RestoreDecision.id))):
-        out[row.host_name] = row
-    return out
-
-
-def restore_cutoffs(session: Session, hosts: list[str] | None = None) -> dict[str, compromise.Decided]:
-    """The one source of a person's restore cutoff, for the planner and the engine."""
-    return {
-        name: compromise.Decided(
-            _aware(row.before), row.decided_by, row.why, row.accepted, _aware(row.decided_at),
-            _aware(row.compromised_since) if row.compromised_since else None,
-        )
-        for name, row in standing_cutoffs(session, hosts).items()
-    }  # fmt: skip
-
-
-def in_force(session: Session, hosts: list[str]) -> list[dict[str, Any]]:
-    """Every standing decision about `hosts`, as `plan show`, `status` and the report list them: a
-    host's action decision, then its restore cutoff (shown alike whichever command recorded it)."""
-    actions = standing(session, hosts)
-    cutoffs = standing_cutoffs(session, hosts)
-    out: list[dict[str, Any]] = []
-    for name in sorted(set(actions) | set(cutoffs)):
-        if name in actions:
-            out.append(as_dict(actions[name], cutoffs.get(name)))
-        if name in cutoffs:
-            out.append(cutoff_dict(cutoffs[name]))
-    return out
 
 
 def _why(why: str) -> str:
@@ -302,45 +259,6 @@ def withdraw(store: Store, operator: str, host: str, why: str, args: dict[str, A
             host=host,
         )  # fmt: skip
     return row
-
-
-def as_dict(row: HostDecision, cutoff: RestoreDecision | None = None) -> dict[str, Any]:
-    """A decision as listed; `compromised_since` is what the person said with it, while the restore
-    cutoff it set is still the one in force."""
-    said_with = cutoff if cutoff is not None and cutoff.host_decision_id == row.id else None
-    return {
-        "host": row.host_name,
-        "decision": row.decision,
-        "summary": row.decision,
-        "why": row.why,
-        "by": row.decided_by,
-        "at": _iso(row.decided_at),
-        "compromised_since": _iso(said_with.compromised_since) if said_with else None,
-    }
-
-
-def cutoff_dict(row: RestoreDecision) -> dict[str, Any]:
-    """A restore cutoff as listed, the same whichever command recorded it (`via` says which)."""
-    return {
-        "host": row.host_name,
-        "decision": RESTORE_POINT,
-        "summary": f"{RESTORE_POINT} before {compromise.stamp(row.before)}",
-        "why": row.why,
-        "by": row.decided_by,
-        "at": _iso(row.decided_at),
-        "restore_before": _iso(row.before),
-        "compromised_since": _iso(row.compromised_since),
-        "accepted_estimate": row.accepted,
-        "via": "host decide --compromised-since" if row.host_decision_id else "host restore-point",
-    }
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return _aware(moment).isoformat() if moment is not None else None
 
 
 WITHDRAW = "withdraw"

@@ -1,11 +1,14 @@
-"""How long a host's recovery takes: per-stage figures from a data file, replaced by what earlier
-runs measured, because the crisis cell's own pace beats anybody's guess."""
+"""How long a host's recovery takes: per-stage figures (each stage's own file in
+orchestrator/lifecycle/stages, or a durations file given with `plan --durations`), replaced by what
+earlier runs measured, because the crisis cell's own pace beats anybody's guess.
+
+A durations file has the shape `document()` returns: `stages: {stage: minutes}` and
+`methods: {stage: {method: minutes}}` for the stages whose time depends on the host's method."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +16,13 @@ import yaml
 
 from orchestrator import lifecycle
 from orchestrator.errors import OrchestratorError
-from orchestrator.execution import states
-from orchestrator.planning.model import PROTECTED, REBUILD, VERIFY
 
 # The stages of each action's path, as the execution engine runs them (protected hosts: verify).
-STAGES_BY_ACTION: dict[str, tuple[str, ...]] = {
-    REBUILD: states.REBUILD,
-    VERIFY: states.VERIFY,
-    PROTECTED: states.VERIFY,
-}
-STAGES = states.STAGE_ORDER
+STAGES_BY_ACTION: Mapping[str, tuple[str, ...]] = lifecycle.PATHS
+STAGES = lifecycle.STAGE_ORDER
 # Stages whose duration depends on the host's method, and the host attribute naming it.
 METHOD_STAGES = lifecycle.METHOD_STAGES
-
-
-def default_file() -> Path:
-    return Path(str(resources.files("orchestrator.config") / "stage_durations.yml"))
+SHIPPED = "orchestrator/lifecycle/stages"  # where the default figures come from
 
 
 @dataclass(frozen=True)
@@ -53,7 +47,8 @@ class Durations:
         self, action: str, reimage_method: str | None, restore_method: str | None
     ) -> tuple[tuple[str, float], ...]:
         """Each stage of one host's path with its time, in order; a host on hold has none."""
-        methods = {"reimage": reimage_method, "restore": restore_method}
+        by_attribute = {"reimage_method": reimage_method, "restore_method": restore_method}
+        methods = {stage: by_attribute.get(attribute) for stage, attribute in METHOD_STAGES.items()}
         return tuple((s, self.stage_seconds(s, methods.get(s))) for s in STAGES_BY_ACTION.get(action, ()))
 
     def host_seconds(self, action: str, reimage_method: str | None, restore_method: str | None) -> float:
@@ -91,17 +86,31 @@ def _minutes(value: Any, where: str) -> float:
     return float(value) * 60.0
 
 
+def document() -> dict[str, Any]:
+    """The shipped figures (each stage's file) in the durations file's shape, to copy and edit."""
+    return {
+        "stages": {s.name: s.minutes for s in lifecycle.STAGES},
+        "methods": {s.name: dict(s.method_minutes) for s in lifecycle.STAGES if s.method},
+    }
+
+
 def load(path: str | Path | None = None) -> Durations:
-    """Read and check a durations file (the shipped default when `path` is None)."""
-    file = Path(path) if path else default_file()
+    """Read and check a durations file (the stages' own figures when `path` is None)."""
+    if not path:
+        return _parse(document(), SHIPPED)
+    file = Path(path)
     try:
         data = yaml.safe_load(file.read_text())
     except OSError as exc:
         raise OrchestratorError(f"{file}: cannot read stage durations: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
         raise OrchestratorError(f"{file}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+    return _parse(data, str(file))
+
+
+def _parse(data: Any, file: str) -> Durations:
     if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
-        raise OrchestratorError(f"{file}: expected a mapping with 'stages' (see {default_file()})")
+        raise OrchestratorError(f"{file}: expected a mapping with 'stages' (see `orchestrator plan --help`)")
     unknown = set(data) - {"stages", "methods"}
     if unknown:
         raise OrchestratorError(
@@ -124,4 +133,4 @@ def load(path: str | Path | None = None) -> Durations:
         for method, minutes in by_method.items():
             where = f"{file}: methods.{stage}.{method}"
             methods[(stage, str(method))] = StageTime(_minutes(minutes, where), "default")
-    return Durations(stages=stages, methods=methods, file=str(file))
+    return Durations(stages=stages, methods=methods, file=file)

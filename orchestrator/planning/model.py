@@ -5,39 +5,32 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from orchestrator.execution.concurrency import DEFAULT_FORKS
 from orchestrator.lifecycle import (  # noqa: F401 (the planner's vocabulary, read from here)
     ACTIONS,
     CLEAN,
+    CONTAINED,
+    DECIDE_DONE,
+    DECIDE_HOLD,
+    DECIDE_REBUILD,
+    DECIDE_RELEASE,
+    DECIDE_VERIFY,
+    DECISIONS,
     ERROR,
     HOLD,
     INFECTED,
+    NOT_YET,
     PROTECTED,
     REBUILD,
+    REQUESTED,
     SCHEDULED,
     SUSPICIOUS,
+    TO_CONTAIN,
+    UNKNOWN,
     UNREACHABLE,
     VERDICTS,
     VERIFY,
 )
-
-# Verdicts whose host is contained (isolated, evidence collected) right after approval.
-TO_CONTAIN = (INFECTED, SUSPICIOUS)
-# Verdicts whose host nobody could look at: the network team isolates it, on request.
-UNKNOWN = (UNREACHABLE, ERROR)
-
-# A person's decision about one host (`orchestrator host decide`), honoured by the next plan and run:
-DECIDE_REBUILD = "rebuild"  # rebuild it, through its out-of-band reimage method if unreachable
-DECIDE_VERIFY = "verify"  # verify only: a clean host nobody could triage, a protected host's finding accepted
-DECIDE_HOLD = "hold"  # keep it out of the plan (a protected host's finding rejected, a host to look at)
-DECIDE_RELEASE = "release"  # reconnect it without waiting for its held dependencies
-DECIDE_DONE = "done"  # rebuilt by hand, outside the orchestrator: counts as recovered
-DECISIONS = (DECIDE_REBUILD, DECIDE_VERIFY, DECIDE_HOLD, DECIDE_RELEASE, DECIDE_DONE)
-
-# Containment per host, as `status` and the report show it.
-CONTAINED = "contained"  # isolated by its isolate stage
-REQUESTED = "requested"  # unreachable: the network team was asked to isolate it
-NOT_YET = "not yet"
+from orchestrator.lifecycle.concurrency import DEFAULT_FORKS
 
 
 @dataclass(frozen=True)

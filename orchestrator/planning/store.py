@@ -7,7 +7,6 @@ supersedes the previously approved plan. Execution loads the approved plan throu
 
 from __future__ import annotations
 
-import hmac
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,11 +19,11 @@ from orchestrator.errors import OrchestratorError, RefusedError
 from orchestrator.inventory import Host as InventoryHost
 from orchestrator.planning import compromise, decisions
 from orchestrator.planning import durations as durations_lib
-from orchestrator.planning.content import content_hash
 from orchestrator.planning.model import Draft, Limits, Verdict
 from orchestrator.planning.planner import build
-from orchestrator.store import audit, plans
+from orchestrator.store import decisions as decisions_store
 from orchestrator.store import hosts as host_store
+from orchestrator.store import plans
 from orchestrator.store.measured import measured, seconds
 from orchestrator.store.models import (
     Host,
@@ -36,40 +35,15 @@ from orchestrator.store.models import (
     TriageRun,
     utcnow,
 )
-
-DRAFT = "draft"
-APPROVED = "approved"
-SUPERSEDED = "superseded"
-
-
-@dataclass
-class PlanView:
-    """A stored plan with its waves and members (members ordered by wave, then priority)."""
-
-    plan: Plan
-    waves: list[PlanWave]
-    members: list[PlanMember]
-    # People's standing decisions about its hosts (`host decide`), as shown with the plan: the next
-    # run honours them without re-planning, the next plan builds them in.
-    decisions: list[dict[str, Any]] = field(default_factory=list)
-
-    def content_hash(self) -> str:
-        return content_hash(
-            self.plan.triage_run_id,
-            ((w.number, w.tier) for w in self.waves),
-            ((m.host_name, m.action, m.wave, m.verdict, m.reason) for m in self.members),
-        )
-
-    @property
-    def changed_since_approval(self) -> bool:
-        return self.plan.approved_hash is not None and self.content_hash() != self.plan.approved_hash
-
-    def wave_members(self) -> dict[int, list[PlanMember]]:
-        out: dict[int, list[PlanMember]] = {w.number: [] for w in self.waves}
-        for m in self.members:
-            if m.wave is not None:
-                out[m.wave].append(m)
-        return out
+from orchestrator.store.plan_content import content_hash
+from orchestrator.store.plans import (  # noqa: F401 (read here)
+    APPROVED,
+    DRAFT,
+    SUPERSEDED,
+    PlanView,
+    approval_mac,
+    load_approved_plan,
+)
 
 
 @dataclass
@@ -95,13 +69,18 @@ def _checked(
     )
     names = [h.name for h in hosts]
     return compromise.annotate(
-        hosts, verdicts, times, decisions.restore_cutoffs(session, names), {}, utcnow(), rules
+        hosts, verdicts, times, decisions_store.restore_cutoffs(session, names), {}, utcnow(), rules
     )
+
+
+def fleet_triages() -> Any:
+    """Triage runs of the fleet, which plans are made from (a validate stage's re-check is not one)."""
+    return select(TriageRun).where(col(TriageRun.stage).is_(None))
 
 
 def latest_triage(session: Session) -> tuple[TriageRun, dict[str, Verdict]]:
     """The newest triage run and its verdicts; a plan needs one that finished and found something."""
-    run = session.exec(select(TriageRun).order_by(col(TriageRun.id).desc()).limit(1)).first()
+    run = session.exec(fleet_triages().order_by(col(TriageRun.id).desc()).limit(1)).first()
     if run is None:
         raise OrchestratorError("no triage run in the database: run 'orchestrator triage' first")
     if run.finished_at is None:
@@ -228,22 +207,7 @@ def create_draft(
             for m in draft.members
         ],
     )
-    return NewDraft(view=_view(session, plan), draft=draft, triage_run=run, superseded=superseded)
-
-
-def _view(session: Session, plan: Plan) -> PlanView:
-    waves = list(
-        session.exec(select(PlanWave).where(PlanWave.plan_id == plan.id).order_by(col(PlanWave.number)))
-    )
-    members = list(
-        session.exec(select(PlanMember).where(PlanMember.plan_id == plan.id).order_by(col(PlanMember.id)))
-    )
-    return PlanView(
-        plan=plan,
-        waves=waves,
-        members=members,
-        decisions=decisions.in_force(session, [m.host_name for m in members]),
-    )
+    return NewDraft(view=plans.view(session, plan), draft=draft, triage_run=run, superseded=superseded)
 
 
 def current(session: Session, *, approved: bool = False) -> PlanView:
@@ -256,7 +220,7 @@ def current(session: Session, *, approved: bool = False) -> PlanView:
     if plan is None:
         what = "no approved plan" if approved else "no plan yet"
         raise OrchestratorError(f"{what}: run 'orchestrator plan', then 'orchestrator plan approve'")
-    return _view(session, plan)
+    return plans.view(session, plan)
 
 
 def approve(session: Session, by: str, expect_hash: str | None = None) -> tuple[PlanView, int | None]:
@@ -264,13 +228,13 @@ def approve(session: Session, by: str, expect_hash: str | None = None) -> tuple[
     plan = plans.latest(session, DRAFT)
     if plan is None:
         raise RefusedError("no draft plan to approve: run 'orchestrator plan' first")
-    view = _view(session, plan)
+    view = plans.view(session, plan)
     digest = view.content_hash()
     if digest != plan.content_hash:
         raise RefusedError(
             f"draft plan {plan.id} was changed after it was made: run 'orchestrator plan' again"
         )
-    newest = session.exec(select(TriageRun).order_by(col(TriageRun.id).desc()).limit(1)).first()
+    newest = session.exec(fleet_triages().order_by(col(TriageRun.id).desc()).limit(1)).first()
     if newest is not None and newest.id != plan.triage_run_id:
         then = "once it finishes" if newest.finished_at is None else "again"
         raise RefusedError(
@@ -289,48 +253,10 @@ def approve(session: Session, by: str, expect_hash: str | None = None) -> tuple[
     plan.approved_by = by
     plan.approved_at = utcnow()
     plan.approved_hash = digest
-    plan.approval_mac = approval_mac(session, plan, create=True)
+    plan.approval_mac = plans.approval_mac(session, plan, create=True)
     session.add(plan)
     session.flush()
     return view, previous.id if previous else None
-
-
-def load_approved_plan(session: Session) -> PlanView:
-    """The plan execution may run: approved, and unchanged since (its content hash recomputed from the
-    rows). Raises RefusedError otherwise."""
-    plan = plans.latest(session, APPROVED)
-    if plan is None:
-        raise RefusedError(
-            "no approved plan: run 'orchestrator plan', review it, then 'orchestrator plan approve'"
-        )
-    view = _view(session, plan)
-    if view.content_hash() != plan.approved_hash:
-        raise RefusedError(
-            f"plan {plan.id} changed since {plan.approved_by} approved it (content hash mismatch): "
-            "run 'orchestrator plan' and approve again"
-        )
-    if plan.approval_mac is None:
-        raise RefusedError(
-            f"plan {plan.id} was approved before approvals were keyed (or its approval record was "
-            "emptied): run 'orchestrator plan' and approve again"
-        )
-    if not hmac.compare_digest(plan.approval_mac, approval_mac(session, plan)):
-        raise RefusedError(
-            f"plan {plan.id}'s approval does not verify with the audit key: its rows or its approval were "
-            "changed behind the orchestrator's back (or --audit-key names another key); "
-            "run 'orchestrator audit verify', then plan and approve again"
-        )
-    return view
-
-
-def approval_mac(session: Session, plan: Plan, create: bool = False) -> str:
-    """HMAC with the audit key over who approved which content of which plan: whoever can write the
-    database can recompute the plain content hash, not this."""
-    key = audit.writing_key(session) if create else audit.session_key(session)
-    if key.get() is None:
-        raise RefusedError(f"no audit key at {key.path}: cannot check the plan's approval (see --audit-key)")
-    message = f"orchestrator plan approval\0{plan.id}\0{plan.approved_by}\0{plan.approved_hash}"
-    return key.mac(message.encode())
 
 
 @dataclass
@@ -363,8 +289,8 @@ def diff(session: Session) -> PlanDiff:
     draft = plans.latest(session, DRAFT)
     if draft is None:
         raise OrchestratorError("no draft plan: run 'orchestrator plan' (after a new triage) to make one")
-    before = {m.host_name: m for m in _view(session, approved).members}
-    after = {m.host_name: m for m in _view(session, draft).members}
+    before = {m.host_name: m for m in plans.view(session, approved).members}
+    after = {m.host_name: m for m in plans.view(session, draft).members}
     result = PlanDiff(approved, draft, [], [], [], [], 0)
     for host in sorted(before.keys() | after.keys()):
         old, new = before.get(host), after.get(host)

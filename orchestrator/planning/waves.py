@@ -27,10 +27,10 @@ import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from orchestrator.execution import concurrency, states
+from orchestrator import lifecycle as states
+from orchestrator.lifecycle import RECONNECT, concurrency
 from orchestrator.planning.model import Wave
 
-RECONNECT = "reconnect"
 # The stages a wave runs before reconnect, in the engine's order (containment is done before the waves).
 WAVE_STAGES = tuple(s for s in states.STAGE_ORDER if s not in states.CONTAIN and s != RECONNECT)
 

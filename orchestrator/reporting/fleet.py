@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, and_, func, or_
 from sqlmodel import Session, col, select
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.lifecycle import AFFECTED
 from orchestrator.reporting import durations, lifecycle, next_steps
 from orchestrator.reporting.selection import HostFilter, chunks, match_pattern
 from orchestrator.store import Store, plans
@@ -25,7 +26,6 @@ from orchestrator.store.models import Host, PlanMember, PlanWave, StageRun, Tria
 from orchestrator.timefmt import iso
 
 # Latest triage verdicts that make a protected host wait for a person's decision.
-AFFECTED = ("infected", "suspicious")
 
 
 def status(

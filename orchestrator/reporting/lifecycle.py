@@ -1,33 +1,33 @@
 """How reporting reads the host state machine: which bucket a state counts in, which stage it belongs
 to, and which stages a host still has ahead of it (for the time-to-completion estimate).
 
-The states, stages and paths are `orchestrator.execution.states`' own; this module only groups them
+The states, stages and paths are `orchestrator.lifecycle`'s own; this module only groups them
 the way the crisis cell talks about them.
 """
 
 from __future__ import annotations
 
+from orchestrator import lifecycle
 from orchestrator.errors import RefusedError
-from orchestrator.execution import states
 
-STAGES = states.STAGE_ORDER
-ACTIVE_STATE = {state: stage for stage, state in states.ACTIVE.items()}
-DONE_STATE = {state: stage for stage, state in states.DONE.items() if state != states.RECOVERED}
+STAGES = lifecycle.STAGE_ORDER
+ACTIVE_STATE = {state: stage for stage, state in lifecycle.ACTIVE.items()}
+DONE_STATE = {state: stage for stage, state in lifecycle.DONE.items() if state != lifecycle.RECOVERED}
 # The buckets of `orchestrator status`, in display order ("other": a state this version does not know).
 CATEGORIES = ("pending", "in_progress", "awaiting", "recovered", "failed", "hold", "protected", "other")
 # States that wait for a person; a protected host whose triage says infected waits too.
-NEEDS_PERSON = (states.FAILED, "hold")
+NEEDS_PERSON = (lifecycle.FAILED, "hold")
 # Every state in the order a host passes through it, for tables and the --state option.
 STATE_ORDER = (
     "new",
     "planned",
-    *(s for stage in STAGES for s in (states.ACTIVE[stage], states.DONE[stage])),
-    states.AWAITING,
-    states.FAILED,
+    *(s for stage in STAGES for s in (lifecycle.ACTIVE[stage], lifecycle.DONE[stage])),
+    lifecycle.AWAITING,
+    lifecycle.FAILED,
     "hold",
     "protected",
 )
-PENDING_STATES = tuple(sorted(states.START_STATES))
+PENDING_STATES = tuple(sorted(lifecycle.START_STATES))
 IN_PROGRESS_STATES = (*ACTIVE_STATE, *DONE_STATE)
 
 
@@ -38,13 +38,13 @@ WAITING_ACTIONS = ("hold", "protected")
 
 def category(state: str, action: str | None = None) -> str:
     """The bucket of a host in `state` whose current plan gives it `action`."""
-    if state in states.START_STATES:
+    if state in lifecycle.START_STATES:
         return action if action in WAITING_ACTIONS else "pending"
     if state in ACTIVE_STATE or state in DONE_STATE:
         return "in_progress"
-    if state == states.AWAITING:
+    if state == lifecycle.AWAITING:
         return "awaiting"  # rebuilt and validated, isolated until its dependencies are recovered
-    if state in (states.RECOVERED, states.FAILED, "hold", "protected"):
+    if state in (lifecycle.RECOVERED, lifecycle.FAILED, "hold", "protected"):
         return state
     return "other"
 
@@ -61,17 +61,17 @@ def remaining_stages(action: str | None, state: str, protected: bool = False) ->
     estimate can say when a person will act. Protected hosts take the verify path in their wave.
     """
     try:
-        path = states.path_for(action or "", protected)
+        path = lifecycle.path_for(action or "", protected)
     except RefusedError:
         return ()
-    if state in states.START_STATES:
+    if state in lifecycle.START_STATES:
         return path
     if state in ACTIVE_STATE:
         return _from(path, ACTIVE_STATE[state], include=True)
     if state in DONE_STATE:
         return _from(path, DONE_STATE[state], include=False)
-    if state == states.AWAITING:
-        return ("reconnect",)
+    if state == lifecycle.AWAITING:
+        return path[-1:]  # reconnect
     return ()
 
 

@@ -18,9 +18,20 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from orchestrator.execution import containment, states
-from orchestrator.planning import decisions as decisions_lib
-from orchestrator.planning.model import CONTAINED, NOT_YET, REQUESTED, TO_CONTAIN, UNKNOWN
+from orchestrator.lifecycle import (
+    AWAITING,
+    CONTAINED,
+    FAILED,
+    HOLD,
+    NOT_YET,
+    REBUILD,
+    RECOVERED,
+    REQUESTED,
+    TO_CONTAIN,
+    UNKNOWN,
+)
+from orchestrator.store import containment
+from orchestrator.store import decisions as decisions_lib
 from orchestrator.store.models import ContainmentRequest, Host, Plan, PlanMember, TriageResult
 from orchestrator.timefmt import iso
 
@@ -35,7 +46,7 @@ def _names(hosts: list[str]) -> str:
 def needs_containment(member: PlanMember, protected: bool) -> bool:
     if protected:
         return False
-    return member.action == "rebuild" or member.verdict in (*TO_CONTAIN, *UNKNOWN)
+    return member.action == REBUILD or member.verdict in (*TO_CONTAIN, *UNKNOWN)
 
 
 def assess(session: Session, plan: Plan | None) -> dict[str, Any]:
@@ -113,14 +124,14 @@ def _steps(
 ) -> list[str]:
     steps: list[str] = []
     not_yet = sorted(
-        n for n, c in per_host.items() if c["status"] == NOT_YET and members[n].action == "rebuild"
+        n for n, c in per_host.items() if c["status"] == NOT_YET and members[n].action == REBUILD
     )
     if not_yet:
         steps.append(
             f"Contain {len(not_yet)} host(s) still connected ({_names(not_yet)}): orchestrator contain"
         )
     requested = sorted(
-        n for n, c in per_host.items() if c["status"] == REQUESTED and hosts[n].state != states.RECOVERED
+        n for n, c in per_host.items() if c["status"] == REQUESTED and hosts[n].state != RECOVERED
     )
     if requested:
         where = f" (list: {files[0]}, nftables: {files[1]})" if len(files) > 1 else ""
@@ -131,7 +142,7 @@ def _steps(
     held = sorted(
         n
         for n, m in members.items()
-        if m.action == "hold" and n not in standing and n in hosts and not hosts[n].protected
+        if m.action == HOLD and n not in standing and n in hosts and not hosts[n].protected
     )
     if held:
         steps.append(
@@ -143,7 +154,7 @@ def _steps(
         for n, m in members.items()
         if n in hosts
         and hosts[n].protected
-        and (m.verdict in TO_CONTAIN or m.action == "hold")
+        and (m.verdict in TO_CONTAIN or m.action == HOLD)
         and n not in standing
     )
     if flagged:
@@ -153,14 +164,14 @@ def _steps(
         )
     waiting: dict[str, list[str]] = defaultdict(list)
     for name, host in hosts.items():
-        if host.state == states.AWAITING:
+        if host.state == AWAITING:
             waiting[_root(name, hosts)].append(name)
     for dep, names in sorted(waiting.items()):
         steps.append(
             f"{len(names)} host(s) rebuilt and validated wait, isolated, for {dep} ({_names(sorted(names))}): "
             f"bring {dep} back, or release them with orchestrator host decide HOST --release --why TEXT"
         )
-    failed = sorted(n for n, h in hosts.items() if h.state == states.FAILED)
+    failed = sorted(n for n, h in hosts.items() if h.state == FAILED)
     if failed:
         steps.append(
             f"Look at {len(failed)} failed host(s) ({_names(failed)}): orchestrator status HOST, fix, "
@@ -179,7 +190,7 @@ def _root(name: str, hosts: dict[str, Host]) -> str:
     """The host at the end of a chain of awaiting hosts: the one a person can act on."""
     seen = {name}
     dep = _first_dependency(hosts[name].state_reason)
-    while dep in hosts and hosts[dep].state == states.AWAITING and dep not in seen:
+    while dep in hosts and hosts[dep].state == AWAITING and dep not in seen:
         seen.add(dep)
         dep = _first_dependency(hosts[dep].state_reason)
     return dep

@@ -16,6 +16,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from orchestrator.inventory import TIERS
+from orchestrator.lifecycle import AFFECTED
 from orchestrator.reporting import lifecycle, next_steps
 from orchestrator.store import Store, audit, plans
 from orchestrator.store.measured import seconds
@@ -64,7 +65,6 @@ COLUMNS = (
     "audit_head",  # the same on every row: the log this report was made from (see `audit verify --expect`)
 )
 _SEVERITY = {"infected": 3, "suspicious": 2, "error": 1, "unreachable": 1, "clean": 0}
-AFFECTED = ("infected", "suspicious")
 # Failures first, then protected hosts found affected, then holds (as `orchestrator status`).
 _URGENCY = {"failed": 0, "hold": 2}
 

@@ -6,14 +6,19 @@ data categories after the inventory file has moved on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from orchestrator.inventory import Host as InventoryHost
+from orchestrator.store import audit
 from orchestrator.store.models import Host, utcnow
+
+if TYPE_CHECKING:
+    from orchestrator.store import Store
 
 # The inventory facts a host row mirrors (besides its name and resolved dependencies).
 FIELDS = (
@@ -81,3 +86,19 @@ def sync(session: Session, hosts: Iterable[InventoryHost]) -> tuple[int, int]:
         )
     session.flush()
     return added, updated
+
+
+def sync_inventory(
+    store: Store, operator: str, sources: Sequence[str], limit: str | None, args: dict[str, Any]
+) -> tuple[int, int, int]:
+    """`orchestrator inventory sync`: the inventory's hosts recorded, audited in the same transaction;
+    nothing is written when the inventory has any problem. Returns (hosts, added, updated)."""
+    from orchestrator.inventory import cache as inventory_cache
+
+    inv = inventory_cache.load(list(sources))
+    inv.require_valid()
+    hosts = inv.select(limit)
+    with store.write() as session:
+        added, updated = sync(session, hosts)
+        audit.record(session, operator, "inventory sync", args, {"added": added, "updated": updated})
+    return len(hosts), added, updated

@@ -93,6 +93,10 @@ def _one_restore_cutoff(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE host_decision DROP COLUMN compromised_since")
 
 
+def _stage_triage(conn: Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE triage_run ADD COLUMN stage VARCHAR")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "baseline: hosts, triage, plans, stage runs, evidence, restore points, audit log", _baseline
@@ -104,6 +108,7 @@ MIGRATIONS: list[Migration] = [
         "one restore cutoff per host: decide --compromised-since joins restore decisions",
         _one_restore_cutoff,
     ),
+    Migration(5, "triage runs of the validate stage (triage_run.stage)", _stage_triage),
 ]
 
 

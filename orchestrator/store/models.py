@@ -84,6 +84,9 @@ class TriageRun(SQLModel, table=True):
     packs: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     host_count: int = 0
     counts: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON))
+    # The recovery stage that re-checked its hosts (validate); None for a triage of the fleet, which
+    # is what plans are made from.
+    stage: str | None = None
 
 
 class TriageResult(SQLModel, table=True):

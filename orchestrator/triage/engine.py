@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.inventory import Host
+from orchestrator.lifecycle import AFFECTED, CLEAN
 from orchestrator.store.models import CheckMatch
 from orchestrator.timefmt import iso_exact
 from orchestrator.triage import DEFAULT_FORKS, DEFAULT_TIMEOUT, VERDICTS, evidence, packs, scripts, transports
@@ -164,13 +165,13 @@ class Triage:
         except transports.TransportError as exc:
             if exc.kind == "command_timeout" and exc.stdout:
                 partial, _ = self._read(host, variant, exc.stdout)
-                if partial.verdict in ("suspicious", "infected"):
+                if partial.verdict in AFFECTED:
                     partial.reason = f"incomplete: {exc.reason}"
                     return partial
             return HostResult(host.name, host.os, exc.verdict, exc.reason, new_key=transport.new_key)
         result, output = self._read(host, variant, stdout)
         result.new_key = transport.new_key
-        if result.verdict in ("suspicious", "infected"):
+        if result.verdict in AFFECTED:
             return result
         if rc != 0 or not output.finished:
             detail = _first_line(stderr) or (f"exit status {rc}" if rc else "output ended early")
@@ -209,7 +210,7 @@ class Triage:
                 )
             )
         ranked = [h for h in hits if h.severity != "info"]
-        verdict = max((h.severity for h in ranked), key=SEVERITY_RANK.__getitem__, default="clean")
+        verdict = max((h.severity for h in ranked), key=SEVERITY_RANK.__getitem__, default=CLEAN)
         times = [h.first_seen for h in ranked if h.first_seen is not None]
         compromise = min(times) if times else None
         return HostResult(host.name, host.os, verdict, None, hits=hits, compromise_time=compromise), output

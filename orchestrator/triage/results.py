@@ -37,12 +37,19 @@ class RunRecorder:
         self._last_flush = time.monotonic()
 
     def start(
-        self, hosts: Sequence[Host], pack_paths: list[str], settings: Settings, limit: str | None
+        self,
+        hosts: Sequence[Host],
+        pack_paths: list[str],
+        settings: Settings,
+        limit: str | None,
+        stage: str | None = None,
     ) -> int:
-        """Snapshot the hosts and open the run row, before any host is contacted."""
+        """Snapshot the hosts (a fleet triage) and open the run row, before any host is contacted."""
         with self.store.write() as session:
-            host_store.sync(session, hosts)
+            if stage is None:
+                host_store.sync(session, hosts)
             run = TriageRun(
+                stage=stage,
                 operator=self.operator,
                 limit=limit,
                 forks=settings.forks,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.inventory import Host
+from orchestrator.lifecycle import UNKNOWN
 from orchestrator.node_access import Node
 from orchestrator.store import Store
 from orchestrator.triage.dispatch import Dispatch
@@ -28,7 +29,7 @@ class Outcome:
     @property
     def failed(self) -> list[HostResult]:
         """Hosts that could not be checked (unreachable or error): the run is incomplete for them."""
-        return [r for r in self.results if r.verdict in ("unreachable", "error")]
+        return [r for r in self.results if r.verdict in UNKNOWN]
 
 
 def run(
@@ -42,16 +43,21 @@ def run(
     args: dict[str, Any] | None = None,
     on_result: Callable[[HostResult], None] | None = None,
     nodes: Mapping[str, Node] | None = None,
+    stage: str | None = None,
 ) -> Outcome:
     """Check `hosts` against `packs` and store the run. Packs are validated before this is called, so a
     bad pack never costs a connection; the run row exists before the first host is contacted. Hosts in
-    `nodes` (dispatch.placement) are checked by their execution node, the others here."""
+    `nodes` (dispatch.placement) are checked by their execution node, the others here.
+
+    `stage`: the recovery stage that re-checks its hosts (validate); its run is kept apart from the
+    fleet's triages (plans are made from those) and does not refresh the host rows, which the run
+    that executes the stage owns."""
     from orchestrator.observers import guarded_callback
 
     triage = Dispatch(hosts, packs, settings, nodes or {})
     display = guarded_callback(on_result)  # a failing progress bar must not stop the triage
     recorder = RunRecorder(store, operator)
-    run_id = recorder.start(hosts, sorted({p.path for p in packs}), settings, limit)
+    run_id = recorder.start(hosts, sorted({p.path for p in packs}), settings, limit, stage)
 
     def record(result: HostResult) -> None:
         recorder.add(result)

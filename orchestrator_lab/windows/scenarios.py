@@ -25,15 +25,16 @@ from typing import Any
 
 import yaml
 
+from orchestrator.lifecycle import CLEAN, INFECTED, SUSPICIOUS
 from orchestrator_lab.windows.hoststate import entry_digest
 
 KINDS = ("clean", "lockbit3", "lockbit2", "suspicious", "lookalikes")
-EXPECTED_VERDICT = {
-    "clean": "clean",
-    "lookalikes": "clean",
-    "suspicious": "suspicious",
-    "lockbit3": "infected",
-    "lockbit2": "infected",
+EXPECTED_VERDICT = {  # what the product's triage must say of each kind (its own vocabulary)
+    "clean": CLEAN,
+    "lookalikes": CLEAN,
+    "suspicious": SUSPICIOUS,
+    "lockbit3": INFECTED,
+    "lockbit2": INFECTED,
 }
 DATA_FILE = Path(__file__).parent / "data" / "windows_scenarios.yml"
 

@@ -13,10 +13,10 @@ from sqlmodel import select
 
 from orchestrator import inventory as inventory_lib
 from orchestrator.execution.states import STAGE_ORDER
-from orchestrator.planning.store import PlanView, approval_mac
 from orchestrator.store import Store
 from orchestrator.store import hosts as host_store
 from orchestrator.store.models import Plan, PlanMember, PlanWave, utcnow
+from orchestrator.store.plans import PlanView, approval_mac
 from tests.conftest import ROOT
 
 TOY_PLAY = """---

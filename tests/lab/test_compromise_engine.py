@@ -15,7 +15,6 @@ from sqlmodel import select
 
 from orchestrator.execution import engine
 from orchestrator.planning import decisions
-from orchestrator.planning.store import PlanView, approval_mac
 from orchestrator.store import Store
 from orchestrator.store.models import (
     Host,
@@ -27,6 +26,7 @@ from orchestrator.store.models import (
     TriageRun,
     utcnow,
 )
+from orchestrator.store.plans import PlanView, approval_mac
 from tests.lab.execution_support import approved_plan, stages_run, toy_inventory, toy_playbooks
 
 pytestmark_restic = pytest.mark.skipif(shutil.which("restic") is None, reason="needs restic")

@@ -268,10 +268,13 @@ def test_per_host_passwords_each_accepted_only_by_its_own_host(
 
 
 def test_validate_stage_recheck_ends_within_its_timeout(standin: Path, tmp_path: Path) -> None:
-    """`run`'s validate stage re-checks hosts with the triage engine (`_triage_validator`, given
-    `run --scan-timeout`): a dripping host fails validation within that timeout, the healthy one passes."""
+    """`run`'s validate stage re-checks hosts with the triage engine (given `run --scan-timeout`, read
+    as `retriage.verdicts` reads it): a dripping host fails validation within that timeout, the healthy
+    one passes."""
     from orchestrator import inventory as inventory_lib
-    from orchestrator.execution.engine import _triage_validator
+    from orchestrator.execution.stages.retriage import verdicts as validated
+    from orchestrator.triage import engine as triage_engine
+    from orchestrator.triage import packs as packs_lib
 
     server = HostileServer(drip_body)
     try:
@@ -283,7 +286,9 @@ def test_validate_stage_recheck_ends_within_its_timeout(standin: Path, tmp_path:
         inventory.write_text(json.dumps({"windows": {"hosts": hosts}}))
         loaded = inventory_lib.load([str(inventory)])
         started = time.monotonic()
-        verdicts = _triage_validator([], forks=4, timeout=TIMEOUT)(list(loaded.hosts.values()))
+        settings = triage_engine.Settings(forks=4, timeout=TIMEOUT)
+        found = triage_engine.Triage(list(loaded.hosts.values()), packs_lib.load([]), settings).run()
+        verdicts = validated(found)
         elapsed = time.monotonic() - started
     finally:
         server.close()

@@ -24,7 +24,14 @@ from sqlmodel import select
 
 from orchestrator import inventory
 from orchestrator.store import Store
-from orchestrator.store.models import ContainmentRequest, EvidenceItem, Host, StageRun, TriageResult
+from orchestrator.store.models import (
+    ContainmentRequest,
+    EvidenceItem,
+    Host,
+    StageRun,
+    TriageResult,
+    TriageRun,
+)
 from tests.conftest import Cli, needs_lab
 
 pytestmark = [pytest.mark.lab, needs_lab]
@@ -93,7 +100,13 @@ def test_containment_first_dependencies_gate_reconnection_and_a_decision_brings_
     report = json.loads(result.stdout)
     store = Store.open(str(cli.db))
     with store.read() as s:
-        verdicts = {r.host_name: r.verdict for r in s.exec(select(TriageResult))}
+        fleet = select(TriageResult).join(TriageRun, TriageRun.id == TriageResult.run_id)
+        verdicts = {r.host_name: r.verdict for r in s.exec(fleet.where(TriageRun.stage == None))}  # noqa: E711
+        rechecks = list(s.exec(select(TriageRun).where(TriageRun.stage == "validate")))
+        rechecked = {
+            r.host_name: (r.run_id, r.verdict)
+            for r in s.exec(fleet.where(TriageRun.stage == "validate").order_by(TriageResult.id))
+        }
         rows = {h.name: h for h in s.exec(select(Host))}
         runs_ = list(s.exec(select(StageRun).where(StageRun.check_mode == False)))  # noqa: E712
         requested = {r.host_name: r for r in s.exec(select(ContainmentRequest))}
@@ -129,6 +142,19 @@ def test_containment_first_dependencies_gate_reconnection_and_a_decision_brings_
             assert (dns_lab / "hosts" / name / "var/tmp/recovery-isolated").exists(), (
                 f"{name} is not isolated"
             )
+    # The validate stage's re-triage is a triage run of its own, finished and audited like any: every
+    # host that passed validate was found clean by it, and `triage show` reads it as the host's latest.
+    validated = {r.host_name for r in runs_ if r.stage == "validate" and r.status == "ok"}
+    assert validated and rechecks and all(r.finished_at is not None for r in rechecks)
+    assert {h: v for h, (_, v) in rechecked.items() if h in validated} == dict.fromkeys(validated, "clean")
+    host = sorted(validated & set(dirty))[0]
+    shown = cli.json("triage", "show", host, "--history", "1")
+    assert shown["latest"]["run_id"] == rechecked[host][0] and shown["latest"]["verdict"] == "clean"
+    assert shown["history"][0]["verdict"] == verdicts[host]
+    assert any(
+        e["command"] == "triage" and e["args"].get("stage") == "validate"
+        for e in cli.json("audit", "show", "--last", "0")["entries"]
+    )
     others = {h for h, e in ((h["name"], h) for h in report["hosts"]) if h not in waiting}
     assert all(rows[h].state == "recovered" for h in others), {h: rows[h].state for h in others}
     status = cli.json("status")

@@ -18,6 +18,7 @@ import yaml
 from sqlmodel import select
 
 from orchestrator import inventory as inventory_lib
+from orchestrator import lifecycle
 from orchestrator.execution import states
 from orchestrator.store import Store, audit
 from orchestrator.store import hosts as host_store
@@ -216,7 +217,7 @@ def _stages(
     fail_last: str | None = None,
     running_last: bool = False,
 ) -> None:
-    path = states.PATHS[PLAN[name][2]]
+    path = lifecycle.PATHS[PLAN[name][2]]
     for i, stage in enumerate(stages):
         last = i == len(stages) - 1
         began, ended = start + i * length, start + (i + 1) * length

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.planning.content import content_hash
 from orchestrator.store import Store, audit
+from orchestrator.store.plan_content import content_hash
 from tests.conftest import Cli
 from tests.unit.test_planning_cli import FIRST, FLEET, triage
 

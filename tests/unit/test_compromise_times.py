@@ -13,6 +13,7 @@ from orchestrator.inventory import Host as InventoryHost
 from orchestrator.planning import compromise
 from orchestrator.planning.model import Verdict
 from orchestrator.store import Store
+from orchestrator.store.decisions import Decided
 from orchestrator.store.models import AuditEntry, TriageResult
 from tests.conftest import Cli
 from tests.unit.test_planning_cli import FLEET, triage
@@ -67,7 +68,7 @@ def test_only_restored_hosts_wait_and_a_decision_replaces_the_estimate() -> None
     assert "in the future" in str(out["b"].time_hold) and "host restore-point b" in str(out["b"].time_hold)
     assert "no compromise time" in str(out["c"].time_hold)
     assert out["img"].time_hold is None and out["bkp"].time_hold is None  # their time chooses nothing
-    decided = {"b": compromise.Decided(NOW - timedelta(days=2), "alice", "EDR says 28 Nov", False, NOW)}
+    decided = {"b": Decided(NOW - timedelta(days=2), "alice", "EDR says 28 Nov", False, NOW)}
     out = compromise.annotate(hosts, verdicts, times, decided, {}, NOW, RULES)
     assert out["b"].time_hold is None and "alice set it: EDR says 28 Nov" in str(out["b"].time_note)
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from orchestrator import inventory
 from orchestrator.errors import OrchestratorError
-from orchestrator.execution import concurrency
 from orchestrator.inventory import Host
+from orchestrator.lifecycle import concurrency
 from orchestrator.planning import Limits, Verdict, build, capacity, durations
 from orchestrator.planning.model import HOLD, PROTECTED, REBUILD, SCHEDULED, VERIFY, Draft
 from tests.conftest import HOSPITAL

@@ -420,3 +420,52 @@ def test_draft_approval_and_gate_through_the_library(url: str, fleet: str) -> No
             assert all(len(ms) <= 2 for ms in loaded.wave_members().values())
     finally:
         store.close()
+
+
+def audit_details(db: Path) -> list[tuple[str, str, dict]]:
+    con = sqlite3.connect(db)
+    rows = [
+        (c, o, json.loads(d))
+        for c, o, d in con.execute("SELECT command, operator, details FROM audit_log ORDER BY id")
+    ]
+    con.close()
+    return rows
+
+
+def test_sync_draft_and_approve_write_their_audit_in_the_library(cli: Cli, fleet: str) -> None:
+    """Each command is one library call that writes its change and its audit record together: the
+    record names what changed; a refused approval writes neither."""
+    synced = cli.json("inventory", "sync", "-i", fleet)
+    assert synced == {"hosts": 10, "added": 10, "updated": 0}
+    run = triage(cli.db, FIRST)
+    doc = cli.json("plan", "-i", fleet)
+    refused = cli("plan", "approve", "--by", "alice", "--hash", "0000")
+    assert refused.exit_code == 2 and "it changed since you reviewed it" in refused.stderr
+    cli.json("plan", "approve", "--by", "alice")
+    (sync, _, sync_details), (plan, operator, plan_details), (approve, _, approve_details) = audit_details(
+        cli.db
+    )
+    assert (sync, sync_details) == ("inventory sync", {"added": 10, "updated": 0})
+    assert (plan, operator) == ("plan", "tester")
+    assert plan_details["plan_id"] == doc["plan"]["id"] and plan_details["triage_run_id"] == run
+    assert plan_details["content_hash"] == doc["plan"]["content_hash"] and plan_details["rebuild"] == 5
+    assert approve == "plan approve"
+    assert approve_details == {
+        "plan_id": doc["plan"]["id"],
+        "approved_by": "alice",
+        "content_hash": doc["plan"]["content_hash"],
+        "superseded": None,
+    }
+
+
+def test_a_validate_stage_triage_is_not_what_plans_are_made_from(cli: Cli, fleet: str) -> None:
+    """The validate stage's re-check is a triage run (triage_run.stage), newer than the fleet's: the
+    next plan still comes from the fleet's triage, and the draft from it can still be approved."""
+    run = triage(cli.db, FIRST)
+    store = Store.open(str(cli.db))
+    with store.write() as session:
+        session.add(TriageRun(operator="tester", finished_at=utcnow(), host_count=1, stage="validate"))
+    store.close()
+    doc = cli.json("plan", "-i", fleet)
+    assert doc["plan"]["triage_run_id"] == run
+    assert cli("plan", "approve", "--by", "alice").exit_code == 0

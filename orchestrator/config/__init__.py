@@ -1,1 +1,0 @@
-"""Data files the orchestrator ships with (defaults an operator can copy and override)."""
