@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator.errors import RefusedError
 from orchestrator.store import audit
-from orchestrator.store.decisions import as_dict, standing
+from orchestrator.store import decisions as decisions_store
 from orchestrator.store.models import Plan, PlanMember, PlanWave
 from orchestrator.store.plan_content import content_hash
 
@@ -78,8 +78,8 @@ def view(session: Session, plan: Plan) -> PlanView:
     members = list(
         session.exec(select(PlanMember).where(PlanMember.plan_id == plan.id).order_by(col(PlanMember.id)))
     )
-    decided = standing(session, [m.host_name for m in members])
-    return PlanView(plan=plan, waves=waves, members=members, decisions=[as_dict(d) for d in decided.values()])
+    decided = decisions_store.in_force(session, [m.host_name for m in members])
+    return PlanView(plan=plan, waves=waves, members=members, decisions=decided)
 
 
 def load_approved_plan(session: Session) -> PlanView:
