@@ -10,7 +10,7 @@ resource over its limit. Hosts are bucketed by the set of limited resources they
 resource costs one check per bucket, not one per host: 20,000 hosts plan in well under a second.
 
 Estimate. `timeline` replays what the engine does, with the engine's own concurrency
-(`execution.concurrency`), one stage run at a time:
+(`lifecycle.concurrency`), one stage run at a time:
 - containment first: every host on the rebuild path is isolated, then has its evidence collected, in
   batches of the containment capacity, before wave 1 starts;
 - then the waves in order, each one a barrier: its stages one after another (wipe, reimage, restore,
