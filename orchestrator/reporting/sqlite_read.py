@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from orchestrator.planning.model import CONTAINED, NOT_YET, REQUESTED
+from orchestrator.execution import states
+from orchestrator.planning.model import CONTAINED, NOT_YET, REQUESTED, TO_CONTAIN, UNKNOWN
 from orchestrator.reporting import durations, fleet_summary, host_summary, lifecycle, next_steps
 from orchestrator.reporting.fleet_summary import AFFECTED, MOVING_STATES, PlanHead
 
@@ -332,49 +333,67 @@ class _Contained(NamedTuple):
 
 
 def _people(con: sqlite3.Connection, plan: PlanHead) -> dict[str, Any]:
-    """`next_steps.assess`'s rows: the plan's members and their hosts, where containment stands
-    (`containment.summary`), when triage found them, standing decisions and the request files."""
-    members = {
-        name: _Member(action, verdict)
-        for name, action, verdict in con.execute(
-            "SELECT host_name, action, verdict FROM plan_member WHERE plan_member.plan_id = ?", (plan.id,)
-        )
-    }
-    hosts = {
-        name: _Host(bool(protected), state, reason)
-        for name, protected, state, reason in con.execute(
-            "SELECT name, protected, state, state_reason FROM host"
-        )
-        if name in members
-    }
-    targets = next_steps.containment_targets(members, hosts)
-    where = dict.fromkeys(targets, _Contained(NOT_YET, None))
-    isolated = (
-        "SELECT stage_run.host_name, stage_run.finished_at FROM stage_run WHERE stage_run.stage = ?"
-        " AND stage_run.status = ? AND stage_run.check_mode IS 0 ORDER BY stage_run.id"
+    """`next_steps.assess`'s rows, read in one pass with SQLite doing the per-host work: the plan's
+    members that the next steps can name (those needing containment, held, protected, awaiting or
+    failed: `summarise` looks at no other), where each stands on containment (its first isolate
+    stage that succeeded, else its first request: `containment.summary`) and when the plan's triage
+    found it; then standing decisions and the request files."""
+    to_contain = (*TO_CONTAIN, *UNKNOWN)
+    first_isolate = (
+        "(SELECT stage_run.{} FROM stage_run WHERE stage_run.host_name = plan_member.host_name"
+        " AND stage_run.stage = 'isolate' AND stage_run.status = 'ok' AND stage_run.check_mode IS 0"
+        " ORDER BY stage_run.id LIMIT 1)"
     )
-    for name, at in con.execute(isolated, ("isolate", "ok")):
-        if name in where and where[name].status == NOT_YET:
-            where[name] = _Contained(CONTAINED, _dt(at))
-    for name, at in con.execute("SELECT host_name, requested_at FROM containment_request ORDER BY id"):
-        if name in where and where[name].status == NOT_YET:
-            where[name] = _Contained(REQUESTED, _dt(at))
+    query = (
+        "SELECT plan_member.host_name, plan_member.action, plan_member.verdict, host.protected, host.state,"
+        f" host.state_reason, {first_isolate.format('id')}, {first_isolate.format('finished_at')},"
+        " (SELECT containment_request.requested_at FROM containment_request"
+        " WHERE containment_request.host_name = plan_member.host_name ORDER BY containment_request.id LIMIT 1),"
+        " (SELECT triage_result.created_at FROM triage_result WHERE triage_result.host_name = plan_member.host_name"
+        " AND triage_result.run_id = ? ORDER BY triage_result.id DESC LIMIT 1)"
+        " FROM plan_member JOIN host ON host.name = plan_member.host_name WHERE plan_member.plan_id = ? AND ("
+        f" (NOT host.protected AND (plan_member.action = 'rebuild' OR plan_member.verdict IN ({_marks(to_contain)})))"
+        f" OR plan_member.action = 'hold' OR host.protected OR host.state IN (?, ?))"
+    )
+    params = (plan.triage_run_id, plan.id, *to_contain, states.AWAITING, states.FAILED)
+    members: dict[str, _Member] = {}
+    hosts: dict[str, _Host] = {}
+    where: dict[str, _Contained] = {}
     found: dict[str, datetime] = {}
-    if plan.triage_run_id is not None:
-        wanted = set(targets)
-        query = "SELECT host_name, created_at FROM triage_result WHERE triage_result.run_id = ?"
-        found = {
-            n: next_steps.aware(_dt(at)) for n, at in con.execute(query, (plan.triage_run_id,)) if n in wanted
-        }  # type: ignore[arg-type]
+    for (
+        name,
+        action,
+        verdict,
+        protected,
+        state,
+        reason,
+        isolate_id,
+        isolated,
+        requested,
+        triaged,
+    ) in con.execute(query, params):
+        members[name] = member = _Member(action, verdict)
+        hosts[name] = _Host(bool(protected), state, reason)
+        if not next_steps.needs_containment(member, bool(protected)):
+            continue
+        if isolate_id is not None:
+            where[name] = _Contained(CONTAINED, _dt(isolated))
+        elif requested is not None:
+            where[name] = _Contained(REQUESTED, _dt(requested))
+        else:
+            where[name] = _Contained(NOT_YET, None)
+        if triaged is not None:
+            found[name] = _dt(triaged)  # type: ignore[assignment]
     standing: dict[str, dict[str, Any]] = {}
     decisions = (
-        "SELECT * FROM host_decision WHERE host_decision.withdrawn_at IS NULL ORDER BY host_decision.id"
+        "SELECT * FROM host_decision WHERE host_decision.withdrawn_at IS NULL AND host_decision.host_name IN"
+        " (SELECT plan_member.host_name FROM plan_member WHERE plan_member.plan_id = ?) ORDER BY host_decision.id"
     )
-    for row in con.execute(decisions):
-        if row["host_name"] in members:
-            standing[row["host_name"]] = _decision(_typed(row, times=("decided_at", "compromised_since")))
+    for row in con.execute(decisions, (plan.id,)):
+        standing[row["host_name"]] = _decision(_typed(row, times=("decided_at", "compromised_since")))
     request = con.execute(
-        "SELECT files FROM containment_request WHERE containment_request.plan_id = ? ORDER BY containment_request.id DESC LIMIT 1",
+        "SELECT files FROM containment_request WHERE containment_request.plan_id = ?"
+        " ORDER BY containment_request.id DESC LIMIT 1",
         (plan.id,),
     ).fetchone()
     files = list(_json(request[0]) or []) if request else []
