@@ -339,8 +339,11 @@ def _people(con: sqlite3.Connection, plan: PlanHead) -> dict[str, Any]:
     stage that succeeded, else its first request: `containment.summary`) and when the plan's triage
     found it; then standing decisions and the request files."""
     to_contain = (*TO_CONTAIN, *UNKNOWN)
+    # By host, not by stage and status: without statistics SQLite would pick the (stage, status)
+    # index and read every isolated host's run for each host, quadratic in the fleet.
     first_isolate = (
-        "(SELECT stage_run.{} FROM stage_run WHERE stage_run.host_name = plan_member.host_name"
+        "(SELECT stage_run.{} FROM stage_run INDEXED BY ix_stage_run_host_stage"
+        " WHERE stage_run.host_name = plan_member.host_name"
         " AND stage_run.stage = 'isolate' AND stage_run.status = 'ok' AND stage_run.check_mode IS 0"
         " ORDER BY stage_run.id LIMIT 1)"
     )
