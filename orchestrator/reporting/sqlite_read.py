@@ -78,7 +78,7 @@ def _read(db: str, build: Callable[[sqlite3.Connection], T]) -> T | None:
         if version != SCHEMA_VERSION:
             return None
         return build(con)
-    except sqlite3.OperationalError:  # not ours, locked past the timeout...: the full path says why
+    except sqlite3.DatabaseError:  # not a database, not ours, locked past the timeout: the full path says why
         return None
     finally:
         con.close()

@@ -137,6 +137,10 @@ def test_the_sqlalchemy_path_when_the_lean_one_does_not_apply(hospital: Path, tm
     con.commit()
     con.close()
     assert sqlite_read.host_timeline(str(copy), "dc01") is None
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database, whatever its name says" * 100)
+    garbage.chmod(0o600)
+    assert sqlite_read.fleet_status(str(garbage), None, scenario.NOW) is None
 
 
 def test_filters_take_the_sqlalchemy_path_and_agree(hospital: Path) -> None:
