@@ -24,15 +24,17 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, NamedTuple, TypeVar
 
 from orchestrator.execution import states
+from orchestrator.planning import decision_rows
 from orchestrator.planning.model import CONTAINED, NOT_YET, REQUESTED, TO_CONTAIN, UNKNOWN
 from orchestrator.reporting import durations, fleet_summary, host_summary, lifecycle, next_steps
 from orchestrator.reporting.fleet_summary import AFFECTED, MOVING_STATES, PlanHead
 
 # The schema these queries were written for (`migrations.latest_version()`, held equal by a test).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Bound parameters per statement, as `selection.CHUNK`.
 CHUNK = 10_000
 T = TypeVar("T")
@@ -387,32 +389,35 @@ def _people(con: sqlite3.Connection, plan: PlanHead) -> dict[str, Any]:
             where[name] = _Contained(NOT_YET, None)
         if triaged is not None:
             found[name] = _dt(triaged)  # type: ignore[assignment]
-    standing: dict[str, dict[str, Any]] = {}
-    decisions = (
-        "SELECT * FROM host_decision WHERE host_decision.withdrawn_at IS NULL AND host_decision.host_name IN"
-        " (SELECT plan_member.host_name FROM plan_member WHERE plan_member.plan_id = ?) ORDER BY host_decision.id"
-    )
-    for row in con.execute(decisions, (plan.id,)):
-        standing[row["host_name"]] = _decision(_typed(row, times=("decided_at", "compromised_since")))
+    in_plan = "IN (SELECT plan_member.host_name FROM plan_member WHERE plan_member.plan_id = ?)"
+    actions = {
+        row["host_name"]: SimpleNamespace(**_typed(row, times=("decided_at", "withdrawn_at")))
+        for row in con.execute(
+            f"SELECT * FROM host_decision WHERE host_decision.withdrawn_at IS NULL AND host_decision.host_name {in_plan}"
+            " ORDER BY host_decision.id",
+            (plan.id,),
+        )
+    }
+    cutoffs = {
+        row["host_name"]: SimpleNamespace(
+            **_typed(
+                row, times=("before", "decided_at", "compromised_since", "withdrawn_at"), flags=("accepted",)
+            )
+        )
+        for row in con.execute(
+            "SELECT * FROM restore_decision WHERE restore_decision.withdrawn_at IS NULL"
+            f" AND restore_decision.host_name {in_plan} ORDER BY restore_decision.decided_at, restore_decision.id",
+            (plan.id,),
+        )
+    }
     request = con.execute(
         "SELECT files FROM containment_request WHERE containment_request.plan_id = ?"
         " ORDER BY containment_request.id DESC LIMIT 1",
         (plan.id,),
     ).fetchone()
     files = list(_json(request[0]) or []) if request else []
-    return next_steps.summarise(members, hosts, where, found, list(standing.values()), files)
-
-
-def _decision(row: dict[str, Any]) -> dict[str, Any]:
-    """`planning.decisions.as_dict` of a `host_decision` row."""
-    return {
-        "host": row["host_name"],
-        "decision": row["decision"],
-        "why": row["why"],
-        "by": row["decided_by"],
-        "at": row["decided_at"].isoformat() if row["decided_at"] else None,
-        "compromised_since": row["compromised_since"].isoformat() if row["compromised_since"] else None,
-    }
+    decisions = decision_rows.listed(actions, cutoffs)  # `decisions.in_force`
+    return next_steps.summarise(members, hosts, where, found, decisions, set(actions), files)
 
 
 # -- one host: host_view.timeline's queries ----------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,8 @@ def hospital(tmp_path_factory: pytest.TempPathFactory) -> Path:
     decisions.decide(store, "dana", "pacs01", "hold", "vendor must look first", {})
     decisions.decide(store, "dana", "pacs01", "verify", "vendor says clean", {})
     decisions.decide(store, "dana", "ws-er-002", "hold", "a nurse's machine: ask first", {})
+    since = scenario.T0 - timedelta(days=2)  # a restore cutoff that came with a decision
+    decisions.decide(store, "dana", "ehr-app01", "rebuild", "the console shows the note", {}, since)
     needed = [containment.Needed("file01", "unreachable at triage")]
     containment.request(store, "erin", 1, needed, workdir / "requests", scenario.NOW)  # the approved plan
     store.close()
@@ -83,7 +86,8 @@ def test_fleet_view_is_the_same_through_sqlite3(
     if which == "big":
         assert lean["attention"]["count"] > 20 and lean["containment"]["needed"] > 100
     else:
-        assert lean["decisions"] and lean["containment"]["requested"] == 1
+        assert lean["containment"]["requested"] == 1
+        assert {d["decision"] for d in lean["decisions"]} >= {"hold", "verify", "rebuild", "restore point"}
 
 
 @pytest.mark.parametrize("which", ["hospital", "big"])
