@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from orchestrator.execution import states
 from orchestrator.planning.model import CONTAINED, NOT_YET, REQUESTED, TO_CONTAIN, UNKNOWN
@@ -56,6 +56,17 @@ class Contained(Protocol):
     at: datetime | None
 
 
+class MemberRow(NamedTuple):
+    action: str
+    verdict: str
+
+
+class HostRow(NamedTuple):
+    protected: bool
+    state: str
+    state_reason: str | None
+
+
 def needs_containment(member: Member, protected: bool) -> bool:
     if protected:
         return False
@@ -72,8 +83,24 @@ def assess(session: Session, plan: Plan | None) -> dict[str, Any]:
 
     if plan is None:
         return nothing()
-    members = {m.host_name: m for m in session.exec(select(PlanMember).where(PlanMember.plan_id == plan.id))}
-    hosts = {h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(list(members))))}
+    # Columns, not ORM objects: at 50,000 hosts loading every member and host as objects took most
+    # of `status` on PostgreSQL (6.5 s of CPU).
+    members = {
+        name: MemberRow(action, verdict)
+        for name, action, verdict in session.exec(
+            select(PlanMember.host_name, PlanMember.action, PlanMember.verdict).where(
+                PlanMember.plan_id == plan.id
+            )
+        )
+    }
+    hosts = {
+        name: HostRow(protected, state, reason)
+        for name, protected, state, reason in session.exec(
+            select(Host.name, Host.protected, Host.state, Host.state_reason).where(
+                col(Host.name).in_(list(members))
+            )
+        )
+    }
     targets = containment_targets(members, hosts)
     return summarise(
         members,

@@ -318,17 +318,6 @@ def _wave_estimates(con: sqlite3.Connection, plan_id: int | None) -> dict[int, f
     return {number: estimated for number, estimated in con.execute(query, (plan_id,))}
 
 
-class _Member(NamedTuple):
-    action: str
-    verdict: str
-
-
-class _Host(NamedTuple):
-    protected: bool
-    state: str
-    state_reason: str | None
-
-
 class _Contained(NamedTuple):
     status: str
     at: datetime | None
@@ -361,8 +350,8 @@ def _people(con: sqlite3.Connection, plan: PlanHead) -> dict[str, Any]:
         f" OR plan_member.action = 'hold' OR host.protected OR host.state IN (?, ?))"
     )
     params = (plan.triage_run_id, plan.id, *to_contain, states.AWAITING, states.FAILED)
-    members: dict[str, _Member] = {}
-    hosts: dict[str, _Host] = {}
+    members: dict[str, next_steps.MemberRow] = {}
+    hosts: dict[str, next_steps.HostRow] = {}
     where: dict[str, _Contained] = {}
     found: dict[str, datetime] = {}
     for (
@@ -377,8 +366,8 @@ def _people(con: sqlite3.Connection, plan: PlanHead) -> dict[str, Any]:
         requested,
         triaged,
     ) in con.execute(query, params):
-        members[name] = member = _Member(action, verdict)
-        hosts[name] = _Host(bool(protected), state, reason)
+        members[name] = member = next_steps.MemberRow(action, verdict)
+        hosts[name] = next_steps.HostRow(bool(protected), state, reason)
         if not next_steps.needs_containment(member, bool(protected)):
             continue
         if isolate_id is not None:
