@@ -3,8 +3,9 @@
 Fills a database with 100,000 hosts (tiers, waves, triage verdicts, a recovery half done) and
 2,000,000 stage events, then times both views through the library, through the CLI in-process and
 through the CLI as a new process, against baselines measured in the same run (a trivial query, and
-`orchestrator --version` for interpreter start-up). Goal: under 200 ms each. Wall and CPU time are
-both printed; on a shared, busy machine the CPU time is the figure to read (the load is printed too).
+`orchestrator --version` for interpreter start-up). Goals: under 200 ms each in a process, and
+under 300 ms as a new process (issue 18: what a person at a terminal waits for). Wall and CPU time
+are both printed; on a shared, busy machine the CPU time is the figure to read (the load is printed too).
 
     .venv/bin/python bench/status.py                      # full size, temporary database
     .venv/bin/python bench/status.py --hosts 10000 --events 200000 --db /tmp/small.db --keep
@@ -37,6 +38,7 @@ from orchestrator.reporting import fleet, host_view
 from orchestrator.store import Store
 
 GOAL_MS = 200.0
+NEW_PROCESS_GOAL_MS = 300.0
 T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
 WAVES = 20
 TIERS = ((0, 0.03), (1, 0.12), (2, 0.30), (3, 0.55))
@@ -304,6 +306,7 @@ def run(db: Path, hosts: int, repeat: int) -> list[tuple[str, float, float, floa
         ("CLI in-process: status HOST --json", *timed(lambda: cli("status", host, "--json"), repeat)),
         ("baseline: new process, orchestrator --version", *timed(lambda: subprocess_cli("--version"), 5)),
         ("new process: orchestrator status --json", *timed(lambda: subprocess_cli("status", "--json"), 5)),
+        ("new process: orchestrator status (table)", *timed(lambda: subprocess_cli("status"), 5)),
         (
             "new process: orchestrator status HOST --json",
             *timed(lambda: subprocess_cli("status", host, "--json"), 5),
@@ -338,7 +341,11 @@ def main_() -> None:
         if label.startswith("baseline"):
             ratio = ""
         elif label.startswith("new process"):
-            ratio = f"{cpu / base_proc:.2f}x start-up, {cpu - base_proc:.0f} ms beyond it"
+            verdict = "ok" if cpu <= NEW_PROCESS_GOAL_MS else "OVER"
+            ratio = (
+                f"goal {NEW_PROCESS_GOAL_MS:.0f} ms ({verdict}), {cpu / base_proc:.2f}x start-up, "
+                f"{cpu - base_proc:.0f} ms beyond it"
+            )
         else:
             verdict = "ok" if cpu < GOAL_MS else "OVER"
             ratio = f"{cpu / GOAL_MS:.2f}x goal ({verdict}), {cpu / base_lib:.0f}x baseline"

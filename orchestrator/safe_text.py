@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported when a table is drawn: `--json` output does without it
+    from rich.text import Text
 
 # C0 controls and DEL show as their Unicode "control picture" (ESC as ␛): what the attacker sent
 # stays readable to the operator. C1 controls, bidi overrides (a name can display reversed) and lone
@@ -50,6 +51,8 @@ def plain(value: Any, multiline: bool = False) -> str:
 
 def text(value: Any, multiline: bool = False, style: str = "") -> Text:
     """A rich Text of `plain(value)`: safe in a table cell or `console.print`, never read as markup."""
+    from rich.text import Text
+
     return Text(plain(value, multiline), style=style)
 
 
@@ -60,6 +63,8 @@ def optional(value: Any, multiline: bool = False, empty: str = "") -> Text:
 
 def cells(*values: Any, multiline: bool = False) -> list[Text]:
     """A table row: every value as `text` (None as ""), a Text we built ourselves left as it is."""
+    from rich.text import Text
+
     return [v if isinstance(v, Text) else optional(v, multiline) for v in values]
 
 

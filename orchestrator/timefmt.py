@@ -43,3 +43,8 @@ def stamp(moment: datetime) -> str:
     """A moment as people's decisions and the planner's reasons quote it: UTC, seconds, a space."""
     aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def seconds(start: datetime, end: datetime) -> float:
+    """A measured stage's time: never negative (a clock stepped back must not make a stage look free)."""
+    return max(0.0, (end - start).total_seconds())

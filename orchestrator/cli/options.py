@@ -5,13 +5,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
 from orchestrator.cli.context import AppContext
 from orchestrator.safe_text import json_text
+
+if TYPE_CHECKING:  # rich is imported when a table is drawn: `--json` does without it
+    from rich.console import Console
 
 pass_app = click.make_pass_decorator(AppContext)
 
@@ -62,10 +64,14 @@ def emit_json(data: Any) -> None:
 
 def console() -> Console:
     """Tables go to stdout; rich decides colour from the terminal, and plain text when piped."""
+    from rich.console import Console
+
     return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 
 
 def err_console() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True)
 
 

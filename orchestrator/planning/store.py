@@ -87,10 +87,13 @@ def latest_triage(session: Session) -> tuple[TriageRun, dict[str, Verdict]]:
         raise OrchestratorError(
             f"triage run {run.id} has not finished: wait for it, or run 'orchestrator triage' again"
         )
+    # Columns, not ORM objects: 50,000 TriageResult objects took seconds of every plan.
     results = session.exec(
-        select(TriageResult).where(TriageResult.run_id == run.id).order_by(col(TriageResult.id))
+        select(TriageResult.host_name, TriageResult.verdict, TriageResult.reason)
+        .where(TriageResult.run_id == run.id)
+        .order_by(col(TriageResult.id))
     )
-    verdicts = {r.host_name: Verdict(r.verdict, r.reason) for r in results}  # the last row per host wins
+    verdicts = {name: Verdict(verdict, reason) for name, verdict, reason in results}  # the last row wins
     if not verdicts:
         raise OrchestratorError(f"triage run {run.id} has no verdict for any host: nothing to plan from")
     return run, verdicts

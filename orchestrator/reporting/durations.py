@@ -11,12 +11,13 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-
-from sqlmodel import Session, col, select
+from typing import TYPE_CHECKING
 
 from orchestrator.reporting import lifecycle
-from orchestrator.store.measured import measured, seconds
-from orchestrator.store.models import StageRun
+from orchestrator.timefmt import seconds
+
+if TYPE_CHECKING:  # the estimate is also built by `sqlite_read`, which must not import SQLAlchemy
+    from sqlmodel import Session
 
 # Recent runs only: the newest few hundred per stage reflect today's conditions and bound the cost.
 SAMPLE = 301
@@ -24,6 +25,11 @@ SAMPLE = 301
 
 def stage_medians(session: Session, sample: int = SAMPLE) -> dict[str, float]:
     """Median seconds of each stage's recent successful, real (not check-mode) runs."""
+    from sqlmodel import col, select
+
+    from orchestrator.store.measured import measured
+    from orchestrator.store.models import StageRun
+
     medians: dict[str, float] = {}
     for stage in lifecycle.STAGES:
         rows = session.exec(

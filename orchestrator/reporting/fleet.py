@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_
@@ -19,13 +19,17 @@ from sqlmodel import Session, col, select
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.lifecycle import AFFECTED
-from orchestrator.reporting import durations, lifecycle, next_steps
+from orchestrator.reporting import durations, fleet_summary, lifecycle, next_steps
+from orchestrator.reporting.fleet_summary import (
+    MOVING_STATES,
+    HostCounts,
+    Moving,
+    PlanHead,
+    WaveCounts,
+)
 from orchestrator.reporting.selection import HostFilter, chunks, match_pattern
 from orchestrator.store import Store, plans
 from orchestrator.store.models import Host, PlanMember, PlanWave, StageRun, TriageResult, utcnow
-from orchestrator.timefmt import iso
-
-# Latest triage verdicts that make a protected host wait for a person's decision.
 
 
 def status(
@@ -36,55 +40,27 @@ def status(
 ) -> dict[str, Any]:
     """The fleet's progress as a JSON-ready dict (keys documented in docs/commands.md)."""
     flt = flt or HostFilter()
-    now = now or utcnow()
     with store.read() as session:
         plan = plans.in_force(session)
         names = match_pattern(session, flt.pattern) if flt.pattern else None
         scope = Scope(plan.id if plan else None, flt, names)
-        hosts = _host_counts(session, scope)
-        waiting = _waiting_counts(session, scope)
-        waves = _wave_counts(session, scope)
-        moving = _moving(session, scope)
-        attention, flagged = _attention(session, scope, attention_limit, plan.approved_at if plan else None)
-        medians = durations.stage_medians(session)
-        wave_times = _wave_times(session, scope.plan_id)
-        planned_s = _wave_estimates(session, scope.plan_id)
-        people = next_steps.assess(session, plan)
-    counts = _summarise(hosts, waiting)
-    wave_rows, eta = _waves(waves, moving, wave_times, planned_s, medians)
-    starts = [t[0] for t in wave_times.values()]
-    started_at = min(starts) if starts else None
-    return {
-        "generated_at": iso(now),
-        "filters": flt.as_dict(),
-        "plan": None
-        if plan is None
-        else {
-            "id": plan.id,
-            "status": plan.status,
-            "approved_at": iso(plan.approved_at),
-            "waves": len(planned_s),
-        },
-        **counts,
-        "waves": wave_rows,
-        "containment": people["containment"],
-        "decisions": people["decisions"],
-        "next_steps": people["next_steps"],
-        "attention": {
-            "count": counts["by_category"]["failed"] + counts["by_category"]["hold"] + flagged,
-            "hosts": attention,
-        },
-        "timing": {
-            "started_at": iso(started_at),
-            "last_activity_at": iso(max(t[1] for t in wave_times.values())) if wave_times else None,
-            "elapsed_s": round((now - started_at).total_seconds(), 1) if started_at else None,
-            "eta_s": eta.eta_s,
-            "basis": eta.basis,
-            "unmeasured_stages": eta.unmeasured_stages,
-            "finish_at": iso(now + timedelta(seconds=eta.eta_s)) if eta.eta_s else None,
-            "stage_medians_s": {s: round(v, 1) for s, v in medians.items()},
-        },
-    }
+        attention, flagged = _attention(session, scope, attention_limit)
+        rows = fleet_summary.Rows(
+            plan=None
+            if plan is None
+            else PlanHead(plan.id or 0, plan.status, plan.approved_at, plan.triage_run_id),
+            hosts=_host_counts(session, scope),
+            waiting=_waiting_counts(session, scope),
+            waves=_wave_counts(session, scope),
+            moving=_moving(session, scope),
+            attention=attention,
+            flagged=flagged,
+            medians=durations.stage_medians(session),
+            wave_times=_wave_times(session, scope.plan_id),
+            planned_s=_wave_estimates(session, scope.plan_id),
+            people=next_steps.assess(session, plan),
+        )
+    return fleet_summary.assemble(rows, flt.as_dict(), attention_limit, now or utcnow())
 
 
 @dataclass(frozen=True)
@@ -136,10 +112,6 @@ def _state_condition(state: str, action: Any) -> ColumnElement[bool]:
     raise OrchestratorError(f"--state {state!r}: not a state or bucket (one of: {known})")
 
 
-# (tier, state, failed stage) -> hosts
-HostCounts = Counter[tuple[int, str, str | None]]
-
-
 def _host_counts(session: Session, scope: Scope) -> HostCounts:
     keys = (col(Host.tier), col(Host.state), col(Host.stage))
     counts: HostCounts = Counter()
@@ -171,59 +143,6 @@ def _waiting_counts(session: Session, scope: Scope) -> Counter[tuple[int, str]]:
         for tier, action, count in session.exec(query):
             counts[(tier, action)] += count
     return counts
-
-
-def _summarise(hosts: HostCounts, waiting: Counter[tuple[int, str]]) -> dict[str, Any]:
-    by_state: Counter[str] = Counter()
-    by_category: Counter[str] = Counter()
-    by_stage: Counter[str] = Counter()
-    failed_by_stage: Counter[str] = Counter()
-    tiers: dict[int, Counter[str]] = defaultdict(Counter)
-    for (tier, state, stage), count in hosts.items():
-        bucket = lifecycle.category(state)
-        by_state[state] += count
-        by_category[bucket] += count
-        tiers[tier][bucket] += count
-        if bucket == "in_progress":
-            by_stage[lifecycle.stage_of(state) or state] += count
-        if state == "failed":
-            failed_by_stage[stage or "unknown"] += count
-    for (tier, action), count in waiting.items():  # not started: the plan says which bucket
-        for counter in (by_category, tiers[tier]):
-            counter["pending"] -= count
-            counter[action] += count
-    return {
-        "total": sum(by_state.values()),
-        "by_category": _buckets(by_category),
-        "by_state": {s: by_state[s] for s in (*lifecycle.STATE_ORDER, *sorted(by_state)) if by_state.get(s)},
-        "in_progress_by_stage": {s: by_stage[s] for s in lifecycle.STAGES if by_stage.get(s)},
-        "failed_by_stage": dict(sorted(failed_by_stage.items())),
-        "tiers": [_progress({"tier": tier}, counter) for tier, counter in sorted(tiers.items())],
-    }
-
-
-def _buckets(counter: Counter[str]) -> dict[str, int]:
-    return {c: counter.get(c, 0) for c in lifecycle.CATEGORIES if c != "other" or counter.get(c)}
-
-
-def _progress(
-    key: dict[str, Any], counter: Counter[str], extra: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    total = sum(counter.values())
-    return {
-        **key,
-        "total": total,
-        **_buckets(counter),
-        "percent_recovered": round(100.0 * counter.get("recovered", 0) / total, 1) if total else 0.0,
-        **(extra or {}),
-    }
-
-
-# (wave, action) -> bucket -> hosts
-WaveCounts = dict[tuple[int | None, str], Counter[str]]
-# (wave, action, state) -> hosts, for the hosts that have started and are not recovered
-Moving = Counter[tuple[int | None, str, str]]
-_MOVING_STATES = (*lifecycle.IN_PROGRESS_STATES, "failed", "hold", "protected")
 
 
 def _wave_counts(session: Session, scope: Scope) -> WaveCounts:
@@ -277,7 +196,7 @@ def _moving(session: Session, scope: Scope) -> Moving:
     for chunk in chunks(scope.names):
         query = (
             select(wave.label("member_wave"), action.label("member_action"), Host.state, func.count())
-            .where(col(Host.state).in_(_MOVING_STATES))
+            .where(col(Host.state).in_(MOVING_STATES))
             .where(*scope.conditions(chunk, wave=wave, action=action))
             .group_by("member_wave", "member_action", col(Host.state))
         )
@@ -286,13 +205,11 @@ def _moving(session: Session, scope: Scope) -> Moving:
     return found
 
 
-def _attention(
-    session: Session, scope: Scope, limit: int | None, planned_at: datetime | None
-) -> tuple[list[dict[str, Any]], int]:
-    """Hosts a person must look at, most urgent first (the first `limit` when given): failed ones,
-    protected ones whose latest triage is infected or suspicious (all of them), held ones. Returns
-    them and how many protected ones were flagged (failed and held are counted by bucket). A host the
-    plan set aside without a state change has waited since the plan's approval (`planned_at`)."""
+def _attention(session: Session, scope: Scope, limit: int | None) -> tuple[list[tuple[str | None, Any]], int]:
+    """Hosts a person must look at (at most `limit` of each kind when given): failed ones,
+    protected ones whose latest triage is infected or suspicious (all of them), held ones, as
+    (why, row) for `fleet_summary.attention_rows`. Returns them and how many protected ones were
+    flagged (failed and held are counted by bucket)."""
     latest = (
         select(func.max(TriageResult.id))
         .where(col(TriageResult.host_name) == col(Host.name))
@@ -350,25 +267,7 @@ def _attention(
                 .order_by(*order)
             )
             found += [("hold", row) for row in session.exec(held if limit is None else held.limit(limit))]
-    rows = [_attention_row(why, row, planned_at) for why, row in found]
-    rank = {"failed": 0, "protected_infected": 1, "protected_suspicious": 2, "hold": 3}
-    rows.sort(key=lambda r: (rank.get(r["why"], 4), r["tier"], r["host"]))
-    return (rows if limit is None else rows[:limit]), flagged
-
-
-def _attention_row(why: str | None, row: Any, planned_at: datetime | None) -> dict[str, Any]:
-    name, state, stage, reason, since, tier, wave, plan_reason, verdict = row
-    return {
-        "host": name,
-        "why": why or state,
-        "state": state,
-        "stage": stage if state == "failed" else None,
-        "reason": reason or plan_reason,
-        "since": iso(since or planned_at),
-        "tier": tier,
-        "wave": wave,
-        "verdict": verdict,
-    }
+    return found, flagged
 
 
 def _wave_times(session: Session, plan_id: int | None) -> dict[int, tuple[datetime, datetime]]:
@@ -391,44 +290,3 @@ def _wave_estimates(session: Session, plan_id: int | None) -> dict[int, float]:
     return dict(
         session.exec(select(PlanWave.number, PlanWave.estimated_s).where(PlanWave.plan_id == plan_id)).all()
     )
-
-
-def _waves(
-    waves: WaveCounts,
-    moving: Moving,
-    wave_times: dict[int, tuple[datetime, datetime]],
-    planned_s: dict[int, float],
-    medians: dict[str, float],
-) -> tuple[list[dict[str, Any]], durations.Estimate]:
-    """Per-wave progress rows and the estimate: a wave still runs every stage one of its hosts needs."""
-    buckets: dict[int | None, Counter[str]] = defaultdict(Counter)
-    on_path: dict[int, set[tuple[str, str]]] = defaultdict(set)  # (action, state) still to run
-    for (wave, action, state), count in moving.items():
-        buckets[wave][lifecycle.category(state)] += count
-        if wave is not None:
-            on_path[wave].add((action, state))
-    for (wave, action), counter in waves.items():
-        # Not started: pending, unless the plan holds the host or leaves it protected.
-        buckets[wave][action if action in lifecycle.WAITING_ACTIONS else "pending"] += counter["pending"]
-        buckets[wave]["recovered"] += counter["recovered"]
-        seen = (
-            counter["pending"]
-            + counter["recovered"]
-            + sum(n for (w, a, _), n in moving.items() if (w, a) == (wave, action))
-        )
-        buckets[wave]["other"] += counter["total"] - seen  # states this version does not know
-        if wave is not None and counter["pending"]:
-            on_path[wave].add((action, "planned"))
-    stages_by_wave = {
-        wave: stages for wave, pairs in on_path.items() if (stages := durations.remaining_in_wave(pairs))
-    }
-    eta = durations.estimate(stages_by_wave, medians, planned_s, set(wave_times))
-    rows = []
-    for wave, counter in sorted(buckets.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
-        extra = {
-            "started_at": iso(wave_times[wave][0]) if wave in wave_times else None,
-            "remaining_stages": list(stages_by_wave.get(wave, ())) if wave is not None else [],
-            "eta_s": round(eta.per_wave_s[wave], 1) if wave in eta.per_wave_s else None,
-        }
-        rows.append(_progress({"wave": wave}, +counter, extra))
-    return rows, eta

@@ -13,10 +13,9 @@ that acts on them; the full lists are in `--json`.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
-
-from sqlmodel import Session, col, select
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from orchestrator.lifecycle import (
     AWAITING,
@@ -30,10 +29,12 @@ from orchestrator.lifecycle import (
     TO_CONTAIN,
     UNKNOWN,
 )
-from orchestrator.store import containment
-from orchestrator.store import decisions as decisions_lib
-from orchestrator.store.models import ContainmentRequest, Host, Plan, PlanMember, TriageResult
 from orchestrator.timefmt import iso
+
+if TYPE_CHECKING:  # the pure part below also serves `sqlite_read`, which must not import SQLAlchemy
+    from sqlmodel import Session
+
+    from orchestrator.store.models import Plan
 
 SHOWN = 5
 
@@ -43,7 +44,40 @@ def _names(hosts: list[str]) -> str:
     return ", ".join(hosts[:SHOWN]) + more
 
 
-def needs_containment(member: PlanMember, protected: bool) -> bool:
+class Member(Protocol):
+    """What the next steps read of a plan member (a `PlanMember` row or `sqlite_read`'s own)."""
+
+    action: str
+    verdict: str
+
+
+class HostFacts(Protocol):
+    """What the next steps read of a host."""
+
+    protected: bool
+    state: str
+    state_reason: str | None
+
+
+class Contained(Protocol):
+    """Where a host stands on containment (`containment.HostContainment`)."""
+
+    status: str
+    at: datetime | None
+
+
+class MemberRow(NamedTuple):
+    action: str
+    verdict: str
+
+
+class HostRow(NamedTuple):
+    protected: bool
+    state: str
+    state_reason: str | None
+
+
+def needs_containment(member: Member, protected: bool) -> bool:
     if protected:
         return False
     return member.action == REBUILD or member.verdict in (*TO_CONTAIN, *UNKNOWN)
@@ -51,13 +85,67 @@ def needs_containment(member: PlanMember, protected: bool) -> bool:
 
 def assess(session: Session, plan: Plan | None) -> dict[str, Any]:
     """Containment per host, standing decisions and the next steps for `plan`'s hosts."""
+    from sqlmodel import col, select
+
+    from orchestrator.store import containment
+    from orchestrator.store import decisions as decisions_lib
+    from orchestrator.store.models import Host, PlanMember
+
     if plan is None:
-        return {"containment": _counts({}), "decisions": [], "next_steps": []}
-    members = {m.host_name: m for m in session.exec(select(PlanMember).where(PlanMember.plan_id == plan.id))}
-    hosts = {h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(list(members))))}
-    targets = sorted(n for n, m in members.items() if n in hosts and needs_containment(m, hosts[n].protected))
-    where = containment.summary(session, targets)
-    found = _found_at(session, plan.triage_run_id, targets)
+        return nothing()
+    # Columns, not ORM objects: at 50,000 hosts loading every member and host as objects took most
+    # of `status` on PostgreSQL (6.5 s of CPU).
+    members = {
+        name: MemberRow(action, verdict)
+        for name, action, verdict in session.exec(
+            select(PlanMember.host_name, PlanMember.action, PlanMember.verdict).where(
+                PlanMember.plan_id == plan.id
+            )
+        )
+    }
+    hosts = {
+        name: HostRow(protected, state, reason)
+        for name, protected, state, reason in session.exec(
+            select(Host.name, Host.protected, Host.state, Host.state_reason).where(
+                col(Host.name).in_(list(members))
+            )
+        )
+    }
+    targets = containment_targets(members, hosts)
+    return summarise(
+        members,
+        hosts,
+        containment.summary(session, targets),
+        _found_at(session, plan.triage_run_id, targets),
+        decisions_lib.in_force(session, list(members)),
+        set(decisions_lib.standing(session, list(members))),
+        _request_files(session, plan.id),
+    )
+
+
+def nothing() -> dict[str, Any]:
+    """`assess` without a plan."""
+    return {"containment": _counts({}), "decisions": [], "next_steps": []}
+
+
+def containment_targets(members: Mapping[str, Member], hosts: Mapping[str, HostFacts]) -> list[str]:
+    """The plan's hosts that need containment, by name."""
+    return sorted(n for n, m in members.items() if n in hosts and needs_containment(m, hosts[n].protected))
+
+
+def summarise(
+    members: Mapping[str, Member],
+    hosts: Mapping[str, HostFacts],
+    where: Mapping[str, Contained],
+    found: Mapping[str, datetime],
+    decisions: list[dict[str, Any]],
+    decided: set[str],
+    files: list[str],
+) -> dict[str, Any]:
+    """Containment per host, the `decisions` in force (`decisions.in_force`) and the next steps,
+    from the rows `assess` (or `sqlite_read`) read. `where` covers `containment_targets`; `found` is
+    when the plan's triage found each of them; `decided`: the hosts with a standing decision."""
+    targets = containment_targets(members, hosts)
     per_host = {}
     for name in targets:
         c = where[name]
@@ -67,16 +155,18 @@ def assess(session: Session, plan: Plan | None) -> dict[str, Any]:
             "at": iso(c.at),
             "time_to_containment_s": round((c.at - since).total_seconds(), 1) if c.at and since else None,
         }
-    standing = decisions_lib.standing(session, list(members))
-    files = _request_files(session, plan.id)
     return {
         "containment": _counts(per_host),
-        "decisions": decisions_lib.in_force(session, list(members)),
-        "next_steps": _steps(members, hosts, per_host, standing, files),
+        "decisions": decisions,
+        "next_steps": _steps(members, hosts, per_host, decided, files),
     }
 
 
 def _found_at(session: Session, run_id: int | None, hosts: list[str]) -> dict[str, datetime]:
+    from sqlmodel import col, select
+
+    from orchestrator.store.models import TriageResult
+
     if run_id is None:
         return {}
     rows = session.exec(
@@ -84,16 +174,20 @@ def _found_at(session: Session, run_id: int | None, hosts: list[str]) -> dict[st
             TriageResult.run_id == run_id, col(TriageResult.host_name).in_(hosts)
         )
     )
-    return {name: _aware(at) for name, at in rows}
+    return {name: aware(at) for name, at in rows}
 
 
-def _aware(value: datetime) -> datetime:
+def aware(value: datetime) -> datetime:
     from datetime import UTC
 
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _request_files(session: Session, plan_id: int | None) -> list[str]:
+    from sqlmodel import col, select
+
+    from orchestrator.store.models import ContainmentRequest
+
     row = session.exec(
         select(ContainmentRequest)
         .where(ContainmentRequest.plan_id == plan_id)
@@ -116,10 +210,10 @@ def _counts(per_host: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _steps(
-    members: dict[str, PlanMember],
-    hosts: dict[str, Host],
+    members: Mapping[str, Member],
+    hosts: Mapping[str, HostFacts],
     per_host: dict[str, dict[str, Any]],
-    standing: dict[str, Any],
+    standing: set[str],
     files: list[str],
 ) -> list[str]:
     steps: list[str] = []
@@ -186,7 +280,7 @@ def _first_dependency(reason: str | None) -> str:
     return text.split(" ", 1)[0].rstrip(",") or "their dependencies"
 
 
-def _root(name: str, hosts: dict[str, Host]) -> str:
+def _root(name: str, hosts: Mapping[str, HostFacts]) -> str:
     """The host at the end of a chain of awaiting hosts: the one a person can act on."""
     seen = {name}
     dep = _first_dependency(hosts[name].state_reason)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from sqlmodel import Session, select
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.store.models import Host
+
+if TYPE_CHECKING:  # `status` builds a HostFilter before it knows whether it needs SQLAlchemy
+    from sqlmodel import Session
 
 # SQLite accepts 32,766 bound parameters per statement; stay well below.
 CHUNK = 10_000
@@ -38,6 +38,9 @@ def match_pattern(session: Session, pattern: str) -> list[str]:
     """Names of the recorded hosts an Ansible pattern selects; refuses a pattern that selects none."""
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
+    from sqlmodel import select
+
+    from orchestrator.store.models import Host
 
     manager = InventoryManager(loader=DataLoader(), sources=[], parse=False)
     known_groups: set[str] = set()

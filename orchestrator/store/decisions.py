@@ -11,10 +11,14 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from orchestrator.lifecycle.decision_view import (  # noqa: F401 (re-exported for planning.decisions)
+    RESTORE_POINT,
+    as_dict,
+    cutoff_dict,
+    listed,
+)
 from orchestrator.store.models import HostDecision, RestoreDecision
-from orchestrator.timefmt import stamp
-
-RESTORE_POINT = "restore point"  # the `decision` of a restore cutoff in `in_force` lists
+from orchestrator.timefmt import iso_exact as _iso  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -71,51 +75,8 @@ def restore_cutoffs(session: Session, hosts: list[str] | None = None) -> dict[st
 def in_force(session: Session, hosts: list[str]) -> list[dict[str, Any]]:
     """Every standing decision about `hosts`, as `plan show`, `status` and the report list them: a
     host's action decision, then its restore cutoff (shown alike whichever command recorded it)."""
-    actions = standing(session, hosts)
-    cutoffs = standing_cutoffs(session, hosts)
-    out: list[dict[str, Any]] = []
-    for name in sorted(set(actions) | set(cutoffs)):
-        if name in actions:
-            out.append(as_dict(actions[name], cutoffs.get(name)))
-        if name in cutoffs:
-            out.append(cutoff_dict(cutoffs[name]))
-    return out
-
-
-def as_dict(row: HostDecision, cutoff: RestoreDecision | None = None) -> dict[str, Any]:
-    """A decision as listed; `compromised_since` is what the person said with it, while the restore
-    cutoff it set is still the one in force."""
-    said_with = cutoff if cutoff is not None and cutoff.host_decision_id == row.id else None
-    return {
-        "host": row.host_name,
-        "decision": row.decision,
-        "summary": row.decision,
-        "why": row.why,
-        "by": row.decided_by,
-        "at": _iso(row.decided_at),
-        "compromised_since": _iso(said_with.compromised_since) if said_with else None,
-    }
-
-
-def cutoff_dict(row: RestoreDecision) -> dict[str, Any]:
-    """A restore cutoff as listed, the same whichever command recorded it (`via` says which)."""
-    return {
-        "host": row.host_name,
-        "decision": RESTORE_POINT,
-        "summary": f"{RESTORE_POINT} before {stamp(row.before)}",
-        "why": row.why,
-        "by": row.decided_by,
-        "at": _iso(row.decided_at),
-        "restore_before": _iso(row.before),
-        "compromised_since": _iso(row.compromised_since),
-        "accepted_estimate": row.accepted,
-        "via": "host decide --compromised-since" if row.host_decision_id else "host restore-point",
-    }
+    return listed(standing(session, hosts), standing_cutoffs(session, hosts))
 
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return _aware(moment).isoformat() if moment is not None else None

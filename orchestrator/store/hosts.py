@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import bindparam, insert, update
 from sqlmodel import Session, col, select
 
 from orchestrator.inventory import Host as InventoryHost
@@ -51,41 +50,46 @@ def locked(session: Session, names: list[str]) -> dict[str, Host]:
 def sync(session: Session, hosts: Iterable[InventoryHost]) -> tuple[int, int]:
     """Insert new hosts and refresh known ones (recovery state untouched); return (added, updated).
 
-    Every row is locked first: a run changing a host's state meanwhile waits, or is waited for."""
-    existing = {h.name: h for h in session.exec(select(Host).order_by(col(Host.id)).with_for_update())}
-    added = updated = 0
-    unchanged: list[int] = []
+    Every row is locked first: a run changing a host's state meanwhile waits, or is waited for.
+    Written with SQLAlchemy Core, not ORM objects: at 50,000 hosts, loading and flushing one object
+    per host took seconds before every triage, plan and run; rows and executemany take a fraction.
+    No version check is needed on the rows written: they are locked until the transaction ends.
+    """
+    table = Host.__table__  # type: ignore[attr-defined]
+    facts = (*FIELDS, "depends_on")
+    query = select(table.c.id, table.c.name, *(table.c[f] for f in facts)).order_by(table.c.id)
+    existing = {row.name: row for row in session.execute(query.with_for_update())}
     now = utcnow()
+    new: list[dict] = []
+    changed: list[dict] = []
+    unchanged: list[int] = []
     for inv in hosts:
-        row = existing.get(inv.name)
         values = {f: getattr(inv, f) for f in FIELDS}
         values["depends_on"] = inv.depends_on_hosts
+        row = existing.get(inv.name)
         if row is None:
-            session.add(Host(name=inv.name, synced_at=now, **values))
-            added += 1
-            continue
-        changed = False
-        for key, value in values.items():
-            if getattr(row, key) != value:
-                setattr(row, key, value)
-                changed = True
-        if changed:
-            row.synced_at = now
-            updated += 1
+            new.append({"name": inv.name, **values, "state": "new", "version": 0, "synced_at": now})
+        elif any(getattr(row, key) != value for key, value in values.items()):
+            changed.append({"row_id": row.id, **{f"new_{k}": v for k, v in values.items()}})
         else:
-            set_committed_value(row, "synced_at", now)
-            unchanged.append(int(row.id or 0))
-    # The rows whose facts did not change only get the new snapshot time: one statement per chunk, not
-    # one versioned UPDATE per row (the rows are locked, so no version check is needed for them).
+            unchanged.append(int(row.id))
+    if new:
+        session.execute(insert(table), new)
+    if changed:
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("row_id"))
+            .values({**{f: bindparam(f"new_{f}") for f in facts}, "synced_at": now}),
+            changed,
+            execution_options={"synchronize_session": False},
+        )
+    # The rows whose facts did not change only get the new snapshot time: one statement per chunk.
     for start in range(0, len(unchanged), CHUNK):
         session.execute(
-            update(Host)
-            .where(col(Host.id).in_(unchanged[start : start + CHUNK]))
-            .values(synced_at=now)
-            .execution_options(synchronize_session=False)
+            update(table).where(table.c.id.in_(unchanged[start : start + CHUNK])).values(synced_at=now),
+            execution_options={"synchronize_session": False},
         )
-    session.flush()
-    return added, updated
+    return len(new), len(changed)
 
 
 def sync_inventory(

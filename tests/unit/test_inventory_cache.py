@@ -231,3 +231,32 @@ def test_an_env_lookup_read_from_the_cache_still_renders_through_prefetch(
         with inventory.Prefetch([str(e.inv)]) as pending:
             host = pending.result().hosts["w1"]
         assert HostVars(host).secrets() == {"hunter2"}
+
+
+def test_marked_values_come_back_where_they_were_and_lookalikes_stay_data(env: Env) -> None:
+    """Vault values and trusted templates at any depth come back as such from the cache (listed by
+    path, the file parsed without a hook); a variable that only looks like a marker stays a dict."""
+    write(
+        env.inv,
+        "host_vars/w1.yml",
+        env.vault("S3cr3t-One", "ansible_password")
+        + "nested: {list: [plain, \"{{ lookup('env', 'HOME') }}\"]}\n"
+        + "lookalike: {__orchestrator_trusted_template__: \"{{ lookup('env', 'HOME') }}\"}\n",
+    )
+    code = (
+        "import sys; from orchestrator.inventory import cache as c, prefetch as p; "
+        "v = c.load([sys.argv[1]]).hosts['w1'].vars; "
+        "print(str(v['ansible_password']), type(v['nested']['list'][1]).__name__, "
+        "type(v['lookalike']).__name__)"
+    )
+
+    def read() -> str:
+        return subprocess.run([sys.executable, "-c", code, str(env.inv)], capture_output=True, text=True,
+                              env=env.env, check=True, cwd=ROOT).stdout.strip()  # fmt: skip
+
+    first = read()  # Ansible's loader, the cache written
+    assert env.cache_files()
+    cached = read()  # from the cache
+    password, template, lookalike = cached.split()
+    assert password == "S3cr3t-One" and lookalike == "dict"
+    assert template == "TrustedTemplate" and first.split()[2].lower().endswith("dict")
