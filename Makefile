@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh Debian machine:
 #   make demo   - the main job on the built-in local lab
-#   make test   - the whole test suite (what CI runs)
+#   make test   - the whole test suite (what CI runs), the Vagrant VM rehearsal last
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -29,6 +29,7 @@ lint: venv
 test: system-deps venv lint
 	ORCHESTRATOR_NO_SKIP=1 $(BIN)/pytest
 	$(MAKE) wheel-test
+	$(MAKE) test-vagrant
 
 # The wheel as a user installs it (a fresh virtualenv, no extras), rehearsed outside the source tree.
 wheel-test: system-deps

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test-vagrant` (not yet part of `make test`: see docs/vagrant.md): the Debian packages, the
+# `make test-vagrant` (the last step of `make test`; docs/vagrant.md): the Debian packages, the
 # box (built or reused from the cache), the four machines booted, the rehearsal test run against them
 # inside the lab's network namespace, and everything destroyed and stopped again, by a trap that also
 # runs when a step fails or the job is interrupted. Prints the figures bench/vagrant.py reads.
