@@ -297,7 +297,7 @@ def _sqlite_file(database: str | None) -> Path | None:
 def doctor(inventory: list[str], database: str | None, runs_dir: Path) -> list[Finding]:
     """What any run would need: for every stage, over the inventory's hosts when one is given (its
     Windows hosts' credentials, its restic restores), else for a fleet of every kind."""
-    from orchestrator.execution.engine import PLAYBOOKS
+    from orchestrator.execution.run_model import PLAYBOOKS
     from orchestrator.inventory import cache as inventory_cache
 
     if not inventory:

@@ -26,7 +26,7 @@ MAX_REASON = 2000
 MAX_KEY = 4000
 DONE = "done"  # the agent's last line: {"done": N}, N results sent; without it the node was lost
 _FIELDS = {"host", "os", "verdict", "reason", "duration_s", "compromise_time", "matches", "new_key"}
-_MATCH_FIELDS = {"check", "title", "severity", "first_seen", "evidence"}
+_MATCH_FIELDS = {"check_id", "title", "severity", "first_seen", "evidence"}
 
 
 class BadLine(ValueError):
@@ -131,9 +131,9 @@ class Reader:
         for match in matches:
             if not isinstance(match, dict) or set(match) != _MATCH_FIELDS:
                 raise BadLine(f"host {host}: a match that is not one")
-            check = self.checks.get(match["check"]) if isinstance(match["check"], str) else None
+            check = self.checks.get(match["check_id"]) if isinstance(match["check_id"], str) else None
             if check is None or check.os != os_name or check.id in seen:
-                raise BadLine(f"host {host}: a match of check {str(match['check'])[:100]!r} it was not sent")
+                raise BadLine(f"host {host}: a match of check {str(match['check_id'])[:100]!r} it was not sent")
             seen.add(check.id)
             if match["severity"] != check.severity or match["title"] != check.title:
                 raise BadLine(f"host {host}: check {check.id} with another title or severity than ours")

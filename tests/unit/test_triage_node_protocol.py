@@ -15,7 +15,7 @@ import pytest
 from orchestrator.inventory import cache
 from orchestrator.triage import evidence, node_request, node_results
 from orchestrator.triage import packs as packs_lib
-from orchestrator.triage.engine import Settings
+from orchestrator.triage.engine import Hit, HostResult, Settings
 
 STARTED = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -98,7 +98,7 @@ def _line(**changes: object) -> bytes:
         "compromise_time": "2026-11-30T10:00:00+00:00",
         "matches": [
             {
-                "check": "lockbit3-note-linux",
+                "check_id": "lockbit3-note-linux",
                 "title": None,
                 "severity": None,
                 "first_seen": "2026-11-30T10:00:00+00:00",
@@ -156,7 +156,7 @@ def test_a_believable_line_is_read_scrubbed_and_its_host_answered(reader: node_r
         ({"reason": "x" * 5000}, "reason is not text"),
         ({"new_key": "ssh-ed25519 AAAA"}, "without --trust-new-keys"),
         ({"extra": 1}, "not a host result"),
-        ({"matches": [{"check": "not-ours"}]}, "a match that is not one"),
+        ({"matches": [{"check_id": "not-ours"}]}, "a match that is not one"),
     ],
 )
 def test_a_line_we_cannot_believe_is_refused(reader: node_results.Reader, changes: dict, why: str) -> None:
@@ -170,7 +170,7 @@ def test_a_line_we_cannot_believe_is_refused(reader: node_results.Reader, change
 @pytest.mark.parametrize(
     ("match", "why"),
     [
-        ({"check": "no-such-check"}, "it was not sent"),
+        ({"check_id": "no-such-check"}, "it was not sent"),
         ({"severity": "info"}, "another title or severity"),
         ({"title": "[red]forged[/]"}, "another title or severity"),
         ({"evidence": "x" * 6000}, "evidence is not text"),
@@ -193,3 +193,22 @@ def test_an_oversized_or_garbled_line_is_refused(reader: node_results.Reader) ->
         reader.read(b"[" * 200_000)
     with pytest.raises(node_results.BadLine, match="not a host result"):
         reader.read(b"[1, 2]\n")
+
+
+def test_what_the_agent_encodes_the_reader_reads_back(reader: node_results.Reader) -> None:
+    """The two ends share one format: a result as `encode` writes it (the agent) passes the reader
+    unchanged, matches included (a key renamed on one side only turned every node verdict into an error)."""
+    check = reader.checks["lockbit3-note-linux"]
+    seen = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    sent = HostResult(
+        "web-01",
+        "linux",
+        "infected",
+        None,
+        0.5,
+        seen,
+        [Hit(check.id, check.title, check.severity, "path=/srv/x", seen)],
+    )
+    got = reader.read(node_results.encode(sent))
+    assert got is not None and (got.verdict, got.compromise_time) == ("infected", seen)
+    assert [(h.check_id, h.evidence, h.first_seen) for h in got.hits] == [(check.id, "path=/srv/x", seen)]
