@@ -133,7 +133,9 @@ class Reader:
                 raise BadLine(f"host {host}: a match that is not one")
             check = self.checks.get(match["check_id"]) if isinstance(match["check_id"], str) else None
             if check is None or check.os != os_name or check.id in seen:
-                raise BadLine(f"host {host}: a match of check {str(match['check_id'])[:100]!r} it was not sent")
+                raise BadLine(
+                    f"host {host}: a match of check {str(match['check_id'])[:100]!r} it was not sent"
+                )
             seen.add(check.id)
             if match["severity"] != check.severity or match["title"] != check.title:
                 raise BadLine(f"host {host}: check {check.id} with another title or severity than ours")

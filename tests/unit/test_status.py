@@ -326,7 +326,7 @@ def test_watch_redraws_until_ctrl_c(tmp_path: Path) -> None:
                     seen += os.read(main, 65536)
                 except OSError:  # the child closed its side
                     break
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=60) == 0  # a loaded machine: the pty closes before the exit
     finally:
         if proc.poll() is None:
             proc.kill()
