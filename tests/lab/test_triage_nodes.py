@@ -88,12 +88,14 @@ def info(result: dict) -> dict[str, str]:
     loaded machine one run may complete it and another not (then the engine skips the check), so these
     are compared where both runs have them."""
     return {
-        m["check"]: AGE.sub("age_days=*", m["evidence"]) for m in result["matches"] if m["severity"] == "info"
+        m["check_id"]: AGE.sub("age_days=*", m["evidence"])
+        for m in result["matches"]
+        if m["severity"] == "info"
     }
 
 
 def findings(result: dict) -> tuple:
-    ranked = sorted(m["check"] for m in result["matches"] if m["severity"] != "info")
+    ranked = sorted(m["check_id"] for m in result["matches"] if m["severity"] != "info")
     return result["verdict"], result["reason"], result["compromise_time"], ranked
 
 
