@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from orchestrator.errors import OrchestratorError
+
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 UMASK = 0o077
@@ -50,3 +52,16 @@ def write_text(path: Path, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
         os.fchmod(handle.fileno(), FILE_MODE)
         handle.write(text)
+
+
+def unique_dir(parent: Path, name: str) -> Path:
+    """A new private folder of one's own under `parent`: `name`, else `name-2`, `name-3`... (a run
+    resumed within the second its killed predecessor started gets its own, never the other's)."""
+    mkdir(parent, exist_ok=True)
+    for n in range(1, 1000):
+        path = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            return mkdir(path)
+        except FileExistsError:
+            continue
+    raise OrchestratorError(f"{parent}: no free run directory named {name}[-N]")

@@ -33,9 +33,9 @@ def reset(ctx: click.Context, app: AppContext, host: str, to_stage: str) -> None
     Example:
       orchestrator host reset ehr-db-01 --to wipe
     """
-    from orchestrator.execution import engine
+    from orchestrator.execution import host_reset
 
-    before, after = engine.reset_host(app.store(), app.operator, host, to_stage, command_args(ctx))
+    before, after = host_reset.reset_host(app.store(), app.operator, host, to_stage, command_args(ctx))
     click.echo(plain(f"{host}: {before} -> {after}; the next run starts it at {to_stage}"))
 
 

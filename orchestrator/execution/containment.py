@@ -16,7 +16,7 @@ import csv
 import io
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,9 +26,10 @@ from sqlmodel import select
 
 from orchestrator import inventory as inventory_lib
 from orchestrator import lifecycle
+from orchestrator.lifecycle import CONTAINED, DECIDE_DONE, UNKNOWN
 from orchestrator.store import Store, audit
 from orchestrator.store.containment import MAC, HostContainment, macs_seen, summary  # noqa: F401 (read here)
-from orchestrator.store.models import ContainmentRequest
+from orchestrator.store.models import ContainmentRequest, HostDecision, PlanMember
 
 MAC_VARS = ("recovery_mac_address", "mac_address", "mac")
 # Inventory variables naming where the host plugs in: every `recovery_switch*` variable and these.
@@ -193,6 +194,58 @@ def request(
                      "new": [n.name for n in new], "files": [str(f) for f in files]},
         )  # fmt: skip
     return files
+
+
+def unisolated(
+    members: Iterable[PlanMember],
+    decisions: Mapping[str, HostDecision],
+    inventory: inventory_lib.Inventory,
+    failed: Mapping[str, str],
+) -> dict[str, str]:
+    """The hosts nobody could isolate over their own connection, with why: those whose isolate
+    failed (`failed`), and every plan member unreachable or untriageable at triage (held, or rebuilt
+    out of band) unless protected or decided done by hand."""
+    needed = dict(failed)
+    for m in members:
+        decided = decisions.get(m.host_name)
+        if (
+            m.verdict in UNKNOWN
+            and m.action != "protected"
+            and not (decided and decided.decision == DECIDE_DONE)
+        ):
+            host = inventory.hosts.get(m.host_name)
+            if host is not None and not host.protected:
+                needed.setdefault(
+                    m.host_name, f"{m.verdict} at triage: could not be isolated over its own connection"
+                )
+    return needed
+
+
+def request_unisolated(
+    store: Store,
+    operator: str,
+    plan_id: int,
+    needed: Mapping[str, str],
+    inventory: inventory_lib.Inventory,
+    out_dir: Path,
+    at: datetime,
+) -> tuple[dict[str, str], list[Path]]:
+    """Ask the network team for the `needed` hosts (host -> why) not contained meanwhile: everything
+    known about where each is (the inventory, a MAC address triage saw), the management networks left
+    open. Returns the hosts asked for (host -> why) and the files written (none if nobody was asked)."""
+    if not needed:
+        return {}, []
+    with store.read() as session:
+        state = summary(session, sorted(needed))
+        macs = macs_seen(session, sorted(needed))
+    asked = [
+        Needed(name, why, describe(inventory.hosts[name], macs.get(name)))
+        for name, why in sorted(needed.items())
+        if state[name].status != CONTAINED
+    ]
+    management = management_networks(inventory.hosts[n.name] for n in asked)
+    files = request(store, operator, plan_id, asked, out_dir, at, management)
+    return {n.name: n.reason for n in asked}, files
 
 
 CONTAINMENT_WAVE = 0  # the stage runs of containment, across every wave, are recorded as "wave 0"

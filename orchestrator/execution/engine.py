@@ -19,9 +19,8 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from sqlmodel import Session, col, func, select
+from sqlmodel import col, func, select
 
 from orchestrator import inventory as inventory_lib
 from orchestrator import lifecycle, observers
@@ -30,8 +29,11 @@ from orchestrator.errors import OrchestratorError, RefusedError
 from orchestrator.execution import (
     containment,
     dependencies,
+    extravars,
     nodes,
+    placement,
     preflight,
+    resume,
     runner,
     states,
 )
@@ -45,42 +47,26 @@ from orchestrator.execution.run_model import (  # noqa: F401 (engine.RunOptions 
     RunReport,
 )
 from orchestrator.execution.runner import HostResult
+from orchestrator.execution.stages import evidence
 from orchestrator.execution.stages import hooks as stage_hooks
 from orchestrator.execution.stages.base import Hook
 from orchestrator.inventory import cache as inventory_cache
 from orchestrator.lifecycle import DECIDE_DONE, EXECUTABLE_ACTIONS, UNKNOWN, concurrency
-from orchestrator.store import Store, audit
+from orchestrator.store import Store, audit, triage_results
 from orchestrator.store import decisions as decisions_lib
 from orchestrator.store import hosts as host_store
 from orchestrator.store.models import (
-    CheckMatch,
     Host,
     StageRun,
-    TriageResult,
     utcnow,
 )
 from orchestrator.store.plans import PlanView, load_approved_plan
-from orchestrator.timefmt import as_stored
 
-EVIDENCE_GROUP = "evidence_store"
 AFTER_CONTAINMENT = lifecycle.next_on(states.REBUILD, states.CONTAIN[-1])  # wipe
 
 
 def _now_tag() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _new_run_dir(parent: Path, name: str) -> Path:
-    """A directory of this run's own: a run resumed within the second its killed predecessor started
-    (or another run started) gets `NAME-2`, never the other's directory."""
-    private_lib.mkdir(parent, exist_ok=True)
-    for n in range(1, 1000):
-        path = parent / (name if n == 1 else f"{name}-{n}")
-        try:
-            return private_lib.mkdir(path)
-        except FileExistsError:
-            continue
-    raise OrchestratorError(f"{parent}: no free run directory named {name}[-N]")
 
 
 class Engine:
@@ -105,7 +91,7 @@ class Engine:
                 for m in self.view.members
                 if m.wave is not None and m.action in EXECUTABLE_ACTIONS
             }
-            self.triage = self._triage(session)
+            self.triage = triage_results.by_host(session, self.view.plan.triage_run_id)
             everyone = [m.host_name for m in self.view.members]  # held ones too: a decision adds them
             self.restore_choices = decisions_lib.restore_cutoffs(session, everyone)
             self.decisions = decisions_lib.standing(session, everyone)
@@ -139,11 +125,11 @@ class Engine:
                 rows[name].protected or self.inventory.hosts[name].protected or member.action == "protected"
             )
             self.paths[name] = states.path_for(member.action, protected)
-        self.evidence_host = self._evidence_host()
-        self.nodes = self._nodes()
+        self.evidence_host = evidence.evidence_host(self.inventory, self.o.evidence_host)
+        self.nodes = placement.nodes_for(self.inventory, self.members, self.o.node)
         if self.evidence_host is None and any(p is states.REBUILD for p in self.paths.values()):
             raise RefusedError(
-                f"no evidence store: name one with --evidence-host or put it in the '{EVIDENCE_GROUP}' group"
+                f"no evidence store: name one with --evidence-host or put it in the '{evidence.EVIDENCE_GROUP}' group"
             )
         self.waves = sorted({m.wave for m in self.members.values() if m.wave is not None})
         if self.o.wave is not None:
@@ -195,89 +181,6 @@ class Engine:
                         f"{decisions_lib.said(row)}"
                     )
 
-    def _triage(self, session: Session) -> dict[str, dict[str, Any]]:
-        """Each planned host's verdict, compromise time and matches from the plan's triage run."""
-        out: dict[str, dict[str, Any]] = {}
-        run_id = self.view.plan.triage_run_id
-        if run_id is None:
-            return out
-        results = session.exec(select(TriageResult).where(TriageResult.run_id == run_id))
-        by_id: dict[int, dict[str, Any]] = {}
-        for r in results:
-            entry = {
-                "verdict": r.verdict,
-                "reason": r.reason,
-                "compromise_time": r.compromise_time,
-                "matches": [],
-            }
-            out[r.host_name] = entry
-            by_id[int(r.id or 0)] = entry
-        if by_id:
-            for m in session.exec(select(CheckMatch).where(col(CheckMatch.result_id).in_(list(by_id)))):
-                by_id[m.result_id]["matches"].append(
-                    {
-                        "check_id": m.check_id,
-                        "title": m.title,
-                        "severity": m.severity,
-                        "first_seen": m.first_seen,
-                        "evidence": m.evidence,
-                    }
-                )
-        return out
-
-    def _nodes(self) -> dict[str, nodes.Node]:
-        """Each planned host's execution node (`--node`, else its recovery_execution_node)."""
-        if self.o.node is not None:
-            host = self.inventory.hosts.get(self.o.node)
-            if host is None:
-                raise RefusedError(f"execution node {self.o.node} is not in the inventory")
-            if host.connection != "ssh":
-                raise RefusedError(
-                    f"execution node {self.o.node} is reached over {host.connection}: a node must take SSH"
-                )
-        out: dict[str, nodes.Node] = {}
-        for name in self.members:
-            node = self.o.node or self.inventory.hosts[name].execution_node
-            if node is not None and node != name:
-                out[name] = nodes.Node.from_host(self.inventory.hosts[node])
-        return out
-
-    def _placement(self, stage: str, hosts: list[str]) -> dict[str, nodes.Node]:
-        step = lifecycle.stage(stage)
-        return {
-            h: self.nodes[h]
-            for h in hosts
-            if h in self.nodes and not step.on_controller(self.inventory.hosts[h])
-        }
-
-    def _evidence_host(self) -> str | None:
-        if self.o.evidence_host:
-            if self.o.evidence_host not in self.inventory.hosts:
-                raise RefusedError(f"evidence host {self.o.evidence_host} is not in the inventory")
-            return self.o.evidence_host
-        group = self.inventory.groups.get(EVIDENCE_GROUP) or []
-        return group[0] if group else None
-
-    def _mark_interrupted(self, waves: list[int] | None = None) -> int:
-        """Stage runs left "running" in this run's waves; other waves' may be a live run's beside us."""
-        waves = self.waves if waves is None else waves
-        with self.store.write() as session:
-            running = select(StageRun).where(StageRun.status == "running", col(StageRun.wave).in_(waves))
-            stale = list(session.exec(running))
-            for run in stale:
-                run.status = "interrupted"
-                run.finished_at = utcnow()
-                run.message = "the orchestrator stopped during this stage; the next run resumes it"
-                session.add(run)
-            if stale:
-                audit.record(
-                    session,
-                    self.o.operator,
-                    "run resume",
-                    details={"waves": waves, "interrupted_stage_runs": [r.id for r in stale]},
-                )
-        return len(stale)
-
     # --- the run -------------------------------------------------------------------------------
 
     def run(self) -> RunReport:
@@ -287,8 +190,8 @@ class Engine:
             return self._run()
 
     def _run(self) -> RunReport:
-        interrupted = 0 if self.o.check else self._mark_interrupted()
-        self.root = _new_run_dir(
+        interrupted = 0 if self.o.check else resume.mark_interrupted(self.store, self.o.operator, self.waves)
+        self.root = private_lib.unique_dir(
             self.o.runs_dir.absolute(), f"{_now_tag()}-plan{self.plan_id}{'-check' if self.o.check else ''}"
         )
         report = RunReport(plan_id=self.plan_id, check=self.o.check, runs_dir=str(self.root))
@@ -480,7 +383,7 @@ class Engine:
     def _contain_stages(self, nxt: dict[str, str | None]) -> dict[str, str]:
         wave = containment.CONTAINMENT_WAVE
         if not self.o.check:
-            resumed = self._mark_interrupted([wave])
+            resumed = resume.mark_interrupted(self.store, self.o.operator, [wave])
             if resumed and self.observer:
                 self.observer.note(f"resuming containment: {resumed} stage run(s) were interrupted")
         if self.observer:
@@ -507,38 +410,21 @@ class Engine:
         return failed
 
     def _request_containment(self, report: RunReport, failed: dict[str, str]) -> None:
-        """The hosts nobody could isolate over their own connection: unreachable or untriageable at
-        triage (held, or rebuilt out of band), and those whose isolate failed. Not in check mode."""
+        """The network team's list for the hosts nobody could isolate (see `containment.unisolated`).
+        Not in check mode."""
         if self.o.check:
             return
-        needed = dict(failed)
-        for m in self.view.members:
-            decided = self.decisions.get(m.host_name)
-            if (
-                m.verdict in UNKNOWN
-                and m.action != "protected"
-                and not (decided and decided.decision == DECIDE_DONE)
-            ):
-                host = self.inventory.hosts.get(m.host_name)
-                if host is not None and not host.protected:
-                    needed.setdefault(
-                        m.host_name, f"{m.verdict} at triage: could not be isolated over its own connection"
-                    )
-        if not needed:
-            return
-        with self.store.read() as session:
-            state = containment.summary(session, sorted(needed))
-            macs = containment.macs_seen(session, sorted(needed))
-        asked = [
-            containment.Needed(name, why, containment.describe(self.inventory.hosts[name], macs.get(name)))
-            for name, why in sorted(needed.items())
-            if state[name].status != "contained"
-        ]
-        management = containment.management_networks(self.inventory.hosts[n.name] for n in asked)
-        files = containment.request(
-            self.store, self.o.operator, self.plan_id, asked, self.root / "containment", utcnow(), management
+        needed = containment.unisolated(self.view.members, self.decisions, self.inventory, failed)
+        asked, files = containment.request_unisolated(
+            self.store,
+            self.o.operator,
+            self.plan_id,
+            needed,
+            self.inventory,
+            self.root / "containment",
+            utcnow(),
         )
-        report.containment_requested = {n.name: n.reason for n in asked}
+        report.containment_requested = asked
         report.containment_files = [str(f) for f in files]
         if files and self.observer:
             self.observer.note(
@@ -682,7 +568,7 @@ class Engine:
         if self.observer:
             self.observer.stage(wave, stage, attempt, running)
         results: dict[str, HostResult] = dict(refused)
-        placement = self._placement(stage, running)
+        where = placement.placement(self.nodes, self.inventory, stage, running)
         for name in running:
             private_lib.mkdir(private / "staging" / name, exist_ok=True)
         for hook in hooks:
@@ -693,18 +579,18 @@ class Engine:
                 playbook=self.o.playbooks / lifecycle.stage(stage).playbook,
                 inventory=self.o.inventory,
                 hosts=running,
-                extravars=self._extravars(wave, stage, attempt, running, private, hooks),
+                extravars=extravars.build(self, wave, stage, attempt, running, private, hooks),
                 private_dir=private,
                 forks=self.o.forks,
                 check=self.o.check,
                 stage_run_ids={h: run_ids[h] for h in running},
-                placement=placement,
+                placement=where,
             )
             outcome = runner.run_stage(spec, self.store, self.observer)
             results.update(outcome.hosts)
             for hook in hooks:
                 hook.after(results, private)
-        self._end(wave, stage, attempt, results, run_ids, private, hooks, placement)
+        self._end(wave, stage, attempt, results, run_ids, private, hooks, where)
         return results
 
     def _begin(
@@ -831,87 +717,12 @@ class Engine:
                          "failed": {h: _reason(r) for h, r in failed.items()}},
             )  # fmt: skip
 
-    # --- stage specifics -------------------------------------------------------------------------
-
-    def _extravars(
-        self,
-        wave: int,
-        stage: str,
-        attempt: int,
-        hosts: list[str],
-        private: Path,
-        hooks: list[Hook],
-    ) -> dict[str, Any]:
-        """What the playbooks receive: ids, our own times and paths, nothing a host wrote.
-
-        ansible-core renders every string of the extra vars as a trusted template, so a host's cron
-        line holding `{{ lookup('pipe', ...) }}` would run on the controller. Host data travels in
-        files the playbooks copy (`staging/<host>/...`, see the stage hooks' `inputs`), never here.
-        """
-        per_host: dict[str, dict[str, Any]] = {}
-        for name in hosts:
-            entry: dict[str, Any] = {
-                "action": self.members[name].action,
-                # a datetime from the database, formatted here: no host text
-                "compromise_time": as_stored(self.triage.get(name, {}).get("compromise_time")),
-            }
-            per_host[name] = entry
-        extravars: dict[str, Any] = {
-            "recovery_run": {
-                "plan_id": self.plan_id,
-                "wave": wave,
-                "stage": stage,
-                "attempt": attempt,
-                "operator": self.o.operator,
-                "check": self.o.check,
-            },
-            "recovery_staging_dir": str(private / "staging"),
-            "recovery_hosts": per_host,
-        }
-        for hook in hooks:
-            hook.extravars(per_host, extravars)
-        return extravars
-
 
 def _reason(result: HostResult) -> str:
     task = f"{result.task}: " if result.task else ""
     return f"{task}{result.message or 'failed'}"
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def run(store: Store, options: RunOptions) -> RunReport:
     """Run the approved plan (see the module docstring); raises RefusedError when it may not."""
     return Engine(store, options).run()
-
-
-def reset_host(
-    store: Store, operator: str, host: str, to_stage: str, args: dict[str, Any]
-) -> tuple[str, str]:
-    """An operator's explicit decision to run `to_stage` next for `host` (the only way backwards, e.g.
-    back to wipe after restore began). Audited with the state it left. Returns (old, new) state."""
-    with store.write() as session:
-        view = load_approved_plan(session)
-        member = next((m for m in view.members if m.host_name == host), None)
-        if member is None or member.action not in EXECUTABLE_ACTIONS:
-            raise RefusedError(f"host {host} is not rebuilt or verified by the approved plan {view.plan.id}")
-        row = host_store.locked(session, [host]).get(host)
-        if row is None:
-            raise RefusedError(f"no host {host} in the database")
-        path = states.path_for(member.action, row.protected)
-        before = (row.state, row.stage)
-        began_restore = states.restore_begun(row, path)
-        new = states.reset(row, to_stage, path)
-        session.add(row)
-        audit.record(
-            session,
-            operator,
-            "host reset",
-            args,
-            {"from_state": before[0], "from_stage": before[1], "to_state": new, "to_stage": to_stage,
-             "after_restore_began": began_restore, "plan": view.plan.id},
-            host=host,
-        )  # fmt: skip
-    return before[0], new

@@ -11,7 +11,7 @@ import pytest
 from sqlmodel import select
 
 from orchestrator.errors import RefusedError
-from orchestrator.execution import engine
+from orchestrator.execution import engine, host_reset
 from orchestrator.store import Store
 from orchestrator.store.models import AuditEntry, EvidenceItem, Host, PlanMember, StageEvent, StageRun
 from tests.lab.execution_support import approved_plan, stages_run, toy_inventory, toy_playbooks
@@ -189,19 +189,19 @@ def test_resume_after_a_crash_and_the_operator_reset(world) -> None:
         from orchestrator.execution import states
 
         states.begin(s.exec(select(Host).where(Host.name == "a")).one(), "wipe", states.REBUILD)
-    assert engine.reset_host(store, "alice", "a", "wipe", {"to": "wipe"}) == ("recovered", "collected")
+    assert host_reset.reset_host(store, "alice", "a", "wipe", {"to": "wipe"}) == ("recovered", "collected")
     with store.read() as s:
         entry = s.exec(select(AuditEntry).where(AuditEntry.command == "host reset")).one()
         assert entry.operator == "alice" and entry.host_name == "a" and entry.details["after_restore_began"]
     with pytest.raises(RefusedError, match="not on host b's path"):
-        engine.reset_host(store, "alice", "b", "wipe", {})
+        host_reset.reset_host(store, "alice", "b", "wipe", {})
 
 
 def test_runs_started_within_one_second_get_their_own_directories(tmp_path: Path) -> None:
     """A run resumed in the second its killed predecessor started must not reuse its directory."""
-    from orchestrator.execution.engine import _new_run_dir
+    from orchestrator.private import unique_dir
 
-    first = _new_run_dir(tmp_path / "runs", "20261129T034118Z-plan1")
-    second = _new_run_dir(tmp_path / "runs", "20261129T034118Z-plan1")
+    first = unique_dir(tmp_path / "runs", "20261129T034118Z-plan1")
+    second = unique_dir(tmp_path / "runs", "20261129T034118Z-plan1")
     assert (first.name, second.name) == ("20261129T034118Z-plan1", "20261129T034118Z-plan1-2")
     assert first.is_dir() and second.is_dir()

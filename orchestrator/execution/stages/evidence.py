@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session
 
+from orchestrator import inventory as inventory_lib
+from orchestrator.errors import RefusedError
 from orchestrator.execution import evidence_manifest
 from orchestrator.execution.runner import HostResult
 from orchestrator.execution.stages.base import Hook
@@ -22,6 +24,19 @@ if TYPE_CHECKING:
 # The host's triage results, staged for the collect playbook to copy into the evidence pack.
 TRIAGE_FILE = "triage.json"
 MANIFEST_FILE = "manifest.json"
+# The inventory group whose first host is the evidence store when --evidence-host names none.
+EVIDENCE_GROUP = "evidence_store"
+
+
+def evidence_host(inventory: inventory_lib.Inventory, named: str | None) -> str | None:
+    """Where collect sends the evidence: `named` (--evidence-host), else the first host of the
+    evidence_store group, else none (the engine refuses a rebuild without one)."""
+    if named:
+        if named not in inventory.hosts:
+            raise RefusedError(f"evidence host {named} is not in the inventory")
+        return named
+    group = inventory.groups.get(EVIDENCE_GROUP) or []
+    return group[0] if group else None
 
 
 class Evidence(Hook):
