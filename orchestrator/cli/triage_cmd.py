@@ -22,6 +22,7 @@ from orchestrator.cli.options import (
 )
 from orchestrator.errors import HostsFailed
 from orchestrator.inventory import cache as inventory_cache
+from orchestrator.lifecycle import CLEAN, RANK
 from orchestrator.safe_text import cells, plain, text
 from orchestrator.timefmt import iso_exact
 from orchestrator.triage import DEFAULT_FORKS, DEFAULT_TIMEOUT, VERDICTS
@@ -43,7 +44,6 @@ STYLES = {
     "unreachable": "magenta",
     "error": "red",
 }
-ORDER = {"infected": 0, "suspicious": 1, "error": 2, "unreachable": 3, "clean": 4}
 
 pack_option = click.option(
     "--pack",
@@ -212,7 +212,7 @@ def _summary(outcome: Outcome) -> None:
 
     out = console()
     findings = sorted(
-        (r for r in outcome.results if r.verdict != "clean"), key=lambda r: (ORDER[r.verdict], r.host)
+        (r for r in outcome.results if r.verdict != CLEAN), key=lambda r: (RANK[r.verdict], r.host)
     )
     if findings:
         table = Table(title=f"triage run {outcome.run_id}: hosts that are not clean")

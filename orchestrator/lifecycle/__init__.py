@@ -43,6 +43,17 @@ VERDICTS = (  # a triage verdict, in the order tables show them
     UNREACHABLE,
     ERROR,
 )
+# The one ranking of verdicts, worst first: the order displays sort hosts in and which of a host's
+# verdicts is its worst (a host nobody could triage ranks above a clean one).
+WORST_FIRST = (INFECTED, SUSPICIOUS, ERROR, UNREACHABLE, CLEAN)
+RANK = {verdict: rank for rank, verdict in enumerate(WORST_FIRST)}  # 0 is the worst
+
+
+def worse(verdict: str, than: str) -> bool:
+    """Whether `verdict` ranks worse than `than` (a name that is no verdict ranks as clean)."""
+    return RANK.get(verdict, RANK[CLEAN]) < RANK.get(than, RANK[CLEAN])
+
+
 # Verdicts that say the attacker was there; their host is contained (isolated, evidence collected)
 # right after approval.
 AFFECTED = (INFECTED, SUSPICIOUS)
@@ -91,6 +102,8 @@ class Stage:
     # Default duration per host, in minutes, and per method for a method stage.
     minutes: float = 0.0
     method_minutes: tuple[tuple[str, float], ...] = ()
+    # The report's column for when the stage finished on a host (`isolated_at`), if it has one.
+    report_column: str | None = None
 
     @property
     def playbook(self) -> str:
@@ -113,6 +126,7 @@ _KEYS = {
     "records",
     "minutes",
     "method_minutes",
+    "report_column",
 }
 
 
@@ -128,6 +142,8 @@ def _stage(name: str, data: Any) -> Stage:
     records = tuple(data.get("records") or ())
     if not paths <= set(PATH_NAMES) or not set(records) <= set(RECORDS):
         raise OrchestratorError(f"{where}: paths are {PATH_NAMES}, records are {RECORDS}")
+    if not isinstance(data.get("report_column", ""), str):
+        raise OrchestratorError(f"{where}: report_column: expected a column name")
     return Stage(
         name=name,
         order=int(data["order"]),
@@ -142,6 +158,7 @@ def _stage(name: str, data: Any) -> Stage:
         records=records,
         minutes=float(data.get("minutes", 0)),
         method_minutes=tuple((str(k), float(v)) for k, v in (data.get("method_minutes") or {}).items()),
+        report_column=data.get("report_column"),
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from orchestrator.inventory import TIERS
-from orchestrator.lifecycle import AFFECTED
+from orchestrator.lifecycle import AFFECTED, CONTAIN, RECONNECT, RECOVERED, STAGES, worse
 from orchestrator.reporting import lifecycle, next_steps
 from orchestrator.store import Store, audit, plans
 from orchestrator.store.measured import seconds
@@ -31,6 +31,19 @@ from orchestrator.store.models import (
     utcnow,
 )
 from orchestrator.timefmt import iso
+
+
+def _stage_columns() -> tuple[str, ...]:
+    """When each stage finished, in stage order, as its stage file names the column; where the host's
+    containment stands follows the isolate stage's."""
+    out: list[str] = []
+    for stage in STAGES:
+        if stage.report_column:
+            out.append(stage.report_column)
+            if stage.name == CONTAIN[0]:
+                out += ["containment", "time_to_containment_s"]
+    return tuple(out)
+
 
 # The per-host row, identical in CSV and JSON: flat values, lists joined with ";".
 COLUMNS = (
@@ -52,11 +65,7 @@ COLUMNS = (
     "stage",
     "reason",
     "recovery_started_at",
-    "isolated_at",
-    "containment",
-    "time_to_containment_s",
-    "evidence_collected_at",
-    "restored_at",
+    *_stage_columns(),
     "recovered_at",
     "time_to_recover_s",
     "evidence_items",
@@ -64,7 +73,6 @@ COLUMNS = (
     "snapshot_time",
     "audit_head",  # the same on every row: the log this report was made from (see `audit verify --expect`)
 )
-_SEVERITY = {"infected": 3, "suspicious": 2, "error": 1, "unreachable": 1, "clean": 0}
 # Failures first, then protected hosts found affected, then holds (as `orchestrator status`).
 _URGENCY = {"failed": 0, "hold": 2}
 
@@ -167,7 +175,7 @@ def _triage(session: Session) -> dict[str, dict[str, Any]]:
     for name, verdict, reason, compromised in session.exec(query.order_by(col(TriageResult.id))):
         entry = found.setdefault(name, {"worst": verdict, "compromised": None})
         entry["latest"], entry["reason"] = verdict, reason
-        if _SEVERITY.get(verdict, 0) > _SEVERITY.get(entry["worst"], 0):
+        if worse(verdict, entry["worst"]):
             entry["worst"] = verdict
         if compromised and (entry["compromised"] is None or compromised < entry["compromised"]):
             entry["compromised"] = compromised
@@ -231,8 +239,8 @@ def _row(
     ends = stages["ends"] if stages else {}
     started = stages["start"] if stages else None
     recovered = None
-    if host.state == "recovered":
-        recovered = ends.get("reconnect") or host.state_changed_at
+    if host.state == RECOVERED:
+        recovered = ends.get(RECONNECT) or host.state_changed_at
     snapshot = snapshots.get(host.name)
     outcome = lifecycle.category(host.state, member.action if member else None)
     reason = host.state_reason or (stages["failure"] if stages and outcome == "failed" else None)
@@ -255,9 +263,7 @@ def _row(
         "stage": host.stage,
         "reason": reason or (member.reason if member and outcome in ("hold", "protected") else None),
         "recovery_started_at": iso(started),
-        "isolated_at": iso(ends.get("isolate")),
-        "evidence_collected_at": iso(ends.get("collect")),
-        "restored_at": iso(ends.get("restore")),
+        **{s.report_column: iso(ends.get(s.name)) for s in STAGES if s.report_column},
         "recovered_at": iso(recovered),
         "time_to_recover_s": round(seconds(started, recovered), 1) if started and recovered else None,
         "evidence_items": len(evidence.get(host.name, ())),

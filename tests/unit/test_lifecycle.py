@@ -71,6 +71,8 @@ def test_a_stage_file_that_does_not_say_what_the_engine_needs_is_refused() -> No
         lifecycle._stage("x", {"order": 1, "states": ["a", "b"], "paths": ["rebuild"], "records": ["photos"]})
     with pytest.raises(OrchestratorError, match="only"):
         lifecycle._stage("x", {"order": 1, "states": ["a", "b"], "paths": ["rebuild"], "colour": "red"})
+    with pytest.raises(OrchestratorError, match="report_column"):
+        lifecycle._stage("x", {"order": 1, "states": ["a", "b"], "paths": ["rebuild"], "report_column": 3})
 
 
 def test_a_lab_reimage_runs_on_the_controller_and_others_through_their_node() -> None:
@@ -84,3 +86,30 @@ def test_a_lab_reimage_runs_on_the_controller_and_others_through_their_node() ->
     assert not reimage.on_controller(Host())
     assert not restore.on_controller(Host())
     assert not lifecycle.stage("wipe").on_controller(Host())
+
+
+def test_one_ranking_of_verdicts_worst_first() -> None:
+    assert sorted(lifecycle.WORST_FIRST) == sorted(lifecycle.VERDICTS)
+    assert lifecycle.WORST_FIRST[0] == lifecycle.INFECTED and lifecycle.WORST_FIRST[-1] == lifecycle.CLEAN
+    assert lifecycle.worse(lifecycle.SUSPICIOUS, lifecycle.CLEAN)
+    assert lifecycle.worse(lifecycle.INFECTED, lifecycle.SUSPICIOUS)
+    assert not lifecycle.worse(lifecycle.CLEAN, lifecycle.UNREACHABLE)
+    assert not lifecycle.worse(lifecycle.ERROR, lifecycle.ERROR)
+    assert not lifecycle.worse("not a verdict", lifecycle.CLEAN)  # ranks as clean
+
+
+def test_the_reports_stage_times_are_named_by_the_stage_files() -> None:
+    from orchestrator.reporting.report import COLUMNS
+
+    named = {s.name: s.report_column for s in lifecycle.STAGES if s.report_column}
+    assert named == {"isolate": "isolated_at", "collect": "evidence_collected_at", "restore": "restored_at"}
+    start = COLUMNS.index("recovery_started_at")
+    assert COLUMNS[start : start + 7] == (
+        "recovery_started_at",
+        "isolated_at",
+        "containment",
+        "time_to_containment_s",
+        "evidence_collected_at",
+        "restored_at",
+        "recovered_at",
+    )
