@@ -13,29 +13,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from orchestrator.host_facts import FIELDS
 from orchestrator.reporting import durations, lifecycle
 from orchestrator.timefmt import iso
 
-# What a host's timeline shows of its inventory facts: what the host snapshot keeps
-# (`orchestrator.store.hosts.FIELDS`, which a unit test holds equal), its name and dependencies.
-FACTS = (
-    "name",
-    "address",
-    "port",
-    "connection",
-    "os",
-    "tier",
-    "role",
-    "site",
-    "protected",
-    "priority",
-    "reimage_method",
-    "restore_method",
-    "execution_node",
-    "groups",
-    "data_categories",
-    "depends_on",
-)
+# What a host's timeline shows of its inventory facts: what the host row mirrors, its name and
+# dependencies.
+FACTS = ("name", *FIELDS, "depends_on")
 # The host row's columns the view reads besides its facts.
 PROGRESS = ("state", "stage", "state_reason", "state_changed_at", "synced_at")
 

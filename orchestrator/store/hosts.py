@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, insert, update
 from sqlmodel import Session, col, select
 
+from orchestrator.host_facts import FIELDS
 from orchestrator.inventory import Host as InventoryHost
 from orchestrator.store import audit
 from orchestrator.store.models import Host, utcnow
@@ -19,23 +20,6 @@ from orchestrator.store.models import Host, utcnow
 if TYPE_CHECKING:
     from orchestrator.store import Store
 
-# The inventory facts a host row mirrors (besides its name and resolved dependencies).
-FIELDS = (
-    "address",
-    "port",
-    "connection",
-    "os",
-    "tier",
-    "role",
-    "site",
-    "protected",
-    "priority",
-    "reimage_method",
-    "restore_method",
-    "execution_node",
-    "groups",
-    "data_categories",
-)
 CHUNK = 10_000  # ids per statement, under every database's limit on bound parameters
 
 
