@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.cli.options import console
+from orchestrator.host_facts import IDENTITY
 from orchestrator.inventory.model import TIERS
 from orchestrator.reporting.timefmt import duration, short
 from orchestrator.safe_text import cells, plain
@@ -204,12 +205,7 @@ def render_host(data: dict[str, Any]) -> RenderableType:
     inv.add_column("fact")
     inv.add_column("value", overflow="fold")
     for key in (
-        "address",
-        "os",
-        "tier",
-        "role",
-        "site",
-        "protected",
+        *IDENTITY,
         "groups",
         "depends_on",
         "data_categories",

@@ -27,6 +27,7 @@ from sqlmodel import select
 from orchestrator import inventory as inventory_lib
 from orchestrator import lifecycle
 from orchestrator.lifecycle import CONTAINED, DECIDE_DONE, UNKNOWN
+from orchestrator.safe_text import csv_cell
 from orchestrator.store import Store, audit
 from orchestrator.store.containment import MAC, HostContainment, macs_seen, summary  # noqa: F401 (read here)
 from orchestrator.store.models import ContainmentRequest, HostDecision, PlanMember
@@ -83,12 +84,6 @@ def describe(host: inventory_lib.Host, mac_seen: str | None) -> dict[str, Any]:
     }
 
 
-def _cell(value: Any) -> str:
-    """A CSV cell a spreadsheet will not run as a formula."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def render_csv(needed: Sequence[Needed], at: datetime) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -97,7 +92,7 @@ def render_csv(needed: Sequence[Needed], at: datetime) -> str:
         k = n.known
         switch = "; ".join(f"{key}={value}" for key, value in k.get("switch", {}).items())
         row = (n.name, k.get("address"), k.get("mac"), k.get("site"), switch, n.reason, at.isoformat())
-        writer.writerow([_cell(v) for v in row])
+        writer.writerow([csv_cell(v) for v in row])
     return buffer.getvalue()
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from orchestrator.host_facts import IDENTITY
 from orchestrator.inventory import TIERS
 from orchestrator.lifecycle import AFFECTED, CONTAIN, RECONNECT, RECOVERED, STAGES, worse
 from orchestrator.reporting import lifecycle, next_steps
@@ -48,12 +49,7 @@ def _stage_columns() -> tuple[str, ...]:
 # The per-host row, identical in CSV and JSON: flat values, lists joined with ";".
 COLUMNS = (
     "host",
-    "address",
-    "os",
-    "tier",
-    "role",
-    "site",
-    "protected",
+    *IDENTITY,
     "data_categories",
     "verdict",
     "worst_verdict",

@@ -92,9 +92,12 @@ def test_the_network_teams_request_keeps_host_text_out() -> None:
         ),
         containment.Needed("ws-9", "unreachable", {"address": "ws-9.example", "ip": None, "mac": None, "switch": {}}),
         containment.Needed("v6", "error", {"address": "fd00::5", "ip": "fd00::5", "mac": None, "switch": {}}),
+        containment.Needed("w", "isolate failed: \x1b]0;pwned\x07", {"address": None, "ip": None, "switch": {}}),
     ]  # fmt: skip
     text = containment.render_csv(needed, datetime(2026, 12, 3, tzinfo=UTC))
+    assert "\x1b" not in text and "\x07" not in text  # a host's message in the reason: no terminal control
     rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows[3]["reason"].startswith("isolate failed: ") and rows[3]["address"] == ""
     assert rows[0]["reason"].startswith("'=") and rows[0]["switch"] == "recovery_switch_port=sw1/0/7"
     assert rows[0]["mac"] == "aa:bb:cc:dd:ee:ff" and rows[1]["address"] == "ws-9.example"
     nft = containment.render_nft(needed, ["192.0.2.0/24"])
