@@ -10,7 +10,7 @@ from orchestrator import lifecycle
 from orchestrator.cli.context import AppContext
 from orchestrator.cli.options import IsoTime, command_args, emit_json, json_option, pass_app
 from orchestrator.errors import OrchestratorError
-from orchestrator.planning.model import DECISIONS
+from orchestrator.lifecycle import DECISIONS
 from orchestrator.safe_text import plain
 
 

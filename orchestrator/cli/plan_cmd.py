@@ -21,9 +21,9 @@ from orchestrator.cli.options import (
     pass_app,
 )
 from orchestrator.errors import OrchestratorError
+from orchestrator.lifecycle import HOLD, PROTECTED
 from orchestrator.planning import document, service
 from orchestrator.planning import store as plan_store
-from orchestrator.planning.model import HOLD, PROTECTED
 from orchestrator.safe_text import cells, csv_row, json_text, plain, text
 
 

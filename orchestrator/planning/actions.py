@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from orchestrator.inventory import Host
-from orchestrator.planning.model import (
+from orchestrator.lifecycle import (
     CLEAN,
     DECIDE_DONE,
     DECIDE_HOLD,
@@ -35,8 +35,8 @@ from orchestrator.planning.model import (
     SUSPICIOUS,
     UNREACHABLE,
     VERIFY,
-    Verdict,
 )
+from orchestrator.planning.model import Verdict
 
 
 @dataclass

@@ -20,7 +20,8 @@ from collections.abc import Iterable, Sequence
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.inventory import TIERS
-from orchestrator.planning.model import REBUILD, Limits
+from orchestrator.lifecycle import REBUILD
+from orchestrator.planning.model import Limits
 
 IMAGE_SERVER = "image-server"
 RESTORES = "restores"

@@ -29,7 +29,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from orchestrator.inventory import Host
-from orchestrator.planning.model import INFECTED, SUSPICIOUS, Verdict
+from orchestrator.lifecycle import INFECTED, SUSPICIOUS
+from orchestrator.planning.model import Verdict
 from orchestrator.store.decisions import Decided
 from orchestrator.triage.compromise import (  # noqa: F401 (the rules, read from here by the planner's callers)
     MAD_SCALE,

@@ -22,7 +22,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from orchestrator.errors import OrchestratorError, RefusedError
-from orchestrator.planning.model import (
+from orchestrator.lifecycle import (
     DECIDE_DONE,
     DECIDE_HOLD,
     DECIDE_REBUILD,

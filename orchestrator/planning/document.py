@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.planning.model import ACTIONS, PROTECTED, REBUILD, VERIFY
+from orchestrator.lifecycle import ACTIONS, PROTECTED, REBUILD, VERIFY
 from orchestrator.planning.store import Change, PlanDiff, PlanView
 from orchestrator.store.models import Host, PlanMember
 from orchestrator.timefmt import as_stored

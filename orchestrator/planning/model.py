@@ -5,31 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from orchestrator.lifecycle import (  # noqa: F401 (the planner's vocabulary, read from here)
-    ACTIONS,
-    CLEAN,
-    CONTAINED,
-    DECIDE_DONE,
-    DECIDE_HOLD,
-    DECIDE_REBUILD,
-    DECIDE_RELEASE,
-    DECIDE_VERIFY,
-    DECISIONS,
-    ERROR,
-    HOLD,
-    INFECTED,
-    NOT_YET,
-    PROTECTED,
-    REBUILD,
-    REQUESTED,
-    SCHEDULED,
-    SUSPICIOUS,
-    TO_CONTAIN,
-    UNKNOWN,
-    UNREACHABLE,
-    VERDICTS,
-    VERIFY,
-)
+from orchestrator.lifecycle import ACTIONS
 from orchestrator.lifecycle.concurrency import DEFAULT_FORKS
 
 

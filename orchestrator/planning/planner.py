@@ -7,9 +7,10 @@ from collections.abc import Mapping, Sequence
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.inventory import Host, find_cycles
+from orchestrator.lifecycle import SCHEDULED
 from orchestrator.planning import actions, bounds, capacity, waves
 from orchestrator.planning.durations import Durations
-from orchestrator.planning.model import SCHEDULED, Draft, Limits, Member, Verdict
+from orchestrator.planning.model import Draft, Limits, Member, Verdict
 
 
 def dependency_order(deps: Mapping[str, Sequence[str]]) -> list[str]:

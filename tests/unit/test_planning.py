@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from orchestrator import inventory
 from orchestrator.errors import OrchestratorError
 from orchestrator.inventory import Host
-from orchestrator.lifecycle import concurrency
+from orchestrator.lifecycle import HOLD, PROTECTED, REBUILD, SCHEDULED, VERIFY, concurrency
 from orchestrator.planning import Limits, Verdict, build, capacity, durations
-from orchestrator.planning.model import HOLD, PROTECTED, REBUILD, SCHEDULED, VERIFY, Draft
+from orchestrator.planning.model import Draft
 from tests.conftest import HOSPITAL
 
 DURATIONS = durations.load()
