@@ -11,66 +11,27 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 from sqlmodel import col, select
 
 from orchestrator.execution import states
 from orchestrator.store import Store
 from orchestrator.store.models import AuditEntry, EvidenceItem, Host, StageEvent, StageRun
 from tests.conftest import Cli, needs_lab
+from tests.lab.node_support import HOSTS, NODES, SEED, orchestrator, site_of
 
 pytestmark = [
     pytest.mark.lab,
     needs_lab,
 ]
-# 14 hosts and 2 nodes, seed 3: the identity and EHR hosts answer, so waves 1 and 2 have work.
-HOSTS, NODES, SEED = 14, 2, 3
-
-
-@pytest.fixture(scope="module")
-def site_lab(tmp_path_factory: pytest.TempPathFactory):
-    from orchestrator_lab import LabConfig, down, free_net, up
-
-    directory = tmp_path_factory.mktemp("nodelab") / "lab"
-    up(LabConfig(dir=directory, hosts=HOSTS, nodes=NODES, seed=SEED, net=free_net()))
-    try:
-        yield directory
-    finally:
-        down(directory)
-
-
-def orchestrator(db: Path, *args: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "ORCHESTRATOR_DB": str(db), "ORCHESTRATOR_OPERATOR": "node-test"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
-
-
-def site_of(lab: Path) -> dict[str, str]:
-    """host -> its execution node, from the lab's inventory."""
-    inv = lab / "inventory"
-    hosts = yaml.safe_load((inv / "hosts.yml").read_text())["all"]["children"]
-    out = {}
-    for site, group in hosts.items():
-        if site.startswith("site_"):
-            node = yaml.safe_load((inv / "group_vars" / f"{site}.yml").read_text())["recovery_execution_node"]
-            out.update({name: node for name in group["hosts"]})
-    return out
 
 
 def test_inventory_refuses_bad_execution_nodes(cli: Cli, tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,34 +21,11 @@ import pytest
 import yaml
 
 from tests.conftest import needs_lab
+from tests.lab.node_support import HOSTS, NODES, SEED, orchestrator, site_of
 
 pytestmark = [pytest.mark.lab, needs_lab]
-HOSTS, NODES, SEED = 14, 2, 3
 TIMEOUT = "20"
 AGE = re.compile(r"age_days=[0-9.]+")  # per host: a host whose sshd is stopped costs this, and no more
-
-
-@pytest.fixture(scope="module")
-def site_lab(tmp_path_factory: pytest.TempPathFactory):
-    from orchestrator_lab import LabConfig, down, free_net, up
-
-    directory = tmp_path_factory.mktemp("triagenodes") / "lab"
-    up(LabConfig(dir=directory, hosts=HOSTS, nodes=NODES, seed=SEED, net=free_net()))
-    try:
-        yield directory
-    finally:
-        down(directory)
-
-
-def orchestrator(db: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "ORCHESTRATOR_DB": str(db), "ORCHESTRATOR_OPERATOR": "node-triage-test"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def triage(db: Path, lab: Path, *args: str) -> tuple[int, dict]:
@@ -57,18 +33,6 @@ def triage(db: Path, lab: Path, *args: str) -> tuple[int, dict]:
     out, err = proc.communicate(timeout=600)
     assert proc.returncode in (0, 1), err
     return proc.returncode, json.loads(out)
-
-
-def site_of(lab: Path) -> dict[str, str]:
-    """host -> its execution node, from the lab's inventory."""
-    inv = lab / "inventory"
-    groups = yaml.safe_load((inv / "hosts.yml").read_text())["all"]["children"]
-    out = {}
-    for site, group in groups.items():
-        if site.startswith("site_"):
-            node = yaml.safe_load((inv / "group_vars" / f"{site}.yml").read_text())["recovery_execution_node"]
-            out.update({name: node for name in group["hosts"]})
-    return out
 
 
 def comparable(result: dict) -> dict:
