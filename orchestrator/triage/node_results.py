@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from orchestrator.lifecycle import AFFECTED, CLEAN
 from orchestrator.triage import VERDICTS, evidence
 from orchestrator.triage.engine import Hit, HostResult
 from orchestrator.triage.packs import SEVERITY_RANK, AnyCheck, Pack
@@ -103,14 +104,14 @@ class Reader:
             raise BadLine(f"host {host}: a new host key accepted without --trust-new-keys")
         hits = self._hits(host, os_name, data["matches"])
         ranked = [h for h in hits if h.severity != "info"]
-        worst = max((h.severity for h in ranked), key=SEVERITY_RANK.__getitem__, default="clean")
-        if worst != "clean" and verdict != worst:
+        worst = max((h.severity for h in ranked), key=SEVERITY_RANK.__getitem__, default=CLEAN)
+        if worst != CLEAN and verdict != worst:
             raise BadLine(f"host {host}: verdict {verdict} but its matches say {worst}")
-        if worst == "clean" and verdict in ("suspicious", "infected"):
+        if worst == CLEAN and verdict in AFFECTED:
             raise BadLine(f"host {host}: verdict {verdict} without a match that says so")
         times = [h.first_seen for h in ranked if h.first_seen is not None]
         compromise = _time(data["compromise_time"], host)
-        if compromise != (min(times) if times and worst != "clean" else None):
+        if compromise != (min(times) if times and worst != CLEAN else None):
             raise BadLine(f"host {host}: a compromise time its matches do not give")
         del self.expected[host]
         return HostResult(
