@@ -72,22 +72,46 @@ def _names(db: Path) -> list[str]:
 
 @pytest.mark.parametrize("which", ["hospital", "big"])
 @pytest.mark.parametrize("limit", [None, 20, 1])
+@pytest.mark.parametrize("per_host", [False, True])
 def test_fleet_view_is_the_same_through_sqlite3(
-    which: str, limit: int | None, request: pytest.FixtureRequest
+    which: str, limit: int | None, per_host: bool, request: pytest.FixtureRequest
 ) -> None:
     db = request.getfixturevalue(which)
-    lean = sqlite_read.fleet_status(str(db), limit, scenario.NOW)
+    lean = sqlite_read.fleet_status(str(db), limit, scenario.NOW, per_host)
     assert lean is not None, "the lean reader must apply to a private, current database file"
     store = Store.open(str(db))
     try:
-        _same(lean, fleet.status(store, HostFilter(), limit, scenario.NOW))
+        _same(lean, fleet.status(store, HostFilter(), limit, scenario.NOW, per_host))
     finally:
         store.close()
+    assert ("hosts" in lean["containment"]) == per_host
     if which == "big":
         assert lean["attention"]["count"] > 20 and lean["containment"]["needed"] > 100
+        assert len(lean["next_steps"]) >= 3
     else:
         assert lean["containment"]["requested"] == 1
         assert {d["decision"] for d in lean["decisions"]} >= {"hold", "verify", "rebuild", "restore point"}
+
+
+@pytest.mark.parametrize("which", ["hospital", "big"])
+def test_the_default_view_counts_what_the_per_host_view_lists(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    """The default view's containment counts and next steps come from aggregate queries, the
+    per-host view's from each host's rows: they must say the same."""
+    db = str(request.getfixturevalue(which))
+    counted = sqlite_read.fleet_status(db, 20, scenario.NOW)
+    listed = sqlite_read.fleet_status(db, 20, scenario.NOW, containment=True)
+    assert counted is not None and listed is not None
+    per_host = listed["containment"].pop("hosts")
+    assert counted == listed
+    statuses = [c["status"] for c in per_host.values()]
+    assert counted["containment"] == {
+        "needed": len(per_host),
+        "contained": statuses.count("contained"),
+        "requested": statuses.count("requested"),
+        "not_yet": statuses.count("not yet"),
+    }
 
 
 @pytest.mark.parametrize("which", ["hospital", "big"])
