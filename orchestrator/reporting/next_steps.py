@@ -133,7 +133,7 @@ def assess(session: Session, plan: Plan | None, per_host: bool = True) -> dict[s
     from orchestrator.store.models import Host, PlanMember
 
     if plan is None:
-        return nothing()
+        return nothing(per_host)
     in_plan = select(PlanMember.host_name).where(PlanMember.plan_id == plan.id)
     decisions = decisions_lib.in_force(session, in_plan)  # type: ignore[arg-type]
     files = _request_files(session, plan.id)
@@ -271,9 +271,9 @@ def facts_from(
     )
 
 
-def nothing() -> dict[str, Any]:
+def nothing(per_host: bool = True) -> dict[str, Any]:
     """`assess` without a plan."""
-    return view(Facts(), [], [])
+    return view(Facts(), [], [], {} if per_host else None)
 
 
 def containment_targets(members: Mapping[str, Member], hosts: Mapping[str, HostFacts]) -> list[str]:

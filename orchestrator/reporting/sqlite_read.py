@@ -183,7 +183,7 @@ def _fleet_rows(
         medians=_stage_medians(con),
         wave_times=_wave_times(con, plan_id),
         planned_s=_wave_estimates(con, plan_id),
-        people=next_steps.nothing() if plan is None else _people(con, plan, containment),
+        people=next_steps.nothing(containment) if plan is None else _people(con, plan, containment),
     )
 
 
