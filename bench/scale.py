@@ -47,6 +47,7 @@ peak RSS of each orchestrator process are printed beside them. Steps over 10 s a
     .venv/bin/python bench/scale.py fleet                 # 4,000 hosts; SQLite and a private PostgreSQL
     .venv/bin/python bench/scale.py fleet --hosts 50000   # issue 18's fleet (about 30 min on 2 CPUs)
     .venv/bin/python bench/scale.py fleet --hosts 2000 --no-pg
+    .venv/bin/python bench/scale.py fleet --hosts 50000 --no-sqlite --no-first-connection --pg URL
     .venv/bin/python bench/scale.py fleet --pg postgresql+psycopg://me@127.0.0.1:5432/empty_db
     .venv/bin/python bench/scale.py fleet --workdir /tmp/scale --profile   # keep files, cProfile each step
     .venv/bin/python bench/scale.py nodes                 # 40 hosts; 0, 1, 2, 4 nodes; 3 rounds
