@@ -47,6 +47,7 @@ peak RSS of each orchestrator process are printed beside them. Steps over 10 s a
     .venv/bin/python bench/scale.py fleet                 # 4,000 hosts; SQLite and a private PostgreSQL
     .venv/bin/python bench/scale.py fleet --hosts 50000   # issue 18's fleet (about 30 min on 2 CPUs)
     .venv/bin/python bench/scale.py fleet --hosts 2000 --no-pg
+    .venv/bin/python bench/scale.py fleet --hosts 50000 --no-sqlite --no-first-connection --pg URL
     .venv/bin/python bench/scale.py fleet --pg postgresql+psycopg://me@127.0.0.1:5432/empty_db
     .venv/bin/python bench/scale.py fleet --workdir /tmp/scale --profile   # keep files, cProfile each step
     .venv/bin/python bench/scale.py nodes                 # 40 hosts; 0, 1, 2, 4 nodes; 3 rounds
@@ -585,7 +586,8 @@ class FleetBench:
         self.note(Row("inventory sync -i FLEET", label, cli("inventory", "sync", "-i", fleet),
                       "ansible-inventory --list"))  # fmt: skip
         self.note(Row("inventory check (unchanged files)", label, cli("inventory", "check", "-i", fleet)))
-        self.note(Row("triage: first connection", label, self.first_connection(cli, fleet)))
+        if not self.args.no_first_connection:
+            self.note(Row("triage: first connection", label, self.first_connection(cli, fleet)))
         store = Store.open(db)
         try:
             bulk = in_process(lambda: bulk_insert_baseline(store, self.results))
@@ -732,7 +734,8 @@ def fleet_part(args: argparse.Namespace) -> None:
         os.environ["ORCHESTRATOR_INVENTORY_CACHE"] = str(work / "inventory-cache")
         bench = FleetBench(args, work)
         bench.prepare()
-        bench.backend("sqlite", str(work / "fleet.db"))
+        if not args.no_sqlite:
+            bench.backend("sqlite", str(work / "fleet.db"))
         if args.pg:
             _require_empty(args.pg)
             bench.backend("postgresql", args.pg)
@@ -866,6 +869,12 @@ def main() -> None:
     pg = fleet.add_mutually_exclusive_group()
     pg.add_argument("--pg", metavar="URL", help="an empty PostgreSQL database (default: a private server)")
     pg.add_argument("--no-pg", action="store_true", help="SQLite only")
+    fleet.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
+    fleet.add_argument(
+        "--no-first-connection",
+        action="store_true",
+        help="skip `triage: first connection` (its interrupted triage can take minutes to exit)",
+    )
     fleet.add_argument("--workdir", type=Path, help="a new directory to keep the fleet and databases in")
     fleet.add_argument("--profile", action="store_true", help="cProfile each CLI step (in WORKDIR/profiles)")
     fleet.set_defaults(run=fleet_part)

@@ -13,7 +13,7 @@ from orchestrator.cli.options import emit_json, json_option, limit_option, pass_
 from orchestrator.reporting import status_read
 from orchestrator.reporting.selection import HostFilter
 
-TABLE_ROWS = 20  # hosts needing a person shown in the table; --json lists them all
+SHOWN_ROWS = 20  # hosts needing a person shown without --all, in the table and in --json
 
 
 @click.command("status")
@@ -26,6 +26,18 @@ TABLE_ROWS = 20  # hosts needing a person shown in the table; --json lists them 
     help="Only hosts in state S (e.g. failed, wiping) or bucket (pending, in_progress, recovered, hold).",
 )
 @limit_option
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help=f"List every host that needs a person, not only the first {SHOWN_ROWS}.",
+)
+@click.option(
+    "--containment",
+    is_flag=True,
+    help="List every host that needs containment: contained, requested or not yet, when, and how long "
+    "after the triage found it. Without it, only the counts.",
+)
 @json_option
 @click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
 @click.option(
@@ -44,6 +56,8 @@ def status_command(
     tier: int | None,
     state: str | None,
     limit: str | None,
+    show_all: bool,
+    containment: bool,
     as_json: bool,
     watch: bool,
     interval: float,
@@ -51,8 +65,10 @@ def status_command(
     """The fleet at a glance, or one host's whole story.
 
     Without HOST: hosts by state (pending, in progress by stage, recovered, failed, on hold,
-    protected), progress per wave and per tier, the hosts that need a person and why, time elapsed
-    and an estimate of the time to completion from measured stage durations.
+    protected), containment (contained, requested, not yet), what a person must do next, progress
+    per wave and per tier, the first hosts that need a person and why, time elapsed and an estimate
+    of the time to completion from measured stage durations. Its cost does not grow with the
+    fleet: lists of hosts as long as the fleet come with --all and --containment.
 
     With HOST: its inventory facts, triage verdicts with evidence, plan action and wave, every stage
     run (start, end, result, message), evidence manifest, restore snapshot and audit entries.
@@ -61,18 +77,24 @@ def status_command(
     Examples:
       orchestrator status
       orchestrator status --watch --wave 3
-      orchestrator status --state failed -l 'tier1:&site_north' --json
+      orchestrator status --state failed -l 'tier1:&site_north' --json --all
+      orchestrator status --containment --json
       orchestrator status ehr-db01
     """
-    if host and (wave is not None or tier is not None or state or limit):
-        raise click.UsageError("--wave, --tier, --state and -l select hosts for the fleet view, not for HOST")
+    if host and (wave is not None or tier is not None or state or limit or show_all or containment):
+        raise click.UsageError(
+            "--wave, --tier, --state, -l, --all and --containment are for the fleet view, not for HOST"
+        )
     if watch and as_json:
         raise click.UsageError("--watch redraws tables; for JSON, poll 'orchestrator status --json'")
     flt = HostFilter(wave=wave, tier=tier, state=state, pattern=limit)
+    rows = None if show_all else SHOWN_ROWS
+
+    def fleet() -> dict:
+        return status_read.fleet(app.db, app.store, flt, attention_limit=rows, containment=containment)
+
     if as_json:
-        emit_json(
-            status_read.host(app.db, app.store, host) if host else status_read.fleet(app.db, app.store, flt)
-        )
+        emit_json(status_read.host(app.db, app.store, host) if host else fleet())
         return
     from rich.console import RenderableType
 
@@ -81,9 +103,7 @@ def status_command(
     def build() -> RenderableType:
         if host:
             return status_render.render_host(status_read.host(app.db, app.store, host))
-        return status_render.render_fleet(
-            status_read.fleet(app.db, app.store, flt, attention_limit=TABLE_ROWS)
-        )
+        return status_render.render_fleet(fleet())
 
     if watch:
         status_render.watch(build, interval)

@@ -84,6 +84,8 @@ def render_fleet(data: dict[str, Any]) -> RenderableType:
 
     # Who needs a person comes before the long tables: --watch crops what does not fit the screen.
     parts: list[RenderableType] = [head, _containment_line(data["containment"]), buckets]
+    if "hosts" in data["containment"]:
+        parts.insert(2, _containment_table(data["containment"]["hosts"]))
     if data["next_steps"]:
         steps = Text("What a person must do next:\n", style="bold")
         for i, step in enumerate(data["next_steps"], 1):
@@ -119,7 +121,7 @@ def render_fleet(data: dict[str, Any]) -> RenderableType:
         parts.append(table)
         if attention["count"] > len(attention["hosts"]):
             more = attention["count"] - len(attention["hosts"])
-            parts.append(Text(f"... and {more} more: all are in orchestrator status --json", style="dim"))
+            parts.append(Text(f"... and {more} more: orchestrator status --all lists them", style="dim"))
     if data["waves"]:
         parts.append(_progress_table("Waves", "wave", data["waves"], with_eta=True))
     if data["tiers"]:
@@ -142,6 +144,19 @@ def _containment_line(c: dict[str, Any]) -> Text:
     )
     line.append(f", {c['not_yet']} not yet", style="bold red" if c["not_yet"] else "")
     return line.append(f" (of {c['needed']})")
+
+
+def _containment_table(hosts: dict[str, dict[str, Any]]) -> Table:
+    """`status --containment`: each host that needs containment, where it stands and since when."""
+    table = Table(title="Containment", title_justify="left")
+    for column in ("host", "containment", "at", "after triage"):
+        table.add_column(column, overflow="fold")
+    for name, c in hosts.items():
+        style = {"contained": "green", "requested": "yellow"}.get(c["status"], "bold red")
+        table.add_row(
+            *cells(name, Text(c["status"], style=style), short(c["at"]), duration(c["time_to_containment_s"]))
+        )
+    return table
 
 
 def _eta_text(timing: dict[str, Any]) -> str:

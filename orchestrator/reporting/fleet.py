@@ -37,8 +37,10 @@ def status(
     flt: HostFilter | None = None,
     attention_limit: int | None = None,
     now: datetime | None = None,
+    containment: bool = False,
 ) -> dict[str, Any]:
-    """The fleet's progress as a JSON-ready dict (keys documented in docs/commands.md)."""
+    """The fleet's progress as a JSON-ready dict (keys documented in docs/commands.md); with
+    `containment`, where each host needing containment stands (a list as long as the fleet)."""
     flt = flt or HostFilter()
     with store.read() as session:
         plan = plans.in_force(session)
@@ -58,7 +60,7 @@ def status(
             medians=durations.stage_medians(session),
             wave_times=_wave_times(session, scope.plan_id),
             planned_s=_wave_estimates(session, scope.plan_id),
-            people=next_steps.assess(session, plan),
+            people=next_steps.assess(session, plan, per_host=containment),
         )
     return fleet_summary.assemble(rows, flt.as_dict(), attention_limit, now or utcnow())
 

@@ -16,6 +16,7 @@ SQLAlchemy path, which creates, migrates, narrows or refuses as it always did.
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import sqlite3
@@ -32,7 +33,10 @@ from orchestrator.lifecycle import (
     AWAITING,
     CONTAINED,
     FAILED,
+    HOLD,
     NOT_YET,
+    REBUILD,
+    RECOVERED,
     REQUESTED,
     TO_CONTAIN,
     UNKNOWN,
@@ -57,12 +61,14 @@ def database_file(db: str) -> Path | None:
     return None
 
 
-def fleet_status(db: str, attention_limit: int | None, now: datetime) -> dict[str, Any] | None:
+def fleet_status(
+    db: str, attention_limit: int | None, now: datetime, containment: bool = False
+) -> dict[str, Any] | None:
     """`fleet.status` without filters, or None when this reader does not apply (see above)."""
     return _read(
         db,
         lambda con: fleet_summary.assemble(
-            _fleet_rows(con, attention_limit), _NO_FILTERS, attention_limit, now
+            _fleet_rows(con, attention_limit, containment), _NO_FILTERS, attention_limit, now
         ),
     )
 
@@ -160,7 +166,9 @@ def _current_plan(con: sqlite3.Connection) -> PlanHead | None:
     return None if row is None else PlanHead(row[0], row[1], _dt(row[2]), row[3])
 
 
-def _fleet_rows(con: sqlite3.Connection, attention_limit: int | None) -> fleet_summary.Rows:
+def _fleet_rows(
+    con: sqlite3.Connection, attention_limit: int | None, containment: bool
+) -> fleet_summary.Rows:
     plan = _current_plan(con)
     plan_id = plan.id if plan else None
     attention, flagged = _attention(con, plan_id, attention_limit)
@@ -175,7 +183,7 @@ def _fleet_rows(con: sqlite3.Connection, attention_limit: int | None) -> fleet_s
         medians=_stage_medians(con),
         wave_times=_wave_times(con, plan_id),
         planned_s=_wave_estimates(con, plan_id),
-        people=next_steps.nothing() if plan is None else _people(con, plan),
+        people=next_steps.nothing(containment) if plan is None else _people(con, plan, containment),
     )
 
 
@@ -331,12 +339,128 @@ class _Contained(NamedTuple):
     at: datetime | None
 
 
-def _people(con: sqlite3.Connection, plan: PlanHead) -> dict[str, Any]:
-    """`next_steps.assess`'s rows, read in one pass with SQLite doing the per-host work: the plan's
-    members that the next steps can name (those needing containment, held, protected, awaiting or
-    failed: `summarise` looks at no other), where each stands on containment (its first isolate
-    stage that succeeded, else its first request: `containment.summary`) and when the plan's triage
-    found it; then standing decisions and the request files."""
+def _people(con: sqlite3.Connection, plan: PlanHead, per_host: bool) -> dict[str, Any]:
+    """`next_steps.assess`: standing decisions and the request files, then containment and the next
+    steps, by aggregates (`_facts`) or, with `per_host`, from each host's rows (`_per_host`)."""
+    # Per decision, not per member: `IN (SELECT ...)` would first list the plan's every host.
+    in_plan = (
+        "AND EXISTS (SELECT 1 FROM plan_member WHERE plan_member.plan_id = ?"
+        " AND plan_member.host_name = {}.host_name)"
+    )
+    actions = {
+        row["host_name"]: SimpleNamespace(**_typed(row, times=("decided_at", "withdrawn_at")))
+        for row in con.execute(
+            "SELECT * FROM host_decision WHERE host_decision.withdrawn_at IS NULL"
+            f" {in_plan.format('host_decision')}"
+            " ORDER BY host_decision.id",
+            (plan.id,),
+        )
+    }
+    cutoffs = {
+        row["host_name"]: SimpleNamespace(
+            **_typed(
+                row, times=("before", "decided_at", "compromised_since", "withdrawn_at"), flags=("accepted",)
+            )
+        )
+        for row in con.execute(
+            "SELECT * FROM restore_decision WHERE restore_decision.withdrawn_at IS NULL"
+            f" {in_plan.format('restore_decision')} ORDER BY restore_decision.decided_at, restore_decision.id",
+            (plan.id,),
+        )
+    }
+    request = con.execute(
+        "SELECT files FROM containment_request WHERE containment_request.plan_id = ?"
+        " ORDER BY containment_request.id DESC LIMIT 1",
+        (plan.id,),
+    ).fetchone()
+    files = list(_json(request[0]) or []) if request else []
+    decisions = decision_view.listed(actions, cutoffs)  # `decisions.in_force`
+    if not per_host:
+        return next_steps.view(_facts(con, plan.id), decisions, files)
+    return next_steps.summarise(*_per_host(con, plan), decisions, set(actions), files)
+
+
+# Where a plan member stands on containment (`containment.summary`): isolated by an isolate stage
+# that succeeded, else requested from the network team, else not yet.
+_STATUS = (
+    "CASE WHEN plan_member.host_name IN (SELECT stage_run.host_name FROM stage_run"
+    " WHERE stage_run.stage = 'isolate' AND stage_run.status = 'ok' AND stage_run.check_mode IS 0)"
+    f" THEN '{CONTAINED}' WHEN plan_member.host_name IN (SELECT containment_request.host_name"
+    f" FROM containment_request) THEN '{REQUESTED}' ELSE '{NOT_YET}' END"
+)
+# A plan's members and their hosts; `host.state > ''` (always true) steers SQLite without statistics
+# to the covering (name, state, tier) index, as in `_wave_counts`.
+_OF_PLAN = (
+    "SELECT plan_member.host_name AS name{} FROM plan_member"
+    " JOIN host ON host.name = plan_member.host_name AND host.state > ''"
+    " WHERE plan_member.plan_id = ? AND {}"
+)
+# The same, from the hosts in a given state (failed, awaiting) or protected: few, and SQLite would
+# otherwise start from every plan member.
+_BY_HOST = (
+    "SELECT host.name AS name{} FROM host CROSS JOIN plan_member"
+    " ON plan_member.host_name = host.name AND plan_member.plan_id = ? WHERE {}"
+)
+_UNPROTECTED = "plan_member.host_name NOT IN (SELECT host.name FROM host WHERE host.protected = 1)"
+_UNDECIDED = (
+    "NOT EXISTS (SELECT 1 FROM host_decision WHERE host_decision.host_name = plan_member.host_name"
+    " AND host_decision.withdrawn_at IS NULL)"
+)
+
+
+def _facts(con: sqlite3.Connection, plan_id: int) -> next_steps.Facts:
+    """`next_steps._facts`'s queries: SQLite counts each kind of host and hands back the first
+    `SHOWN` names of each. The hosts needing containment are read as two parts, those the plan
+    rebuilds (from the covering plan-member index) and the others, so that the larger part reads
+    no plan-member row."""
+    shown = next_steps.SHOWN
+    columns = f", {_STATUS} AS status, plan_member.action = '{REBUILD}' AS rebuild, host.state = '{RECOVERED}' AS recovered"
+    verdicts = (*TO_CONTAIN, *UNKNOWN)
+    rebuilt = _OF_PLAN.format(columns, f"plan_member.action = '{REBUILD}' AND {_UNPROTECTED}")
+    others = _OF_PLAN.format(
+        columns,
+        f"plan_member.action != '{REBUILD}' AND plan_member.verdict IN ({_marks(verdicts)}) AND {_UNPROTECTED}",
+    )
+    named = " OR ".join(
+        f"(status = '{status}' AND rebuild = {int(r)} AND recovered = {int(rec)})"
+        for status, r, rec in (*next_steps.CONTAIN_GROUPS, *next_steps.NETWORK_GROUPS)
+    )
+    # Counts by group, and the names of the groups a step names as a JSON array (escaped, whatever
+    # a host's name holds): sorting them all in SQL (a window) cost twice the count itself.
+    groups = [
+        (status, rebuild, recovered, n, heapq.nsmallest(shown, json.loads(names)))
+        for status, rebuild, recovered, n, names in con.execute(
+            "SELECT status, rebuild, recovered, count(*), json_group_array(name)"
+            f" FILTER (WHERE {named}) FROM ({rebuilt} UNION ALL {others}) GROUP BY status, rebuild, recovered",
+            (plan_id, plan_id, *verdicts),
+        )
+    ]
+
+    def first(where: str, params: Sequence[Any] = (), of: str = _OF_PLAN) -> list[tuple[str, int]]:
+        query = of.format(", count(*) OVER ()", where)
+        return con.execute(f"{query} ORDER BY name LIMIT ?", (plan_id, *params, shown)).fetchall()
+
+    awaiting = _BY_HOST.format(", host.state_reason", "host.state = ?")
+    return next_steps.facts_from(
+        groups,
+        held=first(f"plan_member.action = ? AND {_UNPROTECTED} AND {_UNDECIDED}", (HOLD,)),
+        flagged=first(
+            f"host.protected = 1 AND (plan_member.verdict IN ({_marks(TO_CONTAIN)}) OR plan_member.action = ?)"
+            f" AND {_UNDECIDED}",
+            (*TO_CONTAIN, HOLD),
+            _BY_HOST,
+        ),
+        failed=first("host.state = ?", (FAILED,), _BY_HOST),
+        awaiting=dict(con.execute(awaiting, (plan_id, AWAITING)).fetchall()),
+    )
+
+
+def _per_host(con: sqlite3.Connection, plan: PlanHead) -> tuple[Any, ...]:
+    """`next_steps.assess`'s per-host rows, read in one pass with SQLite doing the per-host work:
+    the plan's members that the next steps can name (those needing containment, held, protected,
+    awaiting or failed: `summarise` looks at no other), where each stands on containment (its first
+    isolate stage that succeeded, else its first request: `containment.summary`) and when the
+    plan's triage found it."""
     to_contain = (*TO_CONTAIN, *UNKNOWN)
     # By host, not by stage and status: without statistics SQLite would pick the (stage, status)
     # index and read every isolated host's run for each host, quadratic in the fleet.
@@ -386,35 +510,7 @@ def _people(con: sqlite3.Connection, plan: PlanHead) -> dict[str, Any]:
             where[name] = _Contained(NOT_YET, None)
         if triaged is not None:
             found[name] = _dt(triaged)  # type: ignore[assignment]
-    in_plan = "IN (SELECT plan_member.host_name FROM plan_member WHERE plan_member.plan_id = ?)"
-    actions = {
-        row["host_name"]: SimpleNamespace(**_typed(row, times=("decided_at", "withdrawn_at")))
-        for row in con.execute(
-            f"SELECT * FROM host_decision WHERE host_decision.withdrawn_at IS NULL AND host_decision.host_name {in_plan}"
-            " ORDER BY host_decision.id",
-            (plan.id,),
-        )
-    }
-    cutoffs = {
-        row["host_name"]: SimpleNamespace(
-            **_typed(
-                row, times=("before", "decided_at", "compromised_since", "withdrawn_at"), flags=("accepted",)
-            )
-        )
-        for row in con.execute(
-            "SELECT * FROM restore_decision WHERE restore_decision.withdrawn_at IS NULL"
-            f" AND restore_decision.host_name {in_plan} ORDER BY restore_decision.decided_at, restore_decision.id",
-            (plan.id,),
-        )
-    }
-    request = con.execute(
-        "SELECT files FROM containment_request WHERE containment_request.plan_id = ?"
-        " ORDER BY containment_request.id DESC LIMIT 1",
-        (plan.id,),
-    ).fetchone()
-    files = list(_json(request[0]) or []) if request else []
-    decisions = decision_view.listed(actions, cutoffs)  # `decisions.in_force`
-    return next_steps.summarise(members, hosts, where, found, decisions, set(actions), files)
+    return members, hosts, where, found
 
 
 # -- one host: host_view.timeline's queries ----------------------------------------------------------

@@ -16,17 +16,21 @@ if TYPE_CHECKING:
 
 
 def fleet(
-    db: str, open_store: Callable[[], Store], flt: HostFilter, attention_limit: int | None = None
+    db: str,
+    open_store: Callable[[], Store],
+    flt: HostFilter,
+    attention_limit: int | None = None,
+    containment: bool = False,
 ) -> dict[str, Any]:
     """`fleet.status` for `--db DB`; `open_store` opens it for the SQLAlchemy path."""
     now = datetime.now(UTC)
     if flt == HostFilter():  # filters (and -l's Ansible patterns) take the SQLAlchemy path
-        lean = sqlite_read.fleet_status(db, attention_limit, now)
+        lean = sqlite_read.fleet_status(db, attention_limit, now, containment)
         if lean is not None:
             return lean
     from orchestrator.reporting import fleet as fleet_lib
 
-    return fleet_lib.status(open_store(), flt, attention_limit, now)
+    return fleet_lib.status(open_store(), flt, attention_limit, now, containment)
 
 
 def host(db: str, open_store: Callable[[], Store], name: str) -> dict[str, Any]:

@@ -65,6 +65,17 @@ def test_same_status_answers_on_postgresql(postgres_url: str, tmp_path: Path, re
         k: v for k, v in on_sqlite.items() if k != "plan"
     }
     store = Store.open(postgres_url)
+    # The per-host containment (`status --containment`) agrees too, and with the default view's
+    # aggregate counts and next steps on PostgreSQL.
+    listed = fleet_status.status(store, containment=True)
+    local = Store.open(str(recovery_db))
+    try:
+        assert listed["containment"] == fleet_status.status(local, containment=True)["containment"]
+    finally:
+        local.close()
+    per_host = listed["containment"].pop("hosts")
+    assert per_host and listed["containment"] == on_pg["containment"]
+    assert listed["next_steps"] == on_pg["next_steps"]
     assert host_view.timeline(store, "dc01")["stages"][-1]["stage"] == "reconnect"
     assert fleet_status.status(store, HostFilter(pattern="ehr*", state="in_progress"))["total"] == 1
     store.close()

@@ -71,22 +71,46 @@ def _names(db: Path) -> list[str]:
 
 @pytest.mark.parametrize("which", ["hospital", "big"])
 @pytest.mark.parametrize("limit", [None, 20, 1])
+@pytest.mark.parametrize("per_host", [False, True])
 def test_fleet_view_is_the_same_through_sqlite3(
-    which: str, limit: int | None, request: pytest.FixtureRequest
+    which: str, limit: int | None, per_host: bool, request: pytest.FixtureRequest
 ) -> None:
     db = request.getfixturevalue(which)
-    lean = sqlite_read.fleet_status(str(db), limit, scenario.NOW)
+    lean = sqlite_read.fleet_status(str(db), limit, scenario.NOW, per_host)
     assert lean is not None, "the lean reader must apply to a private, current database file"
     store = Store.open(str(db))
     try:
-        _same(lean, fleet.status(store, HostFilter(), limit, scenario.NOW))
+        _same(lean, fleet.status(store, HostFilter(), limit, scenario.NOW, per_host))
     finally:
         store.close()
+    assert ("hosts" in lean["containment"]) == per_host
     if which == "big":
         assert lean["attention"]["count"] > 20 and lean["containment"]["needed"] > 100
+        assert len(lean["next_steps"]) >= 3
     else:
         assert lean["containment"]["requested"] == 1
         assert {d["decision"] for d in lean["decisions"]} >= {"hold", "verify", "rebuild", "restore point"}
+
+
+@pytest.mark.parametrize("which", ["hospital", "big"])
+def test_the_default_view_counts_what_the_per_host_view_lists(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    """The default view's containment counts and next steps come from aggregate queries, the
+    per-host view's from each host's rows: they must say the same."""
+    db = str(request.getfixturevalue(which))
+    counted = sqlite_read.fleet_status(db, 20, scenario.NOW)
+    listed = sqlite_read.fleet_status(db, 20, scenario.NOW, containment=True)
+    assert counted is not None and listed is not None
+    per_host = listed["containment"].pop("hosts")
+    assert counted == listed
+    statuses = [c["status"] for c in per_host.values()]
+    assert counted["containment"] == {
+        "needed": len(per_host),
+        "contained": statuses.count("contained"),
+        "requested": statuses.count("requested"),
+        "not_yet": statuses.count("not yet"),
+    }
 
 
 @pytest.mark.parametrize("which", ["hospital", "big"])
@@ -183,3 +207,50 @@ def test_status_json_as_a_new_process_imports_no_sqlalchemy_sqlmodel_or_rich(hos
         assert done.returncode == 0, done.stderr
         assert "HEAVY []" in done.stderr, done.stderr
         assert done.stdout.startswith("{")
+
+
+def _cli(db: Path, *args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    result = CliRunner().invoke(main, ["--db", str(db), *args], env={"ORCHESTRATOR_OPERATOR": "tester"})
+    return result.exit_code, result.output
+
+
+def test_the_default_view_is_bounded_and_the_lists_come_with_flags(big: Path) -> None:
+    """At 3,000 hosts the default view names at most 20 hosts needing a person and no host's
+    containment; --all and --containment list them all, in JSON and in the table."""
+    import json
+
+    code, out = _cli(big, "status", "--json")
+    assert code == 0
+    default = json.loads(out)
+    attention, containment = default["attention"], default["containment"]
+    assert len(attention["hosts"]) == 20 < attention["count"]
+    assert "hosts" not in containment and containment["needed"] > 1000
+    assert len(out) < 30_000, "the default answer must not grow with the fleet"
+
+    everything = json.loads(_cli(big, "status", "--json", "--all", "--containment")[1])
+    assert len(everything["attention"]["hosts"]) == attention["count"]
+    assert len(everything["containment"]["hosts"]) == containment["needed"]
+    assert {k: v for k, v in everything["containment"].items() if k != "hosts"} == containment
+    assert everything["next_steps"] == default["next_steps"]
+
+    code, table = _cli(big, "status")
+    assert code == 0 and "orchestrator status --all lists them" in table and "Containment" not in table
+    code, table = _cli(big, "status", "--containment")
+    some = next(n for n, c in everything["containment"]["hosts"].items() if c["status"] == "contained")
+    assert code == 0 and "Containment" in table and some in table
+    code, out = _cli(big, "status", "h000001", "--containment")
+    assert code == 2 and "--containment are for the fleet view" in out
+
+
+def test_waiting_hosts_are_named_for_a_few_dependencies_then_counted() -> None:
+    from orchestrator.reporting import next_steps
+
+    awaiting = {f"ws{i:02d}": f"awaiting dependencies: app{i % 8} (on hold)" for i in range(40)}
+    steps = next_steps.view(next_steps.Facts(awaiting=awaiting), [], [])["next_steps"]
+    assert len(steps) == next_steps.SHOWN + 1
+    assert steps[0].startswith("5 host(s) rebuilt and validated wait, isolated, for app0 (ws00, ws08")
+    assert steps[-1].startswith("15 more host(s) wait, isolated, for 3 other host(s)")
