@@ -22,6 +22,7 @@ from orchestrator.cli.options import (
 )
 from orchestrator.errors import OrchestratorError
 from orchestrator.lifecycle import HOLD, PROTECTED
+from orchestrator.lifecycle.concurrency import DEFAULT_FORKS
 from orchestrator.planning import document, service
 from orchestrator.planning import store as plan_store
 from orchestrator.safe_text import cells, csv_row, json_text, plain, text
@@ -35,9 +36,12 @@ def _hm(seconds: float) -> str:
 def _estimate_line(view: plan_store.PlanView) -> str:
     est = document.estimate(view)
     ratio = f" (x{est['ratio']:.2f})" if est["ratio"] else ""
+    binding = f" ({est['unordered_binding']})" if est["unordered_binding"] else ""
+    forks = f" on {est['forks']} forks" if est["forks"] else ""
     return (
-        f"estimated {_hm(est['total_s'])} (containment first: {_hm(est['containment_s'])}); "
-        f"lower bound {_hm(est['lower_bound_s'])}{ratio}; with capacity alone at least {_hm(est['unordered_bound_s'])}"
+        f"estimated {_hm(est['total_s'])}{forks} (containment first: {_hm(est['containment_s'])}); "
+        f"lower bound {_hm(est['lower_bound_s'])}{ratio}; "
+        f"with capacity alone at least {_hm(est['unordered_bound_s'])}{binding}"
     )
 
 
@@ -61,6 +65,14 @@ def _warn_people(view: plan_store.PlanView) -> None:
     multiple=True,
     metavar="KEY=N",
     help="Concurrency limit, repeatable: image-server, restores, reimage:<method>, site:<name>, tier:<n>.",
+)
+@click.option(
+    "--forks",
+    type=click.IntRange(1, 500),
+    default=DEFAULT_FORKS,
+    show_default=True,
+    help="Hosts the engine works on at once (what 'run' will use unless told otherwise): the waves are "
+    "packed and estimated for it.",
 )
 @click.option(
     "--durations",
@@ -87,6 +99,7 @@ def plan_group(
     limit: str | None,
     max_wave_size: int | None,
     capacities: tuple[str, ...],
+    forks: int,
     durations_file: str | None,
     time_window: float,
     as_json: bool,
@@ -98,8 +111,10 @@ def plan_group(
     backups waits for a person when its compromise time (set by the host, so by the attacker) is
     missing, in the future or far from the fleet's: see 'orchestrator host restore-point'. Waves run one after
     another: tier 0 first, dependencies before dependants, by recovery_priority inside a tier, each
-    wave within --max-wave-size and every --capacity. A new plan replaces the earlier draft; nothing
-    runs until it is approved.
+    wave within --max-wave-size and every --capacity, a limit above --forks rounded down to a whole
+    number of --forks (the rest would trail each stage as an extra round). The plan keeps --forks:
+    'run' uses it unless given its own. A new plan replaces the earlier draft; nothing runs until it
+    is approved.
 
     \b
     Capacity keys (limits per wave, i.e. concurrent):
@@ -123,6 +138,7 @@ def plan_group(
                 "limit",
                 "max_wave_size",
                 "capacities",
+                "forks",
                 "durations_file",
                 "time_window",
                 "as_json",
@@ -137,7 +153,7 @@ def plan_group(
             )
         return
     request = service.DraftRequest(
-        inventory, limit, max_wave_size, capacities, durations_file, time_window_days=time_window
+        inventory, limit, max_wave_size, capacities, durations_file, time_window_days=time_window, forks=forks
     )
     made = service.draft(app.store(), app.operator, request, command_args(ctx))
     view, counts = made.view, made.draft.counts()

@@ -24,7 +24,6 @@ from orchestrator.cli.options import (
 )
 from orchestrator.errors import HostsFailed, OrchestratorError
 from orchestrator.execution import DEFAULT_EVIDENCE_PATH
-from orchestrator.lifecycle.concurrency import DEFAULT_FORKS
 from orchestrator.safe_text import optional, plain, text
 from orchestrator.triage import DEFAULT_TIMEOUT
 
@@ -110,7 +109,10 @@ def _confirm(pending: engine.Pending) -> bool:
 @click.option("--all", "all_waves", is_flag=True, help="Run every wave in order.")
 @click.option("--check", is_flag=True, help="Ansible check mode for every stage: change nothing on any host.")
 @click.option(
-    "--forks", type=click.IntRange(1, 500), default=DEFAULT_FORKS, show_default=True, help="Hosts at once."
+    "--forks",
+    type=click.IntRange(1, 500),
+    metavar="N",
+    help="Hosts at once (default: the plan's 'plan --forks', which its waves were packed for).",
 )
 @click.option(
     "--max-fail-percentage",
@@ -166,7 +168,7 @@ def run(
     wave: int | None,
     all_waves: bool,
     check: bool,
-    forks: int,
+    forks: int | None,
     max_fail_percentage: float,
     retries: int,
     contain_forks: int | None,
@@ -228,9 +230,8 @@ def run(
 @click.option(
     "--forks",
     type=click.IntRange(1, 1000),
-    default=DEFAULT_FORKS,
-    show_default=True,
-    help="Hosts contained at once.",
+    metavar="N",
+    help="Hosts contained at once (default: the plan's 'plan --forks').",
 )
 @click.option(
     "--retries", type=click.IntRange(0, 10), default=1, show_default=True, help="Retries per stage."
@@ -253,7 +254,7 @@ def contain(
     app: AppContext,
     inventory: tuple[str, ...],
     check: bool,
-    forks: int,
+    forks: int | None,
     retries: int,
     yes: bool,
     runs_dir: Path,

@@ -45,6 +45,7 @@ from orchestrator.execution.run_model import (  # noqa: F401 (engine.RunOptions 
     Planned,
     RunOptions,
     RunReport,
+    forks_for,
 )
 from orchestrator.execution.runner import HostResult
 from orchestrator.execution.stages import evidence
@@ -86,6 +87,9 @@ class Engine:
         with self.store.read() as session:
             self.view: PlanView = load_approved_plan(session)
             self.plan_id = int(self.view.plan.id or 0)
+            self.forks_given = self.o.forks
+            forks, self.plan_forks = forks_for(self.o.forks, self.view.plan.params)
+            self.o = dataclasses.replace(self.o, forks=forks)
             self.members = {
                 m.host_name: Planned(m.host_name, m.action, m.wave, m.tier, m.verdict)
                 for m in self.view.members
@@ -104,6 +108,10 @@ class Engine:
         if missing:
             raise RefusedError(
                 f"{len(missing)} host(s) of plan {self.plan_id} are not in the inventory: {', '.join(missing[:5])}"
+            )
+        if self.observer is not None and self.o.forks != self.plan_forks:
+            self.observer.note(
+                f"warning: --forks {self.o.forks}, the plan was packed and estimated for {self.plan_forks}"
             )
         if self.observer is not None:
             from orchestrator import winrm_auth
@@ -200,9 +208,10 @@ class Engine:
                 session,
                 self.o.operator,
                 "run start",
-                args={"wave": self.o.wave, "check": self.o.check, "forks": self.o.forks,
+                args={"wave": self.o.wave, "check": self.o.check, "forks": self.forks_given,
                       "max_fail_percentage": self.o.max_fail_percentage, "retries": self.o.retries},
-                details={"plan": self.plan_id, "runs_dir": str(self.root), "resumed_stage_runs": interrupted},
+                details={"plan": self.plan_id, "runs_dir": str(self.root), "resumed_stage_runs": interrupted,
+                         "forks": self.o.forks, "plan_forks": self.plan_forks},
             )  # fmt: skip
         if interrupted and self.observer:
             self.observer.note(f"resuming: {interrupted} stage run(s) were interrupted")

@@ -4,7 +4,7 @@ read them without the engine's loop."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -57,7 +57,9 @@ class RunOptions:
     operator: str
     wave: int | None = None
     check: bool = False
-    forks: int = concurrency.DEFAULT_FORKS
+    # Hosts at once; None: the plan's (`plan --forks`), which its waves were packed and estimated for.
+    # The engine resolves it when it loads the plan (`forks_for`).
+    forks: int | None = None
     max_fail_percentage: float = 25.0
     retries: int = 1
     runs_dir: Path = Path("runs")
@@ -76,6 +78,15 @@ class RunOptions:
     observer: EngineObserver | None = None
     validator: Validator | None = None  # the validate stage's re-check (default: triage, recorded)
     scanner: restore_points.Scanner | None = None
+
+
+def forks_for(given: int | None, plan_params: Mapping[str, Any]) -> tuple[int, int]:
+    """The forks a run uses (what it was given, else the plan's) and the plan's own: a run on other
+    forks than its plan's drifts from the estimate, so the engine says so and audits both. Plans made
+    before `plan --forks` were estimated for the default."""
+    planned = plan_params.get("forks")
+    plan_forks = planned if isinstance(planned, int) and planned >= 1 else concurrency.DEFAULT_FORKS
+    return (given if given is not None else plan_forks), plan_forks
 
 
 @dataclass

@@ -3,7 +3,12 @@
 Capacity only (`unordered_s`, the best any schedule could do): dependencies gate reconnection only, so
 a host reconnects no sooner than its own work (every stage before reconnect) and its dependencies'
 reconnection allow: the longest such chain is a bound whatever the capacity. Each limited resource
-with limit c bounds the makespan by its total work divided by c.
+with limit c bounds the makespan by its hosts' work divided by c (their work after containment:
+containment has its own capacity, the capacity keys do not limit it). The controller's `forks` workers
+are a capacity like any other: no stage of any host runs without one, so the whole work of every host
+(containment and reconnection included) over `forks` is a bound too. Without it a plan with no
+--capacity would be compared with its dependency chains alone, a figure no run on `forks` workers
+could approach.
 
 Under the engine's rules (`lower_bound_s`): containment comes first and takes what it takes (it is
 the same for every plan of these hosts); after it, waves are barriers. A resource's hosts sorted
@@ -39,24 +44,42 @@ def _waves_needed(durations: list[float], limit: int) -> float:
     return sum(durations[i] for i in range(0, len(durations), limit))
 
 
-def compute(
-    order: Sequence[str], jobs: Mapping[str, Job], limits: Mapping[str, int], forks: int, containment_s: float
-) -> Bounds:
-    whole = {n: j.work_s for n, j in jobs.items()}
-    after_containment = {n: j.work_s - j.contain_s for n, j in jobs.items()}
-    per_resource: dict[str, list[float]] = {}
+def capacity_only(
+    order: Sequence[str], jobs: Mapping[str, Job], limits: Mapping[str, int], forks: int
+) -> tuple[float, str]:
+    """The capacity-only bound and what binds it: "dependency chain", "forks" or a capacity key."""
     work: dict[str, float] = {}
     for job in jobs.values():
         for r in job.resources:
+            work[r] = work.get(r, 0.0) + job.wave_s
+    candidates = [
+        (_reconnect_chains(order, jobs, {n: j.work_s for n, j in jobs.items()}), CHAIN),
+        (sum(j.seconds for j in jobs.values()) / forks, FORKS),
+        *((w / limits[r], r) for r, w in sorted(work.items())),
+    ]
+    return max(candidates, key=lambda c: c[0])
+
+
+def compute(
+    order: Sequence[str], jobs: Mapping[str, Job], limits: Mapping[str, int], forks: int, containment_s: float
+) -> Bounds:
+    after_containment = {n: j.work_s - j.contain_s for n, j in jobs.items()}
+    per_resource: dict[str, list[float]] = {}
+    for job in jobs.values():
+        for r in job.resources:
             per_resource.setdefault(r, []).append(job.wave_s)
-            work[r] = work.get(r, 0.0) + job.seconds
     chain_s = _reconnect_chains(order, jobs, after_containment)
     capacity_s, binding = sum(j.wave_s for j in jobs.values()) / forks, FORKS
     for r in sorted(per_resource):
         need = _waves_needed(per_resource[r], limits[r])
         if need > capacity_s:
             capacity_s, binding = need, r
-    unordered = max([_reconnect_chains(order, jobs, whole), *(w / limits[r] for r, w in work.items())])
+    unordered, unordered_binding = capacity_only(order, jobs, limits, forks)
     tier = min((j.tier for j in jobs.values()), default=0)
     bound = TierBound(tier, chain_s, capacity_s, binding if capacity_s > chain_s else CHAIN)
-    return Bounds(tiers=[bound] if jobs else [], unordered_s=unordered, containment_s=containment_s)
+    return Bounds(
+        tiers=[bound] if jobs else [],
+        unordered_s=unordered,
+        unordered_binding=unordered_binding,
+        containment_s=containment_s,
+    )

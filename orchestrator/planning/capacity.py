@@ -1,7 +1,8 @@
 """Capacity keys: the shared resources a recovery wave can overload.
 
 Everything in a wave runs at once (up to the engine's --forks workers per stage), so a limit on a
-wave's contents is a limit on concurrency:
+wave's contents is a limit on concurrency (packing rounds a limit above --forks down to a whole
+number of --forks, `in_whole_forks`):
 
 | key | counts, per wave |
 |---|---|
@@ -21,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from orchestrator.errors import OrchestratorError
 from orchestrator.inventory import TIERS
 from orchestrator.lifecycle import REBUILD
+from orchestrator.lifecycle.concurrency import DEFAULT_FORKS
 from orchestrator.planning.model import Limits
 
 IMAGE_SERVER = "image-server"
@@ -86,10 +88,27 @@ def resources(
     return tuple(keys)
 
 
+def in_whole_forks(limits: dict[str, int], forks: int) -> dict[str, int]:
+    """Each limit above `forks` rounded down to a whole number of `forks`, for packing waves.
+
+    A stage run gives its hosts to `forks` workers, so a wave with `forks * k + r` hosts on a stage
+    runs that stage in k + 1 rounds: the last r hosts cost a whole stage time while most workers idle.
+    Waves of `forks * k` run the same k rounds full, so rounding down never loses throughput: the
+    hosts left over go to a later wave, where they fill a round instead of trailing one."""
+    return {key: (limit // forks) * forks if limit > forks else limit for key, limit in limits.items()}
+
+
 def limits(
-    max_wave_size: int | None, specs: Sequence[str], *, sites: Iterable[str], reimage_methods: Iterable[str]
+    max_wave_size: int | None,
+    specs: Sequence[str],
+    *,
+    sites: Iterable[str],
+    reimage_methods: Iterable[str],
+    forks: int = DEFAULT_FORKS,
 ) -> Limits:
     """The plan's limits from the command line, refused whole when any part is wrong."""
     if max_wave_size is not None and max_wave_size < 1:
         raise OrchestratorError(f"--max-wave-size {max_wave_size}: expected a whole number >= 1")
-    return Limits(max_wave_size, parse(specs, sites=sites, reimage_methods=reimage_methods))
+    if forks < 1:
+        raise OrchestratorError(f"--forks {forks}: expected a whole number >= 1")
+    return Limits(max_wave_size, parse(specs, sites=sites, reimage_methods=reimage_methods), forks)

@@ -50,6 +50,8 @@ def estimate(view: PlanView) -> dict[str, Any]:
         "critical_path_s": sum(t["chain_s"] for t in tiers),
         "capacity_s": sum(t["capacity_s"] for t in tiers),
         "unordered_bound_s": bounds.get("unordered_s", 0.0),
+        "unordered_binding": bounds.get("unordered_binding", ""),
+        "forks": plan.params.get("forks"),
         "containment_s": bounds.get("containment_s", 0.0),
         "tiers": tiers,
     }

@@ -77,12 +77,13 @@ class Bounds:
     `lower_bound_s` holds for every plan the engine runs under the same rules (containment first, then
     waves one after another, capacities and forks, reconnection after the dependencies): the plan's
     distance from it is the planner's to close. `unordered_s` drops containment first and the waves as
-    barriers and keeps only capacity and the dependency chains of reconnection: the best any schedule
-    could do.
+    barriers and keeps only capacity (the --capacity keys, --max-wave-size and the engine's forks) and
+    the dependency chains of reconnection: the best any schedule could do.
     """
 
     tiers: list[TierBound]
     unordered_s: float
+    unordered_binding: str = ""  # what binds `unordered_s`: "dependency chain", "forks" or a capacity key
     containment_s: float = 0.0  # containment before wave 1, as the engine batches it
 
     @property

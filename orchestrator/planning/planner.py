@@ -63,7 +63,7 @@ def build(
             resources=tuple(r for r in used if r in resource_limits),
             deps=sched_deps[name],
         )
-    packed = waves.schedule(scheduled, jobs, resource_limits)
+    packed = waves.schedule(scheduled, jobs, capacity.in_whole_forks(resource_limits, limits.forks))
     run = waves.timeline(packed, jobs, limits.forks, limits.contain_forks)
     plan_waves = run.waves
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from orchestrator.inventory import cache as inventory_cache
+from orchestrator.lifecycle.concurrency import DEFAULT_FORKS
 from orchestrator.planning import capacity, compromise
 from orchestrator.planning import durations as durations_lib
 from orchestrator.planning import store as plan_store
@@ -25,6 +26,7 @@ class DraftRequest:
     capacities: Sequence[str] = ()
     durations_file: str | None = None
     time_window_days: float = 7.0
+    forks: int = DEFAULT_FORKS  # the engine's workers: packed and estimated for, kept for `run`
 
 
 def draft(store: Store, operator: str, request: DraftRequest, args: dict[str, Any]) -> plan_store.NewDraft:
@@ -39,6 +41,7 @@ def draft(store: Store, operator: str, request: DraftRequest, args: dict[str, An
         tuple(request.capacities),
         sites={h.site for h in every if h.site},
         reimage_methods={h.reimage_method for h in every if h.reimage_method},
+        forks=request.forks,
     )
     with store.write() as session:
         made = plan_store.create_draft(

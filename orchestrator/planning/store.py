@@ -167,6 +167,7 @@ def create_draft(
             "decisions": {name: {"decision": d, "said": text} for name, (d, text) in sorted(people.items())},
             "bounds": {
                 "unordered_s": bounds.unordered_s,
+                "unordered_binding": bounds.unordered_binding,
                 "containment_s": bounds.containment_s,
                 "tiers": [
                     {"tier": t.tier, "chain_s": t.chain_s, "capacity_s": t.capacity_s, "binding": t.binding}

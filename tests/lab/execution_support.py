@@ -102,12 +102,23 @@ def toy_inventory(directory: Path, hosts: dict[str, dict[str, Any]]) -> Path:
     return path
 
 
-def approved_plan(store: Store, inventory: Path, members: list[tuple[str, str, int | None]]) -> int:
+def approved_plan(
+    store: Store,
+    inventory: Path,
+    members: list[tuple[str, str, int | None]],
+    params: dict[str, Any] | None = None,
+) -> int:
     """Sync the inventory and write an approved plan: (host, action, wave) per member."""
     inv = inventory_lib.load([str(inventory)])
     with store.write() as session:
         host_store.sync(session, inv.hosts.values())
-        plan = Plan(created_by="tester", status="approved", approved_by="tester", approved_at=utcnow())
+        plan = Plan(
+            created_by="tester",
+            status="approved",
+            approved_by="tester",
+            approved_at=utcnow(),
+            params=params or {},
+        )
         session.add(plan)
         session.flush()
         for number in sorted({w for _, _, w in members if w is not None}):

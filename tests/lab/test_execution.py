@@ -26,11 +26,11 @@ def clean(hosts):  # the triage re-check's far end; the real one runs in the lab
 
 @pytest.fixture
 def world(tmp_path: Path):
-    def make(hosts: dict, members: list, **options):
+    def make(hosts: dict, members: list, params: dict | None = None, **options):
         hosts = {"ev": {"group": "evidence_store", "recovery_protected": True}, **hosts}
         inv = toy_inventory(tmp_path / "inv", hosts)
         store = Store.open(str(tmp_path / "state.db"))
-        approved_plan(store, inv, members)
+        approved_plan(store, inv, members, params)
         opts = engine.RunOptions(
             inventory=[str(inv)],
             operator="tester",
@@ -195,6 +195,37 @@ def test_resume_after_a_crash_and_the_operator_reset(world) -> None:
         assert entry.operator == "alice" and entry.host_name == "a" and entry.details["after_restore_began"]
     with pytest.raises(RefusedError, match="not on host b's path"):
         host_reset.reset_host(store, "alice", "b", "wipe", {})
+
+
+def _forks_used(report) -> set[int]:
+    """The --forks of every ansible-playbook the run started, from ansible-runner's own record."""
+    used = set()
+    for path in Path(report.runs_dir).rglob("artifacts/run/command"):
+        argv = json.loads(path.read_text())["command"]
+        used.add(int(argv[argv.index("--forks") + 1]))
+    return used
+
+
+@pytest.mark.parametrize("given", [None, 2])
+def test_a_run_uses_the_plans_forks_unless_given_its_own(world, given: int | None) -> None:
+    members = [("a", "rebuild", 1), ("b", "verify", 1), ("ev", "protected", None)]
+    _, store, opts = world({"a": {}, "b": {}}, members, params={"forks": 3}, forks=given)
+    notes: list[str] = []
+
+    class Notes:
+        def __getattr__(self, name):
+            return notes.append if name == "note" else lambda *a, **k: None
+
+    opts.observer = Notes()
+    report = engine.run(store, opts)
+    assert not report.failed
+    assert _forks_used(report) == {given or 3}
+    with store.read() as s:
+        start = s.exec(select(AuditEntry).where(AuditEntry.command == "run start")).one()
+    assert start.args["forks"] == given  # what was typed: nothing, or the operator's own
+    assert start.details["forks"] == (given or 3) and start.details["plan_forks"] == 3
+    drift = [n for n in notes if "--forks" in n]
+    assert drift == ([] if given is None else ["warning: --forks 2, the plan was packed and estimated for 3"])
 
 
 def test_runs_started_within_one_second_get_their_own_directories(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from orchestrator import inventory
 from orchestrator.errors import RefusedError
+from orchestrator.execution.run_model import forks_for
 from orchestrator.planning import Limits, durations
 from orchestrator.planning import store as plan_store
 from orchestrator.store import Store
@@ -191,6 +192,25 @@ def test_capacity_spreads_rebuilds_across_waves(cli: Cli, fleet: str) -> None:
         ["ws3", "app1"],
         ["ws1"],
     ]
+
+
+def test_plan_forks_pack_the_waves_and_are_kept_for_the_run(cli: Cli, fleet: str) -> None:
+    triage(cli.db, FIRST)
+    doc = cli.json("plan", "-i", fleet, "--max-wave-size", "3", "--forks", "2")
+    # 9 scheduled hosts: --max-wave-size 3 on 2 forks packs waves of 2 (a third host would trail every
+    # stage as a round of its own).
+    assert [len(w["hosts"]) for w in doc["waves"]] == [2, 2, 2, 2, 1]
+    assert doc["plan"]["params"]["forks"] == 2 and doc["estimate"]["forks"] == 2
+    shown = cli("plan", "show")
+    assert "on 2 forks" in shown.stdout, shown.stdout
+    # What 'run' uses: the plan's forks unless given its own.
+    assert forks_for(None, doc["plan"]["params"]) == (2, 2)
+    assert forks_for(7, doc["plan"]["params"]) == (7, 2)
+    assert forks_for(None, {}) == (
+        50,
+        50,
+    )  # a plan made before 'plan --forks': the default it was estimated for
+    assert cli("plan", "-i", fleet, "--forks", "0").exit_code == 2
 
 
 def test_a_new_plan_replaces_the_draft(cli: Cli, fleet: str) -> None:
