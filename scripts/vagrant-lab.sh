@@ -80,6 +80,26 @@ EOF
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+start_libvirtd() {
+  # Where the processor offers no vmx/svm, /dev/kvm (here the kernel's PVM) is useless to QEMU, and it
+  # costs minutes: libvirtd probes QEMU with /dev/kvm open, so its cached capabilities say "KVM", then
+  # finds /dev/kvm closed to the QEMU user and throws them away: every domain definition re-probes QEMU
+  # (about 50 s each, one at a time across machines; its debug log says "KVM was enabled when probing,
+  # but it is not available now"). So libvirtd gets a mount namespace of its own in which /dev/kvm is
+  # an empty root-only file (the probe falls back to TCG, the cache holds), and QEMU no private /dev
+  # (libvirt's per-machine /dev cannot carry that file over: `namespaces = []` in its qemu.conf there).
+  # Nothing changes outside the namespace, which ends with libvirtd.
+  if [ -e /dev/kvm ] && ! grep -Eq '^flags[[:space:]]*:.*\b(vmx|svm)\b' /proc/cpuinfo; then
+    install -m 600 /dev/null "$LAB/no-kvm"
+    { cat /etc/libvirt/qemu.conf; echo "namespaces = []"; } >"$LAB/qemu.conf"
+    in_ns unshare --mount --propagation private sh -c '
+      mount --bind "$1" /dev/kvm && mount --bind "$2" /etc/libvirt/qemu.conf && exec libvirtd -d -p "$3"' \
+      sh "$LAB/no-kvm" "$LAB/qemu.conf" "$LAB/pids/libvirtd"
+  else
+    in_ns libvirtd -d -p "$LAB/pids/libvirtd"
+  fi
+}
+
 start() {
   mkdir -p "$LAB/console" "$LAB/pids"
   if ip netns list | grep -qw "$NS" && alive "$LAB/pids/libvirtd"; then return 0; fi
@@ -98,7 +118,7 @@ start() {
   echo "$NS" >"$LAB/netns"
   ip -n "$NS" link set lo up
   in_ns virtlogd -d -p "$LAB/pids/virtlogd"
-  in_ns libvirtd -d -p "$LAB/pids/libvirtd"
+  start_libvirtd
   for _ in $(seq 50); do virsh version >/dev/null 2>&1 && break; sleep 0.2; done
   virsh net-info "$NETWORK" >/dev/null 2>&1 || virsh net-define <(network_xml) >/dev/null
   virsh net-start "$NETWORK" >/dev/null
@@ -167,6 +187,11 @@ down() {
       virsh destroy "$domain" >/dev/null 2>&1 || true
       virsh undefine "$domain" --remove-all-storage --nvram >/dev/null 2>&1 ||
         virsh undefine "$domain" >/dev/null 2>&1 || true
+    done
+    # The box's copy in libvirt's storage pool (about 800 MiB, uploaded again by the next `up` in
+    # seconds): every run added one and none was ever removed.
+    for volume in $(virsh vol-list default 2>/dev/null | awk '$1 ~ /^orchestrator-VAGRANTSLASH-hospital-/ {print $1}'); do
+      virsh vol-delete --pool default "$volume" >/dev/null 2>&1 || true
     done
     virsh net-destroy "$NETWORK" >/dev/null 2>&1 || true
     virsh net-undefine "$NETWORK" >/dev/null 2>&1 || true
