@@ -8,6 +8,7 @@ and checks that nothing is left before removing the directory.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import random
@@ -309,11 +310,19 @@ def _alive(paths: LabPaths, name: str) -> bool:
 
 def _node_shares(paths: LabPaths) -> list[str]:
     """What an execution node sees of the controller: the lab, this Python environment (its
-    ansible-runner and Ansible) and the interpreter it was made from (e.g. pyenv's, under /root)."""
+    ansible-runner and Ansible), the interpreter it was made from (e.g. pyenv's, under /root) and the
+    product itself when it lives outside that environment (an editable install: a checkout under
+    /tmp would otherwise be hidden by the node's own /tmp, and its agent could not import it)."""
     shares = [str(paths.root)]
     for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
         if prefix != "/usr" and not prefix.startswith("/usr/"):
             shares.append(prefix)
+    spec = importlib.util.find_spec("orchestrator")
+    product = (
+        str(Path(next(iter(spec.submodule_search_locations or []))).resolve()) if spec else str(paths.root)
+    )
+    if not any(product == s or product.startswith(s.rstrip("/") + "/") for s in shares):
+        shares.append(product)
     return shares
 
 
