@@ -46,7 +46,7 @@ from orchestrator.reporting import durations, fleet_summary, host_summary, lifec
 from orchestrator.reporting.fleet_summary import MOVING_STATES, PlanHead
 
 # The schema these queries were written for (`migrations.latest_version()`, held equal by a test).
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Bound parameters per statement, as `selection.CHUNK`.
 CHUNK = 10_000
 T = TypeVar("T")

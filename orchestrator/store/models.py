@@ -153,6 +153,7 @@ class PlanMember(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("plan_id", "host_name"),
         Index("ix_plan_member_progress", "plan_id", "action", "wave", "host_name"),  # status per wave
+        Index("ix_plan_member_verdict", "plan_id", "verdict", "action", "host_name"),  # who needs containment
     )
     id: int | None = Field(default=None, primary_key=True)
     plan_id: int = Field(foreign_key="plan.id", index=True)
@@ -173,7 +174,9 @@ class StageRun(SQLModel, table=True):
     __table_args__ = (
         Index("ix_stage_run_host_stage", "host_name", "stage"),
         Index("ix_stage_run_plan_wave_start", "plan_id", "wave", "check_mode", "started_at"),  # wave start
-        Index("ix_stage_run_stage_status", "stage", "status"),  # recent durations per stage
+        # Recent durations per stage, and which hosts an isolate run contained (status's containment
+        # counts): covering, so neither reads the table.
+        Index("ix_stage_run_stage_status_host", "stage", "status", "check_mode", "host_name"),
     )
     id: int | None = Field(default=None, primary_key=True)
     plan_id: int | None = Field(default=None, foreign_key="plan.id")

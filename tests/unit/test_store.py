@@ -189,3 +189,29 @@ def test_v4_moves_decided_compromise_times_into_restore_decisions(url: str) -> N
     assert str(before).startswith("2026-12-02 13:00:00") and str(since).startswith("2026-12-02 14:00:00")
     columns = [r[1] for r in raw(url, "PRAGMA table_info(host_decision)")] if "://" not in url else []
     assert "compromised_since" not in columns
+
+
+def test_v6_adds_status_indexes_like_a_new_database(url: str) -> None:
+    """A database of schema 5 gains the covering indexes a new one is created with, and loses the
+    narrower stage-and-status index they replace."""
+    wanted = {"ix_stage_run_stage_status_host", "ix_plan_member_verdict"}
+    Store.open(url).close()
+    fresh = _indexes(url)
+    assert wanted <= fresh and "ix_stage_run_stage_status" not in fresh
+    for name in wanted:
+        raw(url, f"DROP INDEX {name}")
+    raw(url, "CREATE INDEX ix_stage_run_stage_status ON stage_run (stage, status)")
+    raw(url, "DELETE FROM schema_version WHERE version >= 6")
+    Store.open(url).close()
+    assert _indexes(url) == fresh
+
+
+def _indexes(url: str) -> set[str]:
+    if "://" in url:
+        rows = raw(url, "SELECT indexname FROM pg_indexes WHERE tablename IN ('stage_run', 'plan_member')")
+    else:
+        rows = raw(
+            url,
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name IN ('stage_run', 'plan_member')",
+        )
+    return {r[0] for r in rows}
