@@ -86,8 +86,9 @@ from generate_hospital import _group_vars, _yaml_hosts  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 from sqlmodel import col, func, select  # noqa: E402
 
-from orchestrator import inventory  # noqa: E402
+from orchestrator import inventory, lifecycle  # noqa: E402
 from orchestrator.execution import states  # noqa: E402
+from orchestrator.execution.containment import CONTAINMENT_WAVE  # noqa: E402
 from orchestrator.execution.runner import DONE_TASK, EventWriter, HostResult, StageSpec  # noqa: E402
 from orchestrator.planning.store import load_approved_plan  # noqa: E402
 from orchestrator.store import Store, audit  # noqa: E402
@@ -114,6 +115,7 @@ TARGET_RSS_MIB = 1024
 PLAN_OPTIONS = ("--max-wave-size", "1000", "--capacity", "image-server=300", "--capacity", "restores=100")
 DATA = {spec["prefix"]: spec["data"] for spec in HOSPITAL_GROUPS.values()}
 EXECUTABLE = ("rebuild", "verify", "protected")
+CONTAIN_BATCH = 1000  # containment's stage runs, written as the engine writes one batch
 GRAPHLIB = (
     "import graphlib, json, sys; "
     "list(graphlib.TopologicalSorter(json.load(open(sys.argv[1]))).static_order())"
@@ -365,37 +367,73 @@ class Recovery:
         self.leaves = set(self.members) - {d for ds in self.depends.values() for d in ds}
         self.recovered: set[str] = set()
         self.failed: set[str] = set()
+        self.awaiting: set[str] = set()
 
     def run(self, share: float, fail_rate: float) -> dict[str, int]:
+        """As the engine runs a plan: containment of every rebuilt host first, then the waves, each
+        rebuilding every host; a host whose dependencies are not recovered waits (awaiting) and a
+        sweep after each wave reconnects those that may go."""
         target = share * len(self.members)
         waves: dict[int, list[str]] = {}
         for name, m in self.members.items():
             waves.setdefault(int(m.wave or 0), []).append(name)
         with self.store.write() as session:
             audit.record(session, OPERATOR, "run start", details={"plan": self.plan_id, "simulated": True})
+        contained = sorted(n for n, p in self.paths.items() if p is states.REBUILD)
+        for stage in states.CONTAIN:
+            for start in range(0, len(contained), CONTAIN_BATCH):
+                self.stage(CONTAINMENT_WAVE, stage, contained[start : start + CONTAIN_BATCH], set(), True)
         for wave in sorted(waves):
             midway = len(self.recovered) + len(self.failed) >= target  # the waves before it: done
             self.wave(wave, waves[wave], fail_rate, midway)
             if midway:
                 break
-        return {"recovered": len(self.recovered), "failed": len(self.failed)}
+            self.sweep()
+        return {"recovered": len(self.recovered), "failed": len(self.failed), "awaiting": len(self.awaiting)}
 
     def wave(self, wave: int, hosts: list[str], fail_rate: float, midway: bool) -> None:
         """Every stage of the wave in order; `midway`: stop inside the middle stage, as a crash would."""
-        ready = [h for h in hosts if all(d in self.recovered for d in self.depends[h])]  # others blocked
+        stages = {h: [s for s in self.paths[h] if s not in states.CONTAIN] for h in hosts}
         fail_at = {
-            h: self.rng.choice(self.paths[h])
-            for h in ready
+            h: self.rng.choice(stages[h][:-1])
+            for h in hosts
             if h in self.leaves and self.rng.random() < fail_rate
         }
-        order = [s for s in states.STAGE_ORDER if any(s in self.paths[h] for h in ready)]
+        order = [s for s in states.STAGE_ORDER if any(s in stages[h] for h in hosts)]
         stop = len(order) // 2 if midway else len(order)
         for i, stage in enumerate(order[: stop + 1] if midway else order):
-            running = [h for h in ready if stage in self.paths[h] and h not in self.failed]
+            running = [h for h in hosts if stage in stages[h] and h not in self.failed]
+            if stage == lifecycle.RECONNECT:
+                waiting = [h for h in running if not self.may_reconnect(h)]
+                self.park(waiting)
+                running = [h for h in running if h not in self.awaiting]
             if running:
                 self.stage(wave, stage, running, {h for h in running if fail_at.get(h) == stage}, i < stop)
-        if not midway:
-            self.recovered.update(h for h in ready if h not in self.failed)
+            if stage == lifecycle.RECONNECT:
+                self.recovered.update(h for h in running if h not in self.failed)
+
+    def may_reconnect(self, host: str) -> bool:
+        return all(d in self.recovered for d in self.depends[host])
+
+    def park(self, hosts: list[str]) -> None:
+        """The engine's `_await`: validated hosts wait, isolated, for what they depend on."""
+        if not hosts:
+            return
+        with self.store.write() as session:
+            rows = {h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(hosts)))}
+            for name in hosts:
+                states.await_dependencies(rows[name], self.paths[name][-2], "waiting for its dependencies")
+                session.add(rows[name])
+        self.awaiting.update(hosts)
+
+    def sweep(self) -> None:
+        """The engine's `_sweep`: reconnect, wave by wave, the awaiting hosts that may go now."""
+        while ready := sorted(h for h in self.awaiting if self.may_reconnect(h)):
+            self.awaiting.difference_update(ready)
+            for wave in sorted({int(self.members[h].wave or 0) for h in ready}):
+                group = [h for h in ready if self.members[h].wave == wave]
+                self.stage(wave, lifecycle.RECONNECT, group, set(), True)
+                self.recovered.update(group)
 
     def stage(self, wave: int, stage: str, hosts: list[str], fails: set[str], end: bool) -> None:
         private = f"/nonexistent/bench-scale/w{wave}-{stage}"
@@ -607,8 +645,9 @@ class FleetBench:
             recovery = Recovery(store, self.args.seed)
             done: list[dict[str, int]] = []
             figure = in_process(lambda: done.append(recovery.run(0.5, 0.02)))
-            self.note(Row(f"recovery written (library): {done[0]['recovered']} recovered, "
-                          f"{done[0]['failed']} failed", label, figure))  # fmt: skip
+            self.note(Row(f"recovery written: {done[0]['recovered']} recovered, "
+                          f"{done[0]['awaiting']} awaiting, {done[0]['failed']} failed",
+                          label, figure))  # fmt: skip
             self.status(cli, label, host, "recovery half done", expect_recovered=done[0]["recovered"])
         finally:
             store.close()
