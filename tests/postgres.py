@@ -60,7 +60,11 @@ def postgres_server() -> Iterator[str]:
         check=True,
         capture_output=True,
     )
-    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={base} -c fsync=off"
+    # autovacuum off: a test sees only the statistics the orchestrator itself refreshed.
+    options = (
+        f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={base} -c fsync=off"
+        " -c autovacuum=off"
+    )
     subprocess.run(
         _as_postgres(
             [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start"]

@@ -21,9 +21,9 @@ from orchestrator.planning import compromise, decisions
 from orchestrator.planning import durations as durations_lib
 from orchestrator.planning.model import Draft, Limits, Verdict
 from orchestrator.planning.planner import build
+from orchestrator.store import analyze, plans
 from orchestrator.store import decisions as decisions_store
 from orchestrator.store import hosts as host_store
-from orchestrator.store import plans
 from orchestrator.store.measured import measured, seconds
 from orchestrator.store.models import (
     Host,
@@ -211,6 +211,7 @@ def create_draft(
             for m in draft.members
         ],
     )
+    analyze.after_bulk_write(session, [PlanMember.__tablename__], len(draft.members))
     return NewDraft(view=plans.view(session, plan), draft=draft, triage_run=run, superseded=superseded)
 
 

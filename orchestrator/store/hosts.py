@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator.host_facts import FIELDS
 from orchestrator.inventory import Host as InventoryHost
-from orchestrator.store import audit
+from orchestrator.store import analyze, audit
 from orchestrator.store.models import Host, utcnow
 
 if TYPE_CHECKING:
@@ -73,6 +73,7 @@ def sync(session: Session, hosts: Iterable[InventoryHost]) -> tuple[int, int]:
             update(table).where(table.c.id.in_(unchanged[start : start + CHUNK])).values(synced_at=now),
             execution_options={"synchronize_session": False},
         )
+    analyze.after_bulk_write(session, [Host.__tablename__], len(new) + len(changed))
     return len(new), len(changed)
 
 

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.inventory import Host
-from orchestrator.store import Store, audit
+from orchestrator.store import Store, analyze, audit
 from orchestrator.store import hosts as host_store
 from orchestrator.store.models import CheckMatch, TriageResult, TriageRun, utcnow
 from orchestrator.timefmt import iso_exact
@@ -135,6 +135,9 @@ class RunRecorder:
                 details["trust_new_keys"] = True
                 details["new_host_keys_accepted"] = trusted
             audit.record(session, self.operator, command, args, details)
+            analyze.after_bulk_write(
+                session, [TriageResult.__tablename__, CheckMatch.__tablename__], len(results)
+            )
         return run
 
 
