@@ -183,3 +183,32 @@ def test_ctrl_c_inside_a_result_write_still_stores_the_run(tmp_path: Path) -> No
     assert not [h for h in stored if h.startswith("c-silent-")]
     (details,) = con.execute("SELECT details FROM audit_log WHERE command = 'triage'").fetchone()
     assert json.loads(details) | {"interrupted": True, "hosts": len(stored)} == json.loads(details)
+
+
+def test_ctrl_c_is_noted_only_in_place_of_pythons_own_handler_in_the_main_thread() -> None:
+    """A caller that handles SIGINT itself (or ignores it) keeps its handler; so does a triage run
+    from another thread, where signals never arrive anyway."""
+    import threading
+
+    from orchestrator.triage.interrupt import Interrupt
+
+    with pytest.raises(KeyboardInterrupt), Interrupt() as interrupt:
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        interrupt.check()  # nothing yet
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # the handler runs in this thread, between two bytecodes: noted, not raised
+        assert interrupt.requested.is_set()
+    # ... and raised when the context is left
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with Interrupt():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        seen: list[Any] = []
+        worker = threading.Thread(target=lambda: seen.append(Interrupt().__enter__()._installed))
+        worker.start()
+        worker.join()
+        assert seen == [False]
+    finally:
+        signal.signal(signal.SIGINT, previous)
