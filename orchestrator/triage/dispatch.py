@@ -12,6 +12,7 @@ pending, so a quiet stretch never holds finished hosts back).
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -60,8 +61,16 @@ class Dispatch:
             for node, group in by_node.items()
         ]
 
-    def run(self, on_result: Callable[[HostResult], None], idle: Callable[[], None]) -> list[HostResult]:
-        """Every host checked; `on_result` in this thread as each finishes, wherever it ran."""
+    def run(
+        self,
+        on_result: Callable[[HostResult], None],
+        idle: Callable[[], None],
+        stop: threading.Event | None = None,
+    ) -> list[HostResult]:
+        """Every host checked; `on_result` in this thread as each finishes, wherever it ran. When
+        `stop` is set (Ctrl-C, see interrupt.py) no further host is started or handed on, and
+        KeyboardInterrupt is raised from here, between two results."""
+        stop = stop or threading.Event()
         workers = max(1, min(self.settings.forks, len(self.local.hosts) or 1))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="triage")
         results: list[HostResult] = []
@@ -69,8 +78,10 @@ class Dispatch:
             for link in self.links:
                 link.start()
             for host in self.local.hosts:
+                if stop.is_set():
+                    break
                 pool.submit(self.local.check_host, host).add_done_callback(self._put)
-            while len(results) < len(self.hosts):
+            while len(results) < len(self.hosts) and not stop.is_set():
                 try:
                     result = self._queue.get(timeout=IDLE_SECONDS)
                 except queue.Empty:
@@ -78,9 +89,12 @@ class Dispatch:
                     continue
                 results.append(result)
                 on_result(result)
+            if len(results) < len(self.hosts):
+                raise KeyboardInterrupt
         except BaseException:
-            # Interrupted (Ctrl-C): local hosts not yet started are dropped, those in flight end within
-            # their timeout, the nodes' links are closed; the caller stores what is done.
+            # Interrupted: local hosts not yet started are dropped, those in flight end within their
+            # timeout (their results are not handed on), the nodes' links are closed; the caller
+            # stores what is done.
             pool.shutdown(wait=False, cancel_futures=True)
             for link in self.links:
                 link.stop()

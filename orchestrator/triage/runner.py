@@ -12,6 +12,7 @@ from orchestrator.node_access import Node
 from orchestrator.store import Store
 from orchestrator.triage.dispatch import Dispatch
 from orchestrator.triage.engine import HostResult, Settings, counts
+from orchestrator.triage.interrupt import Interrupt
 from orchestrator.triage.packs import Pack
 from orchestrator.triage.results import RunRecorder
 
@@ -57,24 +58,23 @@ def run(
     triage = Dispatch(hosts, packs, settings, nodes or {})
     display = guarded_callback(on_result)  # a failing progress bar must not stop the triage
     recorder = RunRecorder(store, operator)
-    run_id = recorder.start(hosts, sorted({p.path for p in packs}), settings, limit, stage)
-
-    def record(result: HostResult) -> None:
-        recorder.add(result)
-        if display is not None:
-            display(result)
-
     done: list[HostResult] = []
 
     def record_and_keep(result: HostResult) -> None:
         done.append(result)
-        record(result)
+        recorder.add(result)
+        if display is not None:
+            display(result)
 
     placed = {host: node.name for host, node in (nodes or {}).items()}
-    try:
-        results = triage.run(record_and_keep, recorder.tick)
-    except BaseException:
-        recorder.finish(done, COMMAND, args or {}, complete=False, nodes=placed)
-        raise
-    row = recorder.finish(results, COMMAND, args or {}, nodes=placed)
+    # From the run row to the last write, Ctrl-C is taken between results, never inside a write.
+    with Interrupt() as interrupt:
+        run_id = recorder.start(hosts, sorted({p.path for p in packs}), settings, limit, stage)
+        try:
+            interrupt.check()
+            results = triage.run(record_and_keep, recorder.tick, interrupt.requested)
+        except BaseException:
+            recorder.finish(done, COMMAND, args or {}, complete=False, nodes=placed)
+            raise
+        row = recorder.finish(results, COMMAND, args or {}, nodes=placed)
     return Outcome(run_id, results, counts(results), row.started_at, row.finished_at)
