@@ -671,7 +671,12 @@ class FleetBench:
             env = {**os.environ, "ORCHESTRATOR_OPERATOR": OPERATOR, "BENCH_SCALE_PASSWORD": "bench-only"}
             started = time.perf_counter()
             errors = (self.work / "triage.stderr").open("wb")
-            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errors, env=env)
+            # As an operator's terminal starts it: a bench started in the background (`cmd &`, nohup)
+            # passes SIGINT on as ignored, and the triage then rightly ignores Ctrl-C and checks every
+            # host (the "15 minutes to exit" of the second pass).
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.DEVNULL, stderr=errors, env=env, preexec_fn=_sigint_as_at_a_terminal
+            )
             try:
                 while True:
                     try:
@@ -900,6 +905,10 @@ def nodes_part(args: argparse.Namespace) -> None:
     finally:
         down(lab)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _sigint_as_at_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def main() -> None:
