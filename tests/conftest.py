@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,14 @@ needs_lab = pytest.mark.skipif(
 
 LAB_DIR = Path(__file__).resolve().parent / "lab"
 LAB_FIXTURES = {"lab", "postgres_server", "postgres_url"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C as at a terminal. A suite started in the background (`make test &`, nohup, some CI
+    runners) inherits SIGINT ignored, and so would every command it starts: the tests that press
+    Ctrl-C on a triage, a run or `status --watch` would then wait for commands that rightly ignore it."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
