@@ -65,12 +65,11 @@ class Dispatch:
         self,
         on_result: Callable[[HostResult], None],
         idle: Callable[[], None],
-        stop: threading.Event | None = None,
+        stop: threading.Event,
     ) -> list[HostResult]:
         """Every host checked; `on_result` in this thread as each finishes, wherever it ran. When
         `stop` is set (Ctrl-C, see interrupt.py) no further host is started or handed on, and
         KeyboardInterrupt is raised from here, between two results."""
-        stop = stop or threading.Event()
         workers = max(1, min(self.settings.forks, len(self.local.hosts) or 1))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="triage")
         results: list[HostResult] = []
