@@ -21,13 +21,10 @@ from collections.abc import Iterable, Sequence
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.inventory import TIERS
-from orchestrator.lifecycle import REBUILD
 from orchestrator.lifecycle.concurrency import DEFAULT_FORKS
+from orchestrator.lifecycle.pipeline import IMAGE_SERVER, RESTORES, WAVE_SIZE, resources  # noqa: F401
 from orchestrator.planning.model import Limits
 
-IMAGE_SERVER = "image-server"
-RESTORES = "restores"
-WAVE_SIZE = "wave-size"  # --max-wave-size, treated as one more resource every host uses
 KEY_HELP = "image-server, restores, reimage:<method>, site:<name>, tier:<0-3>"
 
 
@@ -70,22 +67,6 @@ def parse(specs: Sequence[str], *, sites: Iterable[str], reimage_methods: Iterab
             raise OrchestratorError(f"--capacity {key} given twice")
         limits[key] = value
     return limits
-
-
-def resources(
-    action: str, tier: int, site: str | None, reimage_method: str | None, restore_method: str | None
-) -> tuple[str, ...]:
-    """Every capacity key one host in a wave uses one unit of."""
-    keys = [WAVE_SIZE, f"tier:{tier}"]
-    if action == REBUILD:
-        keys.append(IMAGE_SERVER)
-        if reimage_method:
-            keys.append(f"reimage:{reimage_method}")
-        if restore_method and restore_method != "none":
-            keys.append(RESTORES)
-        if site:
-            keys.append(f"site:{site}")
-    return tuple(keys)
 
 
 def in_whole_forks(limits: dict[str, int], forks: int) -> dict[str, int]:
