@@ -35,37 +35,58 @@ if TYPE_CHECKING:
 
 
 class ProgressObserver:
-    """Progress bars per wave and per stage, advanced by runner events as hosts finish.
+    """Progress bars per wave and per stage run, advanced by runner events as hosts finish. Several
+    waves and stage runs progress at once (the engine overlaps them), so each host's events go to the
+    bar of the stage run it is in.
 
     Host names, task names and failure messages are shown as plain text (`safe_text`): the bars'
-    descriptions are rich markup, so they are escaped too."""
+    descriptions are rich markup, so they are escaped too. Runner events arrive on the runs' writer
+    threads; rich's Progress takes its own lock."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
-        self.wave_task: TaskID | None = None
-        self.stage_task: TaskID | None = None
-        self.done: set[str] = set()
+        self.wave_tasks: dict[int, TaskID] = {}
+        self.wave_of: dict[str, int] = {}
+        self.ended: set[str] = set()
+        self.host_task: dict[str, TaskID] = {}  # host -> the bar of the stage run it is in
+        self.run_hosts: dict[TaskID, set[str]] = {}
 
     def wave(self, number: int, hosts: list[str]) -> None:
-        self.wave_task = self.progress.add_task(f"wave {number}", total=len(hosts))
-        self.hosts = set(hosts)
-        self.ended: set[str] = set()
+        self.wave_tasks[number] = self.progress.add_task(f"wave {number}", total=len(hosts))
+        for host in hosts:
+            self.wave_of[host] = number
+            self.ended.discard(host)
 
     def stage(self, wave: int, stage: str, attempt: int, hosts: list[str]) -> None:
-        if self.stage_task is not None:
-            self.progress.remove_task(self.stage_task)
         retry = f" (attempt {attempt})" if attempt > 1 else ""
-        self.stage_task = self.progress.add_task(f"  {stage}{retry}", total=len(hosts))
+        label = f"  {stage}{retry}" if wave == 0 else f"  w{wave} {stage}{retry}"
+        task = self.progress.add_task(label, total=len(hosts))
+        self.run_hosts[task] = set(hosts)
+        for host in hosts:
+            self._leave(host)  # a retried host's previous attempt
+            self.host_task[host] = task
 
     def task(self, host: str, task: str) -> None:
-        if self.stage_task is not None:
-            self.progress.update(self.stage_task, description="  " + escape(plain(task[:40])))
+        bar = self.host_task.get(host)
+        if bar is not None and len(self.run_hosts.get(bar, ())) == 1:  # the task of a run of one host
+            self.progress.update(bar, description="  " + escape(plain(task[:40])))
 
     def host_done(self, host: str, ok: bool) -> None:
-        if self.stage_task is not None:
-            self.progress.advance(self.stage_task)
+        bar = self.host_task.get(host)
+        if bar is not None:
+            self.progress.advance(bar)
+
+    def _leave(self, host: str) -> None:
+        bar = self.host_task.pop(host, None)
+        if bar is not None and bar in self.run_hosts:
+            self.run_hosts[bar].discard(host)
+            if not self.run_hosts[bar]:
+                del self.run_hosts[bar]
+                self.progress.remove_task(bar)
 
     def stage_end(self, wave: int, stage: str, results: dict[str, HostResult]) -> None:
+        for host in results:
+            self._leave(host)
         failed = [h for h, r in results.items() if not r.ok]
         for host in failed:
             ended = "interrupted" if results[host].interrupted else "failed"
@@ -73,19 +94,15 @@ class ProgressObserver:
                 text(host, style="red"), f": {stage} {ended}: ", optional(results[host].message)
             )
             self.progress.console.print(line)
-        if self.wave_task is not None:
-            for host in failed:
-                if host not in self.ended:
-                    self.ended.add(host)
-                    self.progress.advance(self.wave_task)
         # A host's way ends at reconnect, or (containment, "wave 0") once its evidence is collected.
-        if (
-            stage == lifecycle.RECONNECT or (wave == 0 and stage == lifecycle.CONTAIN[-1])
-        ) and self.wave_task is not None:
-            for host, result in results.items():
-                if result.ok and host not in self.ended:
-                    self.ended.add(host)
-                    self.progress.advance(self.wave_task)
+        finished = list(failed)
+        if stage == lifecycle.RECONNECT or (wave == 0 and stage == lifecycle.CONTAIN[-1]):
+            finished += [h for h, r in results.items() if r.ok]
+        for host in finished:
+            bar = self.wave_tasks.get(self.wave_of.get(host, wave))
+            if bar is not None and host not in self.ended:
+                self.ended.add(host)
+                self.progress.advance(bar)
 
     def note(self, message: str) -> None:
         self.progress.console.print(text(message))

@@ -16,7 +16,13 @@ refuses a lost update (`store.hosts.locked`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,7 +58,7 @@ from orchestrator.execution.stages import evidence
 from orchestrator.execution.stages import hooks as stage_hooks
 from orchestrator.execution.stages.base import Hook
 from orchestrator.inventory import cache as inventory_cache
-from orchestrator.lifecycle import DECIDE_DONE, EXECUTABLE_ACTIONS, UNKNOWN, concurrency
+from orchestrator.lifecycle import DECIDE_DONE, EXECUTABLE_ACTIONS, UNKNOWN, concurrency, pipeline
 from orchestrator.store import Store, audit, triage_results
 from orchestrator.store import decisions as decisions_lib
 from orchestrator.store import hosts as host_store
@@ -64,6 +70,30 @@ from orchestrator.store.models import (
 from orchestrator.store.plans import PlanView, load_approved_plan
 
 AFTER_CONTAINMENT = lifecycle.next_on(states.REBUILD, states.CONTAIN[-1])  # wipe
+
+
+@dataclass
+class _Prepared:
+    """An attempt whose hosts are committed as begun: what its end needs."""
+
+    private: Path
+    run_ids: dict[str, int]
+    refused: dict[str, HostResult]
+    hooks: list[Hook]
+    where: dict[str, nodes.Node]
+    spec: runner.StageSpec | None
+
+
+@dataclass
+class _Started:
+    """A pipeline launch once started: hosts passed out of band, results known before any playbook
+    (refusals), and the attempt running, if any."""
+
+    skipped: list[str] = field(default_factory=list)
+    results: dict[str, HostResult] = field(default_factory=dict)
+    hooks: list[Hook] = field(default_factory=list)
+    prepared: _Prepared | None = None
+    spec: runner.StageSpec | None = None
 
 
 def _now_tag() -> str:
@@ -80,6 +110,7 @@ class Engine:
         self.attempts = 0
         self.hooks = stage_hooks(self)  # what stages record besides their StageRun
         self.held: set[str] = set()  # waiting for a person's restore-point decision: not wave failures
+        self.cancel = threading.Event()  # set by Ctrl-C or SIGTERM while the waves run
 
     # --- setup ---------------------------------------------------------------------------------
 
@@ -216,14 +247,8 @@ class Engine:
         if interrupted and self.observer:
             self.observer.note(f"resuming: {interrupted} stage run(s) were interrupted")
         self._contain(report)
-        for wave in [] if self.o.contain_only else self.waves:
-            report.waves.append(wave)
-            stopped = self._wave(wave, report)
-            if not stopped:
-                stopped = self._sweep(report)
-            if stopped:
-                report.stopped = stopped
-                break
+        if not self.o.contain_only:
+            report.stopped = self._waves(report)
         self._final_states(report)
         with self.store.write() as session:
             audit.record(
@@ -303,38 +328,6 @@ class Engine:
             member = self.members[name]
             report.hosts[name] = HostReport(name, member.action, member.wave, states.AWAITING, None, reason,
                                             "awaiting")  # fmt: skip
-
-    def _sweep(self, report: RunReport) -> str | None:
-        """Reconnect the awaiting hosts of the waves run so far whose dependencies are now recovered,
-        wave by wave (tier order), until none is left that may go."""
-        ran = set(report.waves)
-        while True:
-            names = [n for n, m in self.members.items() if m.wave in ran]
-            with self.store.read() as session:
-                awaiting = [
-                    h.name
-                    for h in session.exec(
-                        select(Host).where(col(Host.name).in_(names), Host.state == states.AWAITING)
-                    )
-                ]
-            if not awaiting:
-                return None
-            waiting = self._waiting(awaiting)
-            ready = [h for h in awaiting if h not in waiting]
-            if not ready:
-                return None
-            for wave in sorted({self.members[h].wave or 0 for h in ready}):
-                group = sorted(h for h in ready if self.members[h].wave == wave)
-                results = self._stage(wave, lifecycle.RECONNECT, group)
-                for host, result in results.items():
-                    if result.ok:
-                        report.hosts.pop(host, None)
-                    elif not result.interrupted:
-                        member = self.members[host]
-                        report.hosts[host] = HostReport(host, member.action, wave, "", lifecycle.RECONNECT,
-                                                        result.message, "failed")  # fmt: skip
-                if any(not r.ok for r in results.values()):
-                    return None  # failed or interrupted: shown as such; the next run retries them
 
     def _skip(self, wave: int, stage: str, hosts: list[str]) -> None:
         """Out-of-band rebuilds: a stage that needs the host's own connection is passed, the reason
@@ -440,75 +433,206 @@ class Engine:
                 f"containment requested for {len(asked)} host(s) nobody could isolate: give the network team {files[0]}"
             )
 
-    def _wave(self, wave: int, report: RunReport) -> str | None:
-        hosts = [n for n, m in self.members.items() if m.wave == wave]
-        if self.observer:
-            self.observer.wave(wave, hosts)
+    def _waves(self, report: RunReport) -> str | None:
+        """Every wave's hosts through `lifecycle.pipeline`: stage runs start as workers and capacity
+        allow, several at once, each in a thread of its own (only ansible-runner's run: the database,
+        the hooks and the decisions stay on this thread). Returns why the run stopped, if it did."""
+        order = {name: i for i, name in enumerate(self.members)}
+        hosts = sorted(
+            (n for n, m in self.members.items() if m.wave in self.waves),
+            key=lambda n: (self.members[n].wave or 0, order[n]),
+        )
         nxt = self._positions(hosts, report)
         if self.o.check:  # contained in check mode just before: the rehearsal goes on from wipe
             nxt = {
                 h: AFTER_CONTAINMENT if h in self.contained_in_check and s in states.CONTAIN else s
                 for h, s in nxt.items()
             }
-        failed: set[str] = {h for h in hosts if report.hosts.get(h) and report.hosts[h].outcome == "refused"}
-        for host, (stage, reason) in self._hold_before_wave(wave, nxt).items():
-            failed.add(host)
-            nxt[host] = None
-            report.hosts[host] = HostReport(host, self.members[host].action, wave, "", stage, reason, "held")
-        for stage in states.STAGE_ORDER:
-            group = [h for h, s in nxt.items() if s == stage and h not in failed]
-            if stage == lifecycle.RECONNECT and group:
-                waiting = self._waiting(group)  # dependencies gate reconnection, never the rebuild
-                if waiting:
-                    self._await(wave, waiting, report)
-                    for host in waiting:
-                        nxt[host] = None
-                    group = [h for h in group if h not in waiting]
-            skipped = [h for h in group if h in self.out_of_band and lifecycle.stage(stage).own_connection]
-            if skipped:
-                self._skip(wave, stage, skipped)
-                for host in skipped:
-                    path = self.paths[host]
-                    nxt[host] = path[path.index(stage) + 1]
-                group = [h for h in group if h not in skipped]
-            if not group:
-                continue
-            if lifecycle.stage(stage).destructive and not self.o.check and not self.confirmed:
-                self._confirm()
-            results = self._stage(wave, stage, group)
-            for host, result in results.items():
-                if result.ok:
-                    path = self.paths[host]
-                    index = path.index(stage) + 1
-                    nxt[host] = path[index] if index < len(path) else None
-                    if self.o.check and nxt[host] is None:
-                        report.hosts[host] = HostReport(
-                            host, self.members[host].action, wave, "", None, None, "checked"
-                        )
-                elif result.interrupted:
-                    nxt[host] = None
-                    report.hosts[host] = HostReport(host, self.members[host].action, wave, "", stage,
-                                                    result.message, "interrupted")  # fmt: skip
-                elif host in self.held:
-                    failed.add(host)
-                    nxt[host] = None
-                    report.hosts[host] = HostReport(host, self.members[host].action, wave, "", stage,
-                                                    result.message, "held")  # fmt: skip
-                else:
-                    failed.add(host)
-                    nxt[host] = None
-                    if self.o.check:
-                        report.hosts[host] = HostReport(host, self.members[host].action, wave, "", stage,
-                                                        result.message, "failed")  # fmt: skip
-            # A host waiting for a person's decision is not a failure of the wave: the others go on.
-            counted = failed - self.held
-            share = 100.0 * len(counted) / len(hosts)
-            if counted and share > self.o.max_fail_percentage:
-                return (
-                    f"wave {wave} stopped after {stage}: {len(counted)} of {len(hosts)} hosts failed "
-                    f"({share:.0f}% > --max-fail-percentage {self.o.max_fail_percentage:g})"
+        self.wave_size = {w: 0 for w in self.waves}
+        self.wave_failed: dict[int, set[str]] = {w: set() for w in self.waves}
+        for host in hosts:
+            wave = self.members[host].wave or 0
+            self.wave_size[wave] += 1
+            if report.hosts.get(host) and report.hosts[host].outcome == "refused":
+                self.wave_failed[wave].add(host)
+                nxt[host] = None
+        for wave in self.waves:
+            of_wave = {h: s for h, s in nxt.items() if self.members[h].wave == wave}
+            for host, (stage, reason) in self._hold_before_wave(wave, of_wave).items():
+                nxt[host] = None
+                report.hosts[host] = HostReport(
+                    host, self.members[host].action, wave, "", stage, reason, "held"
                 )
+        work = []
+        for host in hosts:
+            stage = nxt[host]
+            if stage is None:
+                continue
+            path, member, inv = self.paths[host], self.members[host], self.inventory.hosts[host]
+            work.append(
+                pipeline.Work(
+                    name=host,
+                    wave=member.wave or 0,
+                    stages=path[path.index(stage) :],
+                    kind=(path, inv.reimage_method, inv.restore_method),
+                    resources=pipeline.resources(
+                        member.action, inv.tier, inv.site, inv.reimage_method, inv.restore_method
+                    ),
+                )
+            )
+        params = self.view.plan.params or {}
+        limits = pipeline.limits_of(params.get("max_wave_size"), params.get("capacities") or {})
+        self.report = report
+        flow = pipeline.Pipeline(work, limits, self.o.forks, self._park)
+        stopped: str | None = None
+        announced: set[int] = set()
+        with ThreadPoolExecutor(max_workers=self.o.forks) as pool, self._cancel_on_signals():
+            running: dict[Future[runner.StageOutcome], tuple[pipeline.Launch, _Started]] = {}
+            while True:
+                for launch in flow.launches():
+                    if launch.wave not in announced:
+                        announced.add(launch.wave)
+                        report.waves.append(launch.wave)
+                        if self.observer:
+                            self.observer.wave(
+                                launch.wave, [h for h in hosts if self.members[h].wave == launch.wave]
+                            )
+                    started = self._start(launch)
+                    if started.spec is None:  # nothing to run: skipped out of band or refused
+                        stopped = self._ended(flow, launch, started, {}) or stopped
+                        continue
+                    future = pool.submit(
+                        runner.run_stage, started.spec, self.store, self.observer, self.cancel.is_set
+                    )
+                    running[future] = (launch, started)
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    launch, started = running.pop(future)
+                    stopped = self._ended(flow, launch, started, future.result().hosts) or stopped
+        if self.cancel.is_set():
+            return "interrupted: the stage runs under way were stopped; run again to resume"
+        return stopped
+
+    def _park(self, hosts: Sequence[str]) -> set[str]:
+        """Of these hosts at reconnect, those whose dependencies are not recovered: parked (see `_await`)."""
+        waiting = self._waiting(list(hosts))
+        for wave in sorted({self.members[h].wave or 0 for h in waiting}):
+            self._await(wave, {h: r for h, r in waiting.items() if self.members[h].wave == wave}, self.report)
+        return set(waiting)
+
+    def _start(self, launch: pipeline.Launch) -> _Started:
+        """Everything before a stage run's playbook, on this thread: out-of-band skips, the
+        confirmation, the hooks' refusals, the "-ing" states and StageRun rows."""
+        wave, stage = launch.wave, launch.stage
+        hosts = list(launch.hosts)
+        skipped = [h for h in hosts if h in self.out_of_band and lifecycle.stage(stage).own_connection]
+        if skipped:
+            self._skip(wave, stage, skipped)
+            hosts = [h for h in hosts if h not in skipped]
+        started = _Started(skipped=skipped)
+        if not hosts:
+            return started
+        if lifecycle.stage(stage).destructive and not self.o.check and not self.confirmed:
+            self._confirm()
+        hooks = [self.hooks[kind] for kind in lifecycle.stage(stage).records]
+        started.hooks = hooks
+        if launch.attempt == 1:
+            for hook in hooks:
+                refused = hook.before(hosts)
+                if refused:
+                    self.held.update(refused)
+                    self._fail_without_running(wave, stage, refused)
+                    started.results.update(refused)
+                    hosts = [h for h in hosts if h not in refused]
+        if not hosts:
+            return started
+        started.prepared = self._prepare(wave, stage, hosts, launch.attempt, hooks)
+        started.spec = started.prepared.spec
+        started.results.update(started.prepared.refused)
+        return started
+
+    def _ended(
+        self, flow: pipeline.Pipeline, launch: pipeline.Launch, started: _Started, ran: dict[str, HostResult]
+    ) -> str | None:
+        """After a stage run: commit it, tell the pipeline who goes on, and stop the run when a wave
+        fails beyond --max-fail-percentage. Returns why it stopped, if it did."""
+        wave, stage = launch.wave, launch.stage
+        results = dict(started.results)
+        if started.prepared is not None:
+            if (
+                self.cancel.is_set()
+            ):  # cut off by Ctrl-C: the host stays where it was, the next run repeats it
+                ran = {
+                    h: r
+                    if r.ok
+                    else HostResult(False, r.task, "stopped by the operator (Ctrl-C)", interrupted=True)
+                    for h, r in ran.items()
+                }
+            results.update(self._collect(wave, stage, launch.attempt, started.prepared, ran))
+        ok = set(started.skipped) | {h for h, r in results.items() if r.ok}
+        retry = {
+            h
+            for h, r in results.items()
+            if not r.ok
+            and not r.interrupted
+            and not self.o.check
+            and h not in self.held
+            and launch.attempt <= self.o.retries
+        }
+        flow.ended(launch, ok, retry)
+        final = {h: r for h, r in results.items() if h not in retry}
+        if self.observer and final:
+            self.observer.stage_end(wave, stage, final)
+        report = self.report
+        for host, result in final.items():
+            member = self.members[host]
+            if result.ok:
+                if stage == lifecycle.RECONNECT:
+                    report.hosts.pop(host, None)  # parked earlier in this run, now recovered
+                elif self.o.check and self.paths[host][-1] == stage:
+                    report.hosts[host] = HostReport(host, member.action, wave, "", None, None, "checked")
+            elif result.interrupted:
+                report.hosts[host] = HostReport(
+                    host, member.action, wave, "", stage, result.message, "interrupted"
+                )
+            elif host in self.held:
+                report.hosts[host] = HostReport(host, member.action, wave, "", stage, result.message, "held")
+            else:
+                self.wave_failed[wave].add(host)
+                if self.o.check or stage == lifecycle.RECONNECT:
+                    report.hosts[host] = HostReport(
+                        host, member.action, wave, "", stage, result.message, "failed"
+                    )
+        if self.cancel.is_set():
+            flow.stop()
+            return None
+        counted = self.wave_failed[wave] - self.held
+        share = 100.0 * len(counted) / max(1, self.wave_size[wave])
+        if counted and share > self.o.max_fail_percentage and not flow.stopped:
+            flow.stop()
+            return (
+                f"wave {wave} stopped after {stage}: {len(counted)} of {self.wave_size[wave]} hosts failed "
+                f"({share:.0f}% > --max-fail-percentage {self.o.max_fail_percentage:g})"
+            )
         return None
+
+    @contextlib.contextmanager
+    def _cancel_on_signals(self) -> Iterator[None]:
+        """Ctrl-C or SIGTERM stops every stage run under way (ansible-runner's own handler only
+        exists on the main thread, and the runs are on others); the hosts stay where they were."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in saved:
+            signal.signal(sig, lambda *_: self.cancel.set())
+        try:
+            yield
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
 
     def _hold_before_wave(self, wave: int, nxt: dict[str, str | None]) -> dict[str, tuple[str, str]]:
         """Before anything destructive: the hosts a stage further on would hold for a person (no
@@ -568,6 +692,13 @@ class Engine:
     def _attempt(
         self, wave: int, stage: str, hosts: list[str], attempt: int, hooks: list[Hook]
     ) -> dict[str, HostResult]:
+        prepared = self._prepare(wave, stage, hosts, attempt, hooks)
+        ran = runner.run_stage(prepared.spec, self.store, self.observer).hosts if prepared.spec else {}
+        return self._collect(wave, stage, attempt, prepared, ran)
+
+    def _prepare(self, wave: int, stage: str, hosts: list[str], attempt: int, hooks: list[Hook]) -> _Prepared:
+        """One attempt up to its playbook: committed "-ing" states and StageRun rows, the hooks'
+        inputs, and what ansible-runner is to run (None when every host was refused)."""
         self.claim.verify()
         self.attempts += 1
         private = self.root / f"{self.attempts:03d}-w{wave}-{stage}-a{attempt}"
@@ -576,12 +707,12 @@ class Engine:
         running = [h for h in hosts if h in run_ids and h not in refused]
         if self.observer:
             self.observer.stage(wave, stage, attempt, running)
-        results: dict[str, HostResult] = dict(refused)
         where = placement.placement(self.nodes, self.inventory, stage, running)
         for name in running:
             private_lib.mkdir(private / "staging" / name, exist_ok=True)
         for hook in hooks:
             hook.inputs(running, private)
+        spec = None
         if running:
             spec = runner.StageSpec(
                 stage=stage,
@@ -590,16 +721,25 @@ class Engine:
                 hosts=running,
                 extravars=extravars.build(self, wave, stage, attempt, running, private, hooks),
                 private_dir=private,
-                forks=self.o.forks,
+                forks=min(len(running), self.o.forks),
                 check=self.o.check,
                 stage_run_ids={h: run_ids[h] for h in running},
                 placement=where,
             )
-            outcome = runner.run_stage(spec, self.store, self.observer)
-            results.update(outcome.hosts)
-            for hook in hooks:
-                hook.after(results, private)
-        self._end(wave, stage, attempt, results, run_ids, private, hooks, where)
+        return _Prepared(private, run_ids, refused, hooks, where, spec)
+
+    def _collect(
+        self, wave: int, stage: str, attempt: int, prepared: _Prepared, ran: dict[str, HostResult]
+    ) -> dict[str, HostResult]:
+        """One attempt after its playbook: the hooks' reading of it, then its results committed."""
+        results: dict[str, HostResult] = dict(prepared.refused)
+        if prepared.spec is not None:
+            results.update(ran)
+            for hook in prepared.hooks:
+                hook.after(results, prepared.private)
+        self._end(
+            wave, stage, attempt, results, prepared.run_ids, prepared.private, prepared.hooks, prepared.where
+        )
         return results
 
     def _begin(

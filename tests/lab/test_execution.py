@@ -134,11 +134,14 @@ def test_failure_threshold_and_dependants_of_failed_hosts(world) -> None:
 
 
 def test_a_wave_stops_above_the_failure_threshold(world) -> None:
+    # Three workers: wave 1's validate takes them all, so wave 2 can only start after it, and the
+    # stop that validate's failures cause starts nothing more, in any wave.
     inv, store, opts = world(
         {"a": {"toy_fail": ["validate"]}, "b": {"toy_fail": ["validate"]}, "c": {}, "x": {}},
         [("a", "verify", 1), ("b", "verify", 1), ("c", "verify", 1), ("x", "verify", 2)],
         retries=0,
         max_fail_percentage=50,
+        forks=3,
     )
     report = engine.run(store, opts)
     assert report.stopped and "2 of 3 hosts failed" in report.stopped
@@ -208,8 +211,10 @@ def _forks_used(report) -> set[int]:
 
 @pytest.mark.parametrize("given", [None, 2])
 def test_a_run_uses_the_plans_forks_unless_given_its_own(world, given: int | None) -> None:
-    members = [("a", "rebuild", 1), ("b", "verify", 1), ("ev", "protected", None)]
-    _, store, opts = world({"a": {}, "b": {}}, members, params={"forks": 3}, forks=given)
+    # Four hosts of one kind: the run's workers are shared by its stage runs, each host with a worker
+    # of its own, so the first validate takes every worker and the last host has one alone.
+    members = [*((h, "verify", 1) for h in "abcd"), ("ev", "protected", None)]
+    _, store, opts = world({h: {} for h in "abcd"}, members, params={"forks": 3}, forks=given)
     notes: list[str] = []
 
     class Notes:
@@ -219,7 +224,7 @@ def test_a_run_uses_the_plans_forks_unless_given_its_own(world, given: int | Non
     opts.observer = Notes()
     report = engine.run(store, opts)
     assert not report.failed
-    assert _forks_used(report) == {given or 3}
+    assert _forks_used(report) == {given or 3, 4 - (given or 3)}
     with store.read() as s:
         start = s.exec(select(AuditEntry).where(AuditEntry.command == "run start")).one()
     assert start.args["forks"] == given  # what was typed: nothing, or the operator's own
