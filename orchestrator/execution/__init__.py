@@ -1,4 +1,5 @@
-"""Execution: the approved plan, wave by wave and stage by stage, through ansible-runner."""
+"""Execution: the approved plan through ansible-runner, containment first, then the waves' stage runs
+(overlapping across waves within the capacity)."""
 
 # The command line shows this default without importing the engine (and the database layer under it).
 DEFAULT_EVIDENCE_PATH = "/srv/evidence"

@@ -1,5 +1,11 @@
-"""The approved plan, wave by wave and stage by stage: retries, the failure threshold, dependencies,
-the first-destructive-stage confirmation, and resumption after a crash.
+"""The approved plan: containment first, then every wave's hosts stage by stage, with retries, the
+failure threshold, dependencies, the first-destructive-stage confirmation, and resumption after a crash.
+
+Waves order the work but are not barriers (`lifecycle.pipeline`, the same policy the plan's estimate
+replays): stage runs of several waves and stages work at once, sharing the --forks workers and the
+plan's capacity limits; dependencies gate reconnection only. Each stage run's ansible-runner run is
+on a thread of its own; everything else (the database, the hooks, the decisions, the prompt) stays on
+the calling thread, one stage run's start or end at a time.
 
 Every decision is taken from the database, never from memory of an earlier run: on start, stage runs
 left "running" in the waves this run claims are marked interrupted (only a killed orchestrator can have
@@ -489,7 +495,8 @@ class Engine:
         with ThreadPoolExecutor(max_workers=self.o.forks) as pool, self._cancel_on_signals():
             running: dict[Future[runner.StageOutcome], tuple[pipeline.Launch, _Started]] = {}
             while True:
-                for launch in flow.launches():
+                launched = flow.launches()
+                for launch in launched:
                     if launch.wave not in announced:
                         announced.add(launch.wave)
                         report.waves.append(launch.wave)
@@ -505,6 +512,8 @@ class Engine:
                         runner.run_stage, started.spec, self.store, self.observer, self.cancel.is_set
                     )
                     running[future] = (launch, started)
+                if launched:
+                    continue  # those that ended at once (skipped, refused) may have freed the next
                 if not running:
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -538,14 +547,9 @@ class Engine:
             self._confirm()
         hooks = [self.hooks[kind] for kind in lifecycle.stage(stage).records]
         started.hooks = hooks
-        if launch.attempt == 1:
-            for hook in hooks:
-                refused = hook.before(hosts)
-                if refused:
-                    self.held.update(refused)
-                    self._fail_without_running(wave, stage, refused)
-                    started.results.update(refused)
-                    hosts = [h for h in hosts if h not in refused]
+        # Every attempt: a hook's choices (the restore point) serve the attempt that follows at once,
+        # and other stage runs start in between. A retried restore keeps the point it recorded.
+        hosts = self._refuse_before(wave, stage, hosts, hooks, started.results)
         if not hosts:
             return started
         started.prepared = self._prepare(wave, stage, hosts, launch.attempt, hooks)
@@ -668,17 +672,11 @@ class Engine:
     # --- one stage -----------------------------------------------------------------------------
 
     def _stage(self, wave: int, stage: str, hosts: list[str]) -> dict[str, HostResult]:
-        """A stage over `hosts`, retried up to --retries times for the hosts that fail."""
+        """A containment stage over `hosts` (one batch), retried up to --retries times for the hosts
+        that fail; the waves go through `_waves`."""
         final: dict[str, HostResult] = {}
-        remaining = list(hosts)
         hooks = [self.hooks[kind] for kind in lifecycle.stage(stage).records]
-        for hook in hooks:
-            refused = hook.before(remaining)
-            if refused:
-                self.held.update(refused)
-                self._fail_without_running(wave, stage, refused)
-                final.update(refused)
-                remaining = [h for h in remaining if h not in refused]
+        remaining = self._refuse_before(wave, stage, hosts, hooks, final)
         for attempt in range(1, self.o.retries + 2):
             if not remaining:
                 break
@@ -688,6 +686,20 @@ class Engine:
         if self.observer:
             self.observer.stage_end(wave, stage, final)
         return final
+
+    def _refuse_before(
+        self, wave: int, stage: str, hosts: list[str], hooks: list[Hook], results: dict[str, HostResult]
+    ) -> list[str]:
+        """The hosts the stage's hooks let run; the others are held for a person, failed without
+        running, their results added to `results`."""
+        for hook in hooks:
+            refused = hook.before(hosts)
+            if refused:
+                self.held.update(refused)
+                self._fail_without_running(wave, stage, refused)
+                results.update(refused)
+                hosts = [h for h in hosts if h not in refused]
+        return hosts
 
     def _attempt(
         self, wave: int, stage: str, hosts: list[str], attempt: int, hooks: list[Hook]

@@ -296,8 +296,10 @@ def run_stage(
     """Run the stage's playbook on `spec.hosts` and return how each host ended: the hosts placed on
     execution nodes through each node's worker, the others here, all at once, into one event writer.
 
-    Must be called from the main thread: the playbook's and the ssh links' parent-death signals are
-    tied to the thread that starts them.
+    Call it from a thread that lives until it returns (the engine's own, or one of its stage-run
+    threads): the playbook's and the ssh links' parent-death signals are tied to the thread that
+    starts them. `cancel` stops the run (ansible-runner installs its own Ctrl-C handler only when
+    called from the main thread without one).
     """
     writer = EventWriter(store, spec, observer)
     writer.start()
