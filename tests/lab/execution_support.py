@@ -45,6 +45,11 @@ TOY_PLAY = """---
       when: >-
         '{stage}' in (toy_fail | default([]))
         or ('{stage}' in (toy_fail_once | default([])) and not toy_failed_before.stat.exists)
+    - name: Take time when told
+      ansible.builtin.command: sleep {{{{ toy_slow['{stage}'] }}}}
+      changed_when: false
+      check_mode: false
+      when: "'{stage}' in (toy_slow | default({{}}))"
 {extra}    - name: Stage done
       ansible.builtin.debug:
         msg: done
@@ -76,7 +81,8 @@ def toy_playbooks(directory: Path) -> Path:
 
 
 def toy_inventory(directory: Path, hosts: dict[str, dict[str, Any]]) -> Path:
-    """hosts: name -> extra vars (toy_fail, toy_fail_once, recovery_depends_on, recovery_protected, group)."""
+    """hosts: name -> extra vars (toy_fail, toy_fail_once, toy_slow: {stage: seconds}, recovery_depends_on,
+    recovery_protected, group)."""
     directory.mkdir(parents=True, exist_ok=True)
     world = directory / "world"
     world.mkdir(exist_ok=True)

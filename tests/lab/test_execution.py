@@ -4,6 +4,7 @@ resumption after a crash, the operator's reset, and secrets kept out of the arti
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -147,6 +148,45 @@ def test_a_wave_stops_above_the_failure_threshold(world) -> None:
     assert report.stopped and "2 of 3 hosts failed" in report.stopped
     assert stages_run(inv, "c") == ["validate"]  # harden was never reached
     assert stages_run(inv, "x") == [] and report.waves == [1]
+
+
+def test_waves_overlap_within_the_capacity(world) -> None:
+    """Issue 14: waves are not barriers. With one image server, the three rebuilds take turns (each
+    holds it from wipe until it reaches reconnect); wave 2's verifications do not wait for wave 1."""
+    slow = {"toy_slow": {"reimage": 2}}
+    _, store, opts = world(
+        {"r1": slow, "r2": slow, "r3": slow, "v1": {}, "v2": {}},
+        [("r1", "rebuild", 1), ("r2", "rebuild", 1), ("r3", "rebuild", 2), ("v1", "verify", 2),
+         ("v2", "verify", 2), ("ev", "protected", None)],
+        params={"capacities": {"image-server": 1}},
+        forks=3,
+    )  # fmt: skip
+    report = engine.run(store, opts)
+    assert not report.failed and report.stopped is None
+    with store.read() as s:
+        runs = list(s.exec(select(StageRun).where(StageRun.wave > 0)))
+        states = {h.name: h.state for h in s.exec(select(Host))}
+    assert {states[h] for h in ("r1", "r2", "r3", "v1", "v2")} == {"recovered"}
+
+    def span(host: str, stages: set[str]) -> tuple:
+        mine = [r for r in runs if r.host_name == host and r.stage in stages]
+        return min(r.started_at for r in mine), max(r.finished_at for r in mine)
+
+    held = sorted(span(h, {"wipe", "reimage", "restore", "validate", "harden"}) for h in ("r1", "r2", "r3"))
+    for (_, end), (start, _) in itertools.pairwise(held):
+        assert end <= start, "two rebuilds held the one image server at once"
+    wave1_end = max(span(h, {"reconnect"})[1] for h in ("r1", "r2"))
+    assert min(span(h, {"validate"})[0] for h in ("v1", "v2")) < wave1_end  # no barrier between waves
+    ran_at_once = [
+        (a.host_name, b.host_name)
+        for a in runs
+        for b in runs
+        if a.id < b.id
+        and a.started_at < b.finished_at
+        and b.started_at < a.finished_at
+        and a.stage != b.stage
+    ]
+    assert ran_at_once, "no two stage runs overlapped"
 
 
 def test_refusals_and_confirmation(world, tmp_path: Path) -> None:
