@@ -122,21 +122,26 @@ def _confirm(pending: engine.Pending) -> bool:
 
 @click.command("run")
 @inventory_option
-@click.option("--wave", type=int, metavar="N", help="Run wave N only (its dependencies must be recovered).")
-@click.option("--all", "all_waves", is_flag=True, help="Run every wave in order.")
+@click.option("--wave", type=int, metavar="N", help="Run wave N only (what it depends on reconnects first).")
+@click.option(
+    "--all",
+    "all_waves",
+    is_flag=True,
+    help="Run every wave: in plan order, overlapping within the capacity limits.",
+)
 @click.option("--check", is_flag=True, help="Ansible check mode for every stage: change nothing on any host.")
 @click.option(
     "--forks",
     type=click.IntRange(1, 500),
     metavar="N",
-    help="Hosts at once (default: the plan's 'plan --forks', which its waves were packed for).",
+    help="Hosts worked on at once, shared by the stage runs of every wave (default: the plan's 'plan --forks', which it was estimated for).",
 )
 @click.option(
     "--max-fail-percentage",
     type=click.FloatRange(0, 100),
     default=25.0,
     show_default=True,
-    help="Stop the wave (and the run) when more than this share of its hosts failed.",
+    help="Start no further stage run (in any wave) once more than this share of a wave's hosts failed.",
 )
 @click.option(
     "--retries", type=click.IntRange(0, 10), default=1, show_default=True, help="Retries per stage."
@@ -202,8 +207,11 @@ def run(
 
     Containment comes first and waits for nothing: every host the plan rebuilds, whatever its wave,
     is isolated and its evidence collected (as 'orchestrator contain' does), and the hosts nobody can
-    reach are listed for the network team. Then the waves: a host whose dependencies are not
-    recovered is still rebuilt and validated, then awaits them isolated, and reconnects once they are.
+    reach are listed for the network team. Then the waves, in plan order but not one after the
+    other: a host starts as soon as a worker (--forks) and its capacity units (plan --capacity,
+    --max-wave-size) are free, so several stage runs of several waves work at once. A host whose
+    dependencies are not recovered is still rebuilt and validated, then awaits them isolated, and
+    reconnects once they are. Ctrl-C stops the stage runs under way: run again to resume.
 
     Hosts with a `recovery_execution_node` (or all, with --node) run their stages on that node
     through ansible-runner's streaming mode (`ansible-runner worker` over SSH); their events arrive

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -187,6 +191,43 @@ def test_waves_overlap_within_the_capacity(world) -> None:
         and a.stage != b.stage
     ]
     assert ran_at_once, "no two stage runs overlapped"
+
+
+def test_ctrl_c_stops_every_stage_run_under_way_and_the_next_run_resumes(world, tmp_path: Path) -> None:
+    # Two waves validating at once, each in a stage run of its own (its own thread): Ctrl-C must stop
+    # both, leave both hosts inside validate, and the next run repeats it.
+    hosts = {"a": {"toy_slow": {"validate": 60}}, "b": {"toy_slow": {"validate": 60}}}
+    inv, store, opts = world(hosts, [("a", "verify", 1), ("b", "verify", 2), ("ev", "protected", None)])
+
+    def interrupt() -> None:
+        for _ in range(600):
+            with store.read() as s:
+                if len(s.exec(select(StageRun).where(StageRun.status == "running")).all()) == 2:
+                    break
+            time.sleep(0.1)
+        time.sleep(1)  # inside the playbooks' sleep
+        os.kill(os.getpid(), signal.SIGINT)
+
+    stopper = threading.Thread(target=interrupt)
+    stopper.start()
+    started = time.monotonic()
+    report = engine.run(store, opts)
+    stopper.join()
+    assert time.monotonic() - started < 40, "the 60 s stage was not stopped"
+    assert report.stopped and "interrupted" in report.stopped
+    assert {report.hosts[h].outcome for h in "ab"} == {"interrupted"}
+    assert states_of(store)["a"] == states_of(store)["b"] == ("validating", "validate")
+    with store.read() as s:
+        assert {r.status for r in s.exec(select(StageRun).where(StageRun.stage == "validate"))} == {
+            "interrupted"
+        }
+
+    toy_inventory(
+        inv.parent, {"ev": {"group": "evidence_store", "recovery_protected": True}, "a": {}, "b": {}}
+    )
+    report = engine.run(store, opts)
+    assert not report.failed and report.stopped is None
+    assert stages_run(inv, "a") == stages_run(inv, "b") == ["validate", "validate", "harden", "reconnect"]
 
 
 def test_refusals_and_confirmation(world, tmp_path: Path) -> None:

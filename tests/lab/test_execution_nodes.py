@@ -168,7 +168,10 @@ def test_stages_run_on_nodes_and_resume_after_a_node_dies(site_lab: Path, tmp_pa
             ).first()
             assert last.status == "interrupted" and victim_node in (last.message or "")
             cut_in[name] = last.stage
-    assert cut_in[running.host_name] == killed_stage
+    # In the stage seen running, or a later one: the host's next stage starts as soon as its own run
+    # ends (waves and stage runs overlap), which can be before the kill lands.
+    order = states.STAGE_ORDER
+    assert order.index(cut_in[running.host_name]) >= order.index(killed_stage), (cut_in, killed_stage)
     others = [h for h in plan_hosts if h not in victims and h != victim_node]  # the node itself died
     assert all(report[h]["outcome"] in ("recovered", "awaiting", "blocked") for h in others), report
 
