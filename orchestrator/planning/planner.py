@@ -64,7 +64,7 @@ def build(
             deps=sched_deps[name],
         )
     packed = waves.schedule(scheduled, jobs, capacity.in_whole_forks(resource_limits, limits.forks))
-    run = waves.timeline(packed, jobs, limits.forks, limits.contain_forks)
+    run = waves.timeline(packed, jobs, limits.forks, limits.contain_forks, resource_limits)
     plan_waves = run.waves
 
     members: list[Member] = []
