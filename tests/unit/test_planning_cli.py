@@ -412,6 +412,12 @@ def test_hospital_plan_spreads_rebuilds_by_site(cli: Cli) -> None:
     assert est["lower_bound_s"] <= est["total_s"] and est["containment_s"] > 0
     first = doc["waves"][0]
     assert first["start_s"] == est["containment_s"]  # containment comes before wave 1
+    # waves overlap: a wave starts before the one before it ends; the last reconnection ends the run
+    ends = [w["end_s"] for w in doc["waves"]]
+    assert any(w["start_s"] < ends[i] for i, w in enumerate(doc["waves"][1:]))
+    assert max(ends) == est["total_s"]
+    for w in doc["waves"]:
+        assert w["estimated_s"] == pytest.approx(w["end_s"] - w["start_s"])
 
 
 @pytest.fixture
