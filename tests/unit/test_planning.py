@@ -13,7 +13,7 @@ from orchestrator import inventory
 from orchestrator.errors import OrchestratorError
 from orchestrator.inventory import Host
 from orchestrator.lifecycle import HOLD, PROTECTED, REBUILD, SCHEDULED, VERIFY, concurrency
-from orchestrator.planning import Limits, Verdict, build, capacity, durations
+from orchestrator.planning import Limits, Verdict, build, capacity, durations, waves
 from orchestrator.planning.model import Draft
 from tests.conftest import HOSPITAL
 
@@ -281,6 +281,21 @@ def test_a_dependency_never_delays_the_rebuild_only_the_reconnection() -> None:
         (containment + work, draft.reconnect_at["fs"]),
     ]
     assert draft.estimated_s == draft.reconnect_at["pki"] == 325 * 60
+
+
+def test_a_host_whose_dependency_never_reconnects_ends_the_estimate_without_it() -> None:
+    """The planner drops dependencies on hosts it does not schedule; should one reach the estimate
+    anyway, the host is parked at reconnect for good and the replay still ends: validate 20 and
+    harden 15 minutes, no reconnection, while "b" reconnects after its own 40."""
+    stages = DURATIONS.path_seconds(VERIFY, None, None)
+    jobs = {
+        "a": waves.Job("a", 2, 100, stages, (), ("gone",)),
+        "b": waves.Job("b", 2, 100, stages, (), ()),
+    }
+    run = waves.timeline([["a", "b"]], jobs, 50, None, {})
+    assert run.reconnect_at == {"b": 40 * 60}
+    assert (run.waves[0].start_s, run.waves[0].end_s) == (0, 40 * 60)
+    assert run.makespan_s == 40 * 60
 
 
 def test_a_wave_mixing_methods_takes_its_slowest_host() -> None:
