@@ -6,8 +6,9 @@ in its wave, then waits isolated ("awaiting dependencies") and reconnects as soo
 recovered. So waves are packed by capacity alone: the longest hosts first (started early, none of
 them trails the run), then tier (the order a crisis cell announces), recovery priority and name. The
 packing is list scheduling: each wave takes hosts in that order, skipping any host that would push a
-resource over its limit. Waves are the order the run admits hosts in, not barriers (see Estimate). Hosts are bucketed by the set of limited resources they use, so a full
+resource over its limit. Hosts are bucketed by the set of limited resources they use, so a full
 resource costs one check per bucket, not one per host: 20,000 hosts plan in well under a second.
+Waves are the order the run admits hosts in, not barriers (see Estimate).
 
 Estimate. `timeline` replays what the engine does, with the engine's own policy and concurrency:
 - containment first: every host on the rebuild path is isolated, then has its evidence collected, in
