@@ -14,10 +14,11 @@ import pytest
 from orchestrator import inventory
 from orchestrator.errors import RefusedError
 from orchestrator.execution.run_model import forks_for
-from orchestrator.planning import Limits, durations
+from orchestrator.planning import Limits, document, durations
 from orchestrator.planning import store as plan_store
 from orchestrator.store import Store
-from orchestrator.store.models import StageRun, TriageResult, TriageRun, utcnow
+from orchestrator.store.models import Plan, PlanWave, StageRun, TriageResult, TriageRun, utcnow
+from orchestrator.store.plans import PlanView
 from tests.conftest import HOSPITAL, Cli
 
 FLEET = """\
@@ -495,3 +496,20 @@ def test_a_validate_stage_triage_is_not_what_plans_are_made_from(cli: Cli, fleet
     doc = cli.json("plan", "-i", fleet)
     assert doc["plan"]["triage_run_id"] == run
     assert cli("plan", "approve", "--by", "alice").exit_code == 0
+
+
+def test_wave_times_come_from_the_plan_and_plans_made_before_overlap_keep_theirs() -> None:
+    """Waves overlap, so the plan keeps their starts (`wave_start_s`) and a wave ends at its start
+    plus its span. A plan made before that ran its waves one after another from the end of
+    containment: its starts are the running sum of the spans."""
+    waves = [
+        PlanWave(plan_id=1, number=1, estimated_s=100.0),
+        PlanWave(plan_id=1, number=2, estimated_s=50.0),
+    ]
+    now = Plan(id=1, params={"bounds": {"containment_s": 30.0}, "wave_start_s": [30.0, 60.0]})
+    before = Plan(id=2, params={"bounds": {"containment_s": 30.0}})
+    shown = [
+        [(w["start_s"], w["end_s"]) for w in document.plan_document(PlanView(plan, waves, []))["waves"]]
+        for plan in (now, before)
+    ]
+    assert shown == [[(30.0, 130.0), (60.0, 110.0)], [(30.0, 130.0), (130.0, 180.0)]]
