@@ -115,9 +115,9 @@ def plan_group(
     the work but are not barriers: after containment, hosts start in plan order (wave, then longest
     first, tier, recovery_priority) while --max-wave-size and every --capacity have room, each holding
     its place until it reaches reconnect, on --forks workers; a host whose dependencies are not
-    recovered waits there, isolated. Each wave is packed within the limits (a limit above --forks
-    rounded down to a whole number of --forks). The plan keeps --forks: 'run' uses it unless given its
-    own. A new plan replaces the earlier draft; nothing runs until it is approved.
+    recovered waits there, isolated. Waves are that order cut every --max-wave-size hosts (one wave
+    without it). The plan keeps --forks: 'run' uses it unless given its own. A new plan replaces the
+    earlier draft; nothing runs until it is approved.
 
     \b
     Capacity keys (hosts at once, each from its first stage after containment to reconnect):

@@ -2,9 +2,8 @@
 
 Each key limits how many hosts hold one of its units at once: a host takes one when its rebuild or
 verification starts (after containment, which has its own capacity) and gives it back when it
-reaches reconnect (`lifecycle.pipeline`), whatever its wave. Waves are also packed within the limits
-(rounded to whole --forks for packing, `in_whole_forks`), which orders the work; they are not
-barriers.
+reaches reconnect (`lifecycle.pipeline`), whatever its wave: waves are the order hosts start in, cut
+by --max-wave-size alone (planning.waves), not barriers.
 
 | key | counts, at once |
 |---|---|
@@ -69,17 +68,6 @@ def parse(specs: Sequence[str], *, sites: Iterable[str], reimage_methods: Iterab
             raise OrchestratorError(f"--capacity {key} given twice")
         limits[key] = value
     return limits
-
-
-def in_whole_forks(limits: dict[str, int], forks: int) -> dict[str, int]:
-    """Each limit above `forks` rounded down to a whole number of `forks`, for packing waves only (the
-    run and its estimate hold the limits as given).
-
-    Waves are not barriers, so this rounding no longer buys whole rounds of a stage; it only changes
-    which hosts share a wave, and so the order they are admitted in. Measured on the hospital
-    (bench/plan.py, three limit sets, seeds 1-3), that order still does a little better with it than
-    without (worst x1.090 of the capacity-only bound against x1.104; the mean x1.040 either way)."""
-    return {key: (limit // forks) * forks if limit > forks else limit for key, limit in limits.items()}
 
 
 def limits(

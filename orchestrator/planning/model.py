@@ -25,8 +25,8 @@ class Verdict:
 class Limits:
     """How much may run at once. `max_wave_size` and each capacity key limit the hosts holding a unit
     at once: a host takes one when its rebuild or verification starts and gives it back when it
-    reaches reconnect, whatever its wave (waves order the work, they are not barriers; the packing also
-    keeps each wave within the limits). `forks` and `contain_forks` are the engine's workers and hosts
+    reaches reconnect, whatever its wave (waves are the plan order cut by `max_wave_size`: they order
+    the work, they are not barriers). `forks` and `contain_forks` are the engine's workers and hosts
     per containment batch (`orchestrator run --forks`, `--contain-forks`): the estimate assumes the
     engine's defaults unless told otherwise."""
 

@@ -1,22 +1,23 @@
-"""Hosts into waves (capacity first, tier and priority for the order), and the estimate of how the
+"""Hosts into waves (the plan order: longest first, then tier and priority), and the estimate of how the
 engine runs them.
 
 Packing. Dependencies do not place hosts: a host whose dependency is not recovered yet is still rebuilt
 in its wave, then waits isolated ("awaiting dependencies") and reconnects as soon as what it needs is
-recovered. So waves are packed by capacity alone: the longest hosts first (started early, none of
-them trails the run), then tier (the order a crisis cell announces), recovery priority and name. The
-packing is list scheduling: each wave takes hosts in that order, skipping any host that would push a
-resource over its limit. Hosts are bucketed by the set of limited resources they use, so a full
-resource costs one check per bucket, not one per host: 20,000 hosts plan in well under a second.
-Waves are the order the run admits hosts in, not barriers (see Estimate).
+recovered. Nor do capacities: the run holds them, host by host, as units free (see Estimate), so a
+wave packed within them would only hold back the hosts that use them (wave 1 took every host
+without a limited resource and only `limit` of those with one, which then ran `limit` at a time after
+everything else had started: x1.10-1.54 of the capacity-only bound on the hospital). Waves are the
+plan order, longest hosts first (started early, none of them trails the run), then tier (the order a
+crisis cell announces), recovery priority and name, cut into waves of --max-wave-size (one wave
+without it): the order the run admits hosts in, not barriers.
 
 Estimate. `timeline` replays what the engine does, with the engine's own policy and concurrency:
 - containment first: every host on the rebuild path is isolated, then has its evidence collected, in
   batches of the containment capacity (`lifecycle.concurrency`), before any other stage starts;
 - then the pipeline (`lifecycle.pipeline`, the very object the engine drives as its stage runs end)
   driven on simulated time: waves order the work but are not barriers. A host is admitted, in plan
-  order, when every limited resource it uses has a free unit (the plan's limits as given, not the
-  packing's rounded ones) and holds its units until it reaches reconnect; stage runs group the ready
+  order, when every limited resource it uses has a free unit, and holds its units until it reaches
+  reconnect; stage runs group the ready
   hosts of one wave, stage and kind on the `forks` workers left, earlier waves and later stages first,
   and last as long as their slowest host. At reconnect a host whose dependencies are not recovered is
   parked, isolated, and reconnects in a run after they are.
@@ -66,34 +67,12 @@ class Job:
         return self.seconds - self.contain_s
 
 
-def schedule(order: Sequence[str], jobs: Mapping[str, Job], limits: Mapping[str, int]) -> list[list[str]]:
-    """The hosts of each wave, in order."""
-    buckets: dict[tuple[str, ...], list[tuple[tuple[float, int, int, str], str]]] = {}
-    for name in order:
-        job = jobs[name]
-        key = (-job.wave_s, job.tier, job.priority, name)
-        buckets.setdefault(job.resources, []).append((key, name))
-    for bucket in buckets.values():
-        heapq.heapify(bucket)
-    packed: list[list[str]] = []
-    while any(buckets.values()):
-        heads = [(bucket[0][0], sig) for sig, bucket in buckets.items() if bucket]
-        heapq.heapify(heads)
-        used = dict.fromkeys(limits, 0)
-        members: list[str] = []
-        while heads:
-            _, sig = heapq.heappop(heads)
-            if any(used[r] >= limits[r] for r in sig):
-                continue  # full for this wave: these resources only fill up from here on
-            bucket = buckets[sig]
-            _, name = heapq.heappop(bucket)
-            members.append(name)
-            for r in sig:
-                used[r] += 1
-            if bucket:
-                heapq.heappush(heads, (bucket[0][0], sig))
-        packed.append(members)
-    return packed
+def schedule(order: Sequence[str], jobs: Mapping[str, Job], wave_size: int | None) -> list[list[str]]:
+    """The hosts of each wave, in order: the plan order cut into waves of `wave_size` (one wave when
+    there is none)."""
+    ranked = sorted(order, key=lambda n: (-jobs[n].wave_s, jobs[n].tier, jobs[n].priority, n))
+    size = wave_size or len(ranked) or 1
+    return [ranked[i : i + size] for i in range(0, len(ranked), size)]
 
 
 @dataclass
