@@ -11,12 +11,15 @@ For each fleet and set of limits it prints the planning time (`planning.build`: 
 runs; the inventory is loaded once beforehand), against a baseline measured in the same run (graphlib
 ordering the same dependency graph, the least any planner must do) and against the goal (hospital
 under 1 s, 20,000 hosts under 10 s); and the plan's estimated makespan (when the last host
-reconnects, as the engine runs it: containment first, then the waves stage by stage on the default
---forks workers, reconnection after the dependencies) against the capacity-only lower bound (each
-resource's work over its limit, the whole work over the forks, and the longest chain of own work then
-reconnection after the dependencies; goal: within 10% on the hospital), beside the bound under the engine's rules
-(containment first, then waves as barriers, --forks workers per stage run) and what binds it, so the
-gap between the two bounds shows what the engine's rules cost and the rest is the planner's.
+reconnects, as the engine runs it: containment first, then the engine's own pipeline,
+`lifecycle.pipeline`, driven on simulated time: waves overlapping up to the limits, each host holding
+its units from its first stage to reconnect, on the default --forks workers, reconnection after the
+dependencies) against the capacity-only lower bound (each resource's work over its limit, the whole
+work over the forks, and the longest chain of own work then reconnection after the dependencies;
+goal: within 10% on the hospital), beside the bound under the engine's rules (containment first,
+then the work after it over the forks, each resource's work over its limit, the reconnection chains)
+and what binds it: the gap between the two bounds is what containment first costs, the rest is the
+planner's.
 
     .venv/bin/python bench/plan.py
     .venv/bin/python bench/plan.py --seeds 1 2 3 4 5 --repeat 5

@@ -58,7 +58,9 @@ def _warn_people(view: plan_store.PlanView) -> None:
 @click.group("plan", invoke_without_command=True)
 @inventory_option
 @limit_option
-@click.option("--max-wave-size", type=int, metavar="N", help="At most N hosts in a wave (people at hand).")
+@click.option(
+    "--max-wave-size", type=int, metavar="N", help="At most N hosts worked on at once (people at hand)."
+)
 @click.option(
     "--capacity",
     "capacities",
@@ -109,15 +111,16 @@ def plan_group(
     Infected or suspicious hosts are rebuilt, clean ones verified, untriaged ones held for a person
     (with every host that depends on them); protected hosts are never wiped. A host restored from
     backups waits for a person when its compromise time (set by the host, so by the attacker) is
-    missing, in the future or far from the fleet's: see 'orchestrator host restore-point'. Waves run one after
-    another: tier 0 first, dependencies before dependants, by recovery_priority inside a tier, each
-    wave within --max-wave-size and every --capacity, a limit above --forks rounded down to a whole
-    number of --forks (the rest would trail each stage as an extra round). The plan keeps --forks:
-    'run' uses it unless given its own. A new plan replaces the earlier draft; nothing runs until it
-    is approved.
+    missing, in the future or far from the fleet's: see 'orchestrator host restore-point'. Waves order
+    the work but are not barriers: after containment, hosts start in plan order (wave, then longest
+    first, tier, recovery_priority) while --max-wave-size and every --capacity have room, each holding
+    its place until it reaches reconnect, on --forks workers; a host whose dependencies are not
+    recovered waits there, isolated. Waves are that order cut every --max-wave-size hosts (one wave
+    without it). The plan keeps --forks: 'run' uses it unless given its own. A new plan replaces the
+    earlier draft; nothing runs until it is approved.
 
     \b
-    Capacity keys (limits per wave, i.e. concurrent):
+    Capacity keys (hosts at once, each from its first stage after containment to reconnect):
       image-server       rebuilds (each reimages from the golden-image server)
       reimage:<method>   rebuilds using that reimage method (pxe, vsphere, ...)
       restores           rebuilds that restore data (restore method not 'none')

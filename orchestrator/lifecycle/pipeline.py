@@ -20,6 +20,9 @@ not leave 10 of 50 workers idle while it works:
 
 from __future__ import annotations
 
+import bisect
+import heapq
+from collections import deque
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -89,11 +92,17 @@ class Pipeline:
         self.waiting = waiting
         self.step = {w.name: 0 for w in work}  # index into its stages
         self.attempt = {w.name: 1 for w in work}
-        self.pending = [w.name for w in work if w.stages]  # not admitted yet, in plan order
+        # Not admitted yet, by the limited resources they use, each queue in plan order: a full
+        # resource costs one check per queue, not one per host waiting for it.
+        self.pending: dict[tuple[str, ...], deque[str]] = {}
+        for w in work:
+            if w.stages:
+                used = tuple(r for r in w.resources if r in self.limits)
+                self.pending.setdefault(used, deque()).append(w.name)
         self.holding: set[str] = set()  # admitted hosts holding their units
         self.ready: dict[tuple[int, str, int, Hashable], list[str]] = {}
         self.arriving: list[str] = []  # at reconnect, not checked yet
-        self.parked: set[str] = set()
+        self.parked: list[str] = []  # at reconnect, waiting for their dependencies, in plan order
         self.recheck = False
         self.running: dict[Launch, int] = {}  # launch -> its workers
         self.stopped = False
@@ -156,28 +165,29 @@ class Pipeline:
         wave, stage, attempt, _ = key
         return (wave, -STAGE_ORDER.index(stage), -attempt, self.position[self.ready[key][0]])
 
-    def _fits(self, name: str) -> bool:
-        return all(self.used[r] < self.limits[r] for r in self.work[name].resources if r in self.limits)
+    def _fits(self, used: tuple[str, ...]) -> bool:
+        return all(self.used[r] < self.limits[r] for r in used)
 
     def _admit(self) -> bool:
-        """Admit up to `free` hosts that fit; False when none could be."""
+        """Admit up to `free` hosts that fit, in plan order; False when none could be. A queue whose
+        resources are full is done for this call: units are only taken here, never given back."""
+        heads = [(self.position[q[0]], used) for used, q in self.pending.items() if q and self._fits(used)]
+        heapq.heapify(heads)
         admitted = 0
-        kept: list[str] = []
-        for i, name in enumerate(self.pending):
-            if admitted >= self.free:
-                kept.extend(self.pending[i:])
-                break
-            if not self._fits(name):
-                kept.append(name)
+        while heads and admitted < self.free:
+            _, used = heapq.heappop(heads)
+            if not self._fits(used):
                 continue
+            queue = self.pending[used]
+            name = queue.popleft()
+            if queue:
+                heapq.heappush(heads, (self.position[queue[0]], used))
             if self.work[name].stages[self.step[name]] != RECONNECT:
-                for r in self.work[name].resources:
-                    if r in self.limits:
-                        self.used[r] += 1
+                for r in used:
+                    self.used[r] += 1
                 self.holding.add(name)
             admitted += 1
             self._advance(name)
-        self.pending = kept
         return admitted > 0
 
     def _advance(self, name: str) -> None:
@@ -201,18 +211,24 @@ class Pipeline:
                     self.used[r] -= 1
 
     def _check_reconnect(self) -> None:
-        if self.recheck and self.parked:
-            self.arriving.extend(sorted(self.parked, key=self.position.__getitem__))
-            self.parked.clear()
-        self.recheck = False
-        if not self.arriving:
-            return
+        """The hosts arrived at reconnect, and the parked ones again after a host recovered, go to
+        reconnect runs unless `waiting` keeps them parked. Parked hosts stay in plan order as a list
+        (those still waiting keep their order; a newly parked one is inserted at its place): a fleet
+        with thousands parked is rechecked after every reconnect run, so no sort per recheck."""
         arriving, self.arriving = self.arriving, []
-        wait = set(self.waiting(arriving))
-        for name in arriving:
-            if name in wait:
-                self.parked.add(name)
-            else:
+        parked = self.parked if self.recheck else []
+        self.recheck = False
+        if not arriving and not parked:
+            return
+        checked = arriving + parked
+        wait = set(self.waiting(checked))
+        if parked:
+            self.parked = [name for name in parked if name in wait]
+        for name in checked:
+            if name not in wait:
                 work = self.work[name]
                 key = (work.wave, RECONNECT, self.attempt[name], work.kind)
                 self.ready.setdefault(key, []).append(name)
+        for name in arriving:
+            if name in wait:
+                bisect.insort(self.parked, name, key=self.position.__getitem__)

@@ -1,10 +1,11 @@
-"""Capacity keys: the shared resources a recovery wave can overload.
+"""Capacity keys: the shared resources a recovery can overload.
 
-Everything in a wave runs at once (up to the engine's --forks workers per stage), so a limit on a
-wave's contents is a limit on concurrency (packing rounds a limit above --forks down to a whole
-number of --forks, `in_whole_forks`):
+Each key limits how many hosts hold one of its units at once: a host takes one when its rebuild or
+verification starts (after containment, which has its own capacity) and gives it back when it
+reaches reconnect (`lifecycle.pipeline`), whatever its wave: waves are the order hosts start in, cut
+by --max-wave-size alone (planning.waves), not barriers.
 
-| key | counts, per wave |
+| key | counts, at once |
 |---|---|
 | `image-server` | rebuilds (each one reimages from the golden-image server) |
 | `reimage:<method>` | rebuilds whose reimage method is `<method>` (pxe, vsphere, ...) |
@@ -12,7 +13,7 @@ number of --forks, `in_whole_forks`):
 | `site:<name>` | rebuilds at site `<name>` (`recovery_site`) |
 | `tier:<n>` | hosts of tier `<n>`, rebuilt or verified |
 
-`--max-wave-size` bounds every host in a wave, whatever its action: the people and consoles at hand.
+`--max-wave-size` bounds every host at once, whatever its action: the people and consoles at hand.
 """
 
 from __future__ import annotations
@@ -67,16 +68,6 @@ def parse(specs: Sequence[str], *, sites: Iterable[str], reimage_methods: Iterab
             raise OrchestratorError(f"--capacity {key} given twice")
         limits[key] = value
     return limits
-
-
-def in_whole_forks(limits: dict[str, int], forks: int) -> dict[str, int]:
-    """Each limit above `forks` rounded down to a whole number of `forks`, for packing waves.
-
-    A stage run gives its hosts to `forks` workers, so a wave with `forks * k + r` hosts on a stage
-    runs that stage in k + 1 rounds: the last r hosts cost a whole stage time while most workers idle.
-    Waves of `forks * k` run the same k rounds full, so rounding down never loses throughput: the
-    hosts left over go to a later wave, where they fill a round instead of trailing one."""
-    return {key: (limit // forks) * forks if limit > forks else limit for key, limit in limits.items()}
 
 
 def limits(

@@ -30,13 +30,17 @@ CSV_COLUMNS = (
 
 
 def _schedule(view: PlanView) -> dict[int, tuple[float, float]]:
-    """Each wave's start and end, in seconds from the start of the plan (after containment)."""
-    out: dict[int, tuple[float, float]] = {}
-    clock = float(view.plan.params.get("bounds", {}).get("containment_s", 0.0))
-    for wave in view.waves:
-        out[wave.number] = (clock, clock + wave.estimated_s)
-        clock += wave.estimated_s
-    return out
+    """Each wave's start and end, in seconds from the start of the run (containment first). Waves
+    overlap: the plan keeps their starts (`wave_start_s`). A plan made before they did ran its waves
+    one after another from the end of containment, so its starts are the running sum."""
+    params = view.plan.params
+    starts = params.get("wave_start_s")
+    if starts is None:
+        starts, clock = [], float(params.get("bounds", {}).get("containment_s", 0.0))
+        for wave in view.waves:
+            starts.append(clock)
+            clock += wave.estimated_s
+    return {w.number: (start, start + w.estimated_s) for w, start in zip(view.waves, starts, strict=True)}
 
 
 def estimate(view: PlanView) -> dict[str, Any]:

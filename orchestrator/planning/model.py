@@ -23,10 +23,12 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Limits:
-    """How much may run at once. A wave is the unit of concurrency: everything in a wave runs in
-    parallel, so a per-wave count is a concurrency limit. `forks` and `contain_forks` are the engine's
-    workers per stage run and hosts per containment batch (`orchestrator run --forks`, `--contain-forks`):
-    the estimate assumes the engine's defaults unless told otherwise."""
+    """How much may run at once. `max_wave_size` and each capacity key limit the hosts holding a unit
+    at once: a host takes one when its rebuild or verification starts and gives it back when it
+    reaches reconnect, whatever its wave (waves are the plan order cut by `max_wave_size`: they order
+    the work, they are not barriers). `forks` and `contain_forks` are the engine's workers and hosts
+    per containment batch (`orchestrator run --forks`, `--contain-forks`): the estimate assumes the
+    engine's defaults unless told otherwise."""
 
     max_wave_size: int | None = None
     capacities: Mapping[str, int] = field(default_factory=dict)
@@ -48,17 +50,26 @@ class Member:
 
 @dataclass
 class Wave:
+    """Waves order the work but overlap in time: a wave runs from its first stage run to its last
+    host's reconnection (seconds from the start of the run), while the next one may already work."""
+
     number: int
     tier: int
     hosts: list[str]
-    estimated_s: float
+    start_s: float
+    end_s: float
+
+    @property
+    def estimated_s(self) -> float:
+        return self.end_s - self.start_s
 
 
 @dataclass
 class TierBound:
-    """Why the waves (after containment) cannot take less than `bound_s`: the longest chain of own work
-    then reconnection after the dependencies, or the resource whose hosts need the most waves, or the
-    engine's forks (since dependencies gate reconnection only, the whole plan has one such bound)."""
+    """Why the work after containment cannot take less than `bound_s`: the longest chain of own work
+    then reconnection after the dependencies, or the resource whose units its hosts hold longest per
+    unit, or the engine's forks (since dependencies gate reconnection only, the whole plan has one such
+    bound)."""
 
     tier: int
     chain_s: float
@@ -75,10 +86,10 @@ class Bounds:
     """Lower bounds on the makespan (see planning.bounds).
 
     `lower_bound_s` holds for every plan the engine runs under the same rules (containment first, then
-    waves one after another, capacities and forks, reconnection after the dependencies): the plan's
-    distance from it is the planner's to close. `unordered_s` drops containment first and the waves as
-    barriers and keeps only capacity (the --capacity keys, --max-wave-size and the engine's forks) and
-    the dependency chains of reconnection: the best any schedule could do.
+    the work of every wave overlapping up to the capacities and forks, reconnection after the
+    dependencies): the plan's distance from it is the planner's to close. `unordered_s` drops
+    containment first and keeps only capacity (the --capacity keys, --max-wave-size and the engine's
+    forks) and the dependency chains of reconnection: the best any schedule could do.
     """
 
     tiers: list[TierBound]
@@ -107,12 +118,12 @@ class Draft:
     waves: list[Wave]
     bounds: Bounds
     external_dependencies: int = 0  # hosts depended on but outside the plan (taken as satisfied)
-    makespan_s: float | None = None  # when the last host reconnects (containment, waves and their sweeps)
+    makespan_s: float = 0.0  # when the last host reconnects (containment included)
     reconnect_at: dict[str, float] = field(default_factory=dict)  # host -> seconds from the start
 
     @property
     def estimated_s(self) -> float:
-        return self.makespan_s if self.makespan_s is not None else sum(w.estimated_s for w in self.waves)
+        return self.makespan_s
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(ACTIONS, 0)

@@ -63,8 +63,8 @@ def build(
             resources=tuple(r for r in used if r in resource_limits),
             deps=sched_deps[name],
         )
-    packed = waves.schedule(scheduled, jobs, capacity.in_whole_forks(resource_limits, limits.forks))
-    run = waves.timeline(packed, jobs, limits.forks, limits.contain_forks)
+    packed = waves.schedule(scheduled, jobs, limits.max_wave_size)
+    run = waves.timeline(packed, jobs, limits.forks, limits.contain_forks, resource_limits)
     plan_waves = run.waves
 
     members: list[Member] = []

@@ -26,7 +26,7 @@ class DraftRequest:
     capacities: Sequence[str] = ()
     durations_file: str | None = None
     time_window_days: float = 7.0
-    forks: int = DEFAULT_FORKS  # the engine's workers: packed and estimated for, kept for `run`
+    forks: int = DEFAULT_FORKS  # the engine's workers: estimated for, kept for `run`
 
 
 def draft(store: Store, operator: str, request: DraftRequest, args: dict[str, Any]) -> plan_store.NewDraft:

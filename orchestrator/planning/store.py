@@ -165,6 +165,9 @@ def create_draft(
             "durations": durations.describe(),
             "external_dependencies": draft.external_dependencies,
             "decisions": {name: {"decision": d, "said": text} for name, (d, text) in sorted(people.items())},
+            # Waves overlap: each one's start, in seconds from the start of the run (its end is the
+            # start plus its plan_wave.estimated_s), so no schema change for a figure only shown.
+            "wave_start_s": [w.start_s for w in draft.waves],
             "bounds": {
                 "unordered_s": bounds.unordered_s,
                 "unordered_binding": bounds.unordered_binding,

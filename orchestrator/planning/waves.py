@@ -1,38 +1,40 @@
-"""Hosts into waves (capacity first, tier and priority for the order), and the estimate of how the
+"""Hosts into waves (the plan order: longest first, then tier and priority), and the estimate of how the
 engine runs them.
 
 Packing. Dependencies do not place hosts: a host whose dependency is not recovered yet is still rebuilt
 in its wave, then waits isolated ("awaiting dependencies") and reconnects as soon as what it needs is
-recovered. So waves are packed by capacity alone: the longest hosts first (hosts of one length together
-waste no wave time), then tier (the order a crisis cell announces), recovery priority and name. The
-packing is list scheduling: each wave takes hosts in that order, skipping any host that would push a
-resource over its limit. Hosts are bucketed by the set of limited resources they use, so a full
-resource costs one check per bucket, not one per host: 20,000 hosts plan in well under a second.
+recovered. Nor do capacities: the run holds them, host by host, as units free (see Estimate), so a
+wave packed within them would only hold back the hosts that use them (wave 1 took every host
+without a limited resource and only `limit` of those with one, which then ran `limit` at a time after
+everything else had started: x1.10-1.54 of the capacity-only bound on the hospital). Waves are the
+plan order, longest hosts first (started early, none of them trails the run), then tier (the order a
+crisis cell announces), recovery priority and name, cut into waves of --max-wave-size (one wave
+without it): the order the run admits hosts in, not barriers.
 
-Estimate. `timeline` replays what the engine does, with the engine's own concurrency
-(`lifecycle.concurrency`), one stage run at a time:
+Estimate. `timeline` replays what the engine does, with the engine's own policy and concurrency:
 - containment first: every host on the rebuild path is isolated, then has its evidence collected, in
-  batches of the containment capacity, before wave 1 starts;
-- then the waves in order, each one a barrier: its stages one after another (wipe, reimage, restore,
-  validate, harden), each stage as long as its hosts take on `forks` workers, so a wave mixing
-  methods takes the sum of each stage's slowest host, not its slowest host;
-- at the wave's reconnect stage only the hosts whose dependencies are already recovered reconnect; the
-  others wait, and after every wave a sweep reconnects, wave by wave, those whose dependencies now are,
-  until none is left that may go. The sweep's time belongs to the wave before it.
+  batches of the containment capacity (`lifecycle.concurrency`), before any other stage starts;
+- then the pipeline (`lifecycle.pipeline`, the very object the engine drives as its stage runs end)
+  driven on simulated time: waves order the work but are not barriers. A host is admitted, in plan
+  order, when every limited resource it uses has a free unit, and holds its units until it reaches
+  reconnect; stage runs group the ready
+  hosts of one wave, stage and kind on the `forks` workers left, earlier waves and later stages first,
+  and last as long as their slowest host. At reconnect a host whose dependencies are not recovered is
+  parked, isolated, and reconnects in a run after they are.
+So a wave runs from its first stage run to its last host's reconnection while the next waves already
+work, and the makespan is the last reconnection (or containment's end when nothing else runs).
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from orchestrator import lifecycle as states
-from orchestrator.lifecycle import RECONNECT, concurrency
+from orchestrator.lifecycle import RECONNECT, concurrency, pipeline
 from orchestrator.planning.model import Wave
-
-# The stages a wave runs before reconnect, in the engine's order (containment is done before the waves).
-WAVE_STAGES = tuple(s for s in states.STAGE_ORDER if s not in states.CONTAIN and s != RECONNECT)
 
 
 @dataclass
@@ -65,34 +67,12 @@ class Job:
         return self.seconds - self.contain_s
 
 
-def schedule(order: Sequence[str], jobs: Mapping[str, Job], limits: Mapping[str, int]) -> list[list[str]]:
-    """The hosts of each wave, in order."""
-    buckets: dict[tuple[str, ...], list[tuple[tuple[float, int, int, str], str]]] = {}
-    for name in order:
-        job = jobs[name]
-        key = (-job.wave_s, job.tier, job.priority, name)
-        buckets.setdefault(job.resources, []).append((key, name))
-    for bucket in buckets.values():
-        heapq.heapify(bucket)
-    packed: list[list[str]] = []
-    while any(buckets.values()):
-        heads = [(bucket[0][0], sig) for sig, bucket in buckets.items() if bucket]
-        heapq.heapify(heads)
-        used = dict.fromkeys(limits, 0)
-        members: list[str] = []
-        while heads:
-            _, sig = heapq.heappop(heads)
-            if any(used[r] >= limits[r] for r in sig):
-                continue  # full for this wave: these resources only fill up from here on
-            bucket = buckets[sig]
-            _, name = heapq.heappop(bucket)
-            members.append(name)
-            for r in sig:
-                used[r] += 1
-            if bucket:
-                heapq.heappush(heads, (bucket[0][0], sig))
-        packed.append(members)
-    return packed
+def schedule(order: Sequence[str], jobs: Mapping[str, Job], wave_size: int | None) -> list[list[str]]:
+    """The hosts of each wave, in order: the plan order cut into waves of `wave_size` (one wave when
+    there is none)."""
+    ranked = sorted(order, key=lambda n: (-jobs[n].wave_s, jobs[n].tier, jobs[n].priority, n))
+    size = wave_size or len(ranked) or 1
+    return [ranked[i : i + size] for i in range(0, len(ranked), size)]
 
 
 @dataclass
@@ -100,12 +80,13 @@ class Timeline:
     """The run as the engine would make it, in seconds from the start."""
 
     containment_s: float
-    waves: list[Wave]  # numbered from 1; a wave's estimate runs from its start to the next wave's
+    waves: list[Wave]  # numbered from 1, each from its first stage run to its last host's reconnection
     reconnect_at: dict[str, float]
 
     @property
     def makespan_s(self) -> float:
-        return self.containment_s + sum(w.estimated_s for w in self.waves)
+        """The last event: containment's end when no wave has work, else the last wave's last run."""
+        return max([self.containment_s, *(w.end_s for w in self.waves)])
 
 
 def containment_seconds(jobs: Mapping[str, Job], forks: int, contain_forks: int | None) -> float:
@@ -123,56 +104,79 @@ class _Reconnection:
     """Who may reconnect: a count of unrecovered dependencies per host, lowered as hosts recover."""
 
     def __init__(self, jobs: Mapping[str, Job]) -> None:
-        self.pending = {n: len(set(j.deps)) for n, j in jobs.items()}
+        self.pending: dict[str, int] = {}
         self.dependants: dict[str, list[str]] = {}
         for n, j in jobs.items():
-            for d in set(j.deps):
+            deps = set(j.deps)
+            self.pending[n] = len(deps)
+            for d in deps:
                 self.dependants.setdefault(d, []).append(n)
-        self.awaiting: dict[str, int] = {}  # host -> its wave
-        self.ready: set[str] = set()  # awaiting hosts whose dependencies are all recovered
         self.at: dict[str, float] = {}
+
+    def waiting(self, hosts: Sequence[str]) -> list[str]:
+        """The pipeline's question at reconnect: which of these hosts must wait."""
+        return [h for h in hosts if self.pending[h]]
 
     def recover(self, hosts: Sequence[str], at: float) -> None:
         for h in hosts:
             self.at[h] = at
             for d in self.dependants.get(h, ()):
                 self.pending[d] -= 1
-                if not self.pending[d] and d in self.awaiting:
-                    self.ready.add(d)
 
-    def wait(self, hosts: Sequence[str], wave: int) -> None:
-        for h in hosts:
-            self.awaiting[h] = wave
+
+def _work(packed: Sequence[Sequence[str]], jobs: Mapping[str, Job]) -> list[pipeline.Work]:
+    """Each host as the engine hands it to the pipeline after containment, in plan order. Its kind is
+    its path with the seconds of each stage: hosts of one kind take the same time at every stage."""
+    after_containment: dict[tuple[tuple[str, float], ...], tuple[str, ...]] = {}
+    for job in jobs.values():
+        if job.stages not in after_containment:
+            after_containment[job.stages] = tuple(st for st, _ in job.stages if st not in states.CONTAIN)
+    return [
+        pipeline.Work(
+            name, number, after_containment[jobs[name].stages], jobs[name].stages, jobs[name].resources
+        )
+        for number, hosts in enumerate(packed, start=1)
+        for name in hosts
+    ]
 
 
 def timeline(
-    packed: Sequence[Sequence[str]], jobs: Mapping[str, Job], forks: int, contain_forks: int | None
+    packed: Sequence[Sequence[str]],
+    jobs: Mapping[str, Job],
+    forks: int,
+    contain_forks: int | None,
+    limits: Mapping[str, int],
 ) -> Timeline:
-    """Replay the engine over the packed waves (see the module docstring)."""
+    """Replay the run over the packed waves on simulated time (see the module docstring).
+
+    A discrete-event loop: start every stage run the pipeline offers, jump to the next end, tell the
+    pipeline of every run ending then (all at once, as the engine learns of the runs done while it
+    waited), and so on until nothing runs. Hosts that could never reconnect (a dependency that never
+    does) leave the loop with nothing running and no reconnection time, instead of hanging it."""
     containment_s = containment_seconds(jobs, forks, contain_forks)
-    state = _Reconnection(jobs)
+    reconnection = _Reconnection(jobs)
+    flow = pipeline.Pipeline(_work(packed, jobs), limits, forks, reconnection.waiting)
+    seconds = {job.stages: dict(job.stages) for job in jobs.values()}  # per kind: stage -> seconds
+    spans: dict[int, list[float]] = {}  # wave -> [its first run's start, its last run's end]
+    ends: list[tuple[float, int, pipeline.Launch]] = []
+    order = itertools.count()  # runs ending at the same time: in the order they started
     clock = containment_s
-    plan_waves: list[Wave] = []
-    for number, hosts in enumerate(packed, start=1):
-        start = clock
-        for stage in WAVE_STAGES:
-            seconds = [s for h in hosts for st, s in jobs[h].stages if st == stage]
-            if seconds:
-                clock += concurrency.stage_run_seconds(seconds, forks)
-        go = [h for h in hosts if not state.pending[h]]
-        state.wait([h for h in hosts if state.pending[h]], number)
-        if go:
-            clock += concurrency.stage_run_seconds([jobs[h].reconnect_s for h in go], forks)
-            state.recover(go, clock)
-        while state.ready:  # the sweep: each round takes who may go now, wave by wave
-            ready, state.ready = state.ready, set()
-            by_wave: dict[int, list[str]] = {}
-            for h in ready:
-                by_wave.setdefault(state.awaiting.pop(h), []).append(h)
-            for wave in sorted(by_wave):
-                group = sorted(by_wave[wave])
-                clock += concurrency.stage_run_seconds([jobs[h].reconnect_s for h in group], forks)
-                state.recover(group, clock)
-        tier = min(jobs[h].tier for h in hosts)
-        plan_waves.append(Wave(number=number, tier=tier, hosts=list(hosts), estimated_s=clock - start))
-    return Timeline(containment_s, plan_waves, state.at)
+    while True:
+        for launch in flow.launches():
+            end = clock + max(seconds[jobs[h].stages][launch.stage] for h in launch.hosts)
+            heapq.heappush(ends, (end, next(order), launch))
+            span = spans.setdefault(launch.wave, [clock, end])
+            span[1] = max(span[1], end)
+        if not ends:
+            break
+        clock = ends[0][0]
+        while ends and ends[0][0] == clock:
+            _, _, launch = heapq.heappop(ends)
+            if launch.stage == RECONNECT:
+                reconnection.recover(launch.hosts, clock)
+            flow.ended(launch, launch.hosts)
+    plan_waves = [
+        Wave(number, min(jobs[h].tier for h in hosts), list(hosts), *spans[number])
+        for number, hosts in enumerate(packed, start=1)
+    ]
+    return Timeline(containment_s, plan_waves, reconnection.at)

@@ -13,7 +13,7 @@ from orchestrator import inventory
 from orchestrator.errors import OrchestratorError
 from orchestrator.inventory import Host
 from orchestrator.lifecycle import HOLD, PROTECTED, REBUILD, SCHEDULED, VERIFY, concurrency
-from orchestrator.planning import Limits, Verdict, build, capacity, durations
+from orchestrator.planning import Limits, Verdict, build, capacity, durations, waves
 from orchestrator.planning.model import Draft
 from tests.conftest import HOSPITAL
 
@@ -87,10 +87,6 @@ def fleets(draw: st.DrawFn) -> tuple[list[Host], dict[str, Verdict], Limits]:
     return hosts, verdicts, Limits(size, caps, forks, draw(st.sampled_from([None, 1, 3])))
 
 
-def _uses(h: Host, action: str, key: str) -> bool:
-    return key in capacity.resources(action, h.tier, h.site, h.reimage_method, h.restore_method)
-
-
 def _shape(draft: Draft) -> list[tuple]:
     return [(m.host, m.action, m.wave, m.reason, m.estimated_s) for m in draft.members]
 
@@ -135,17 +131,18 @@ def test_every_plan_respects_dependencies_limits_and_places_every_host_once(flee
     for w in draft.waves:
         assert w.tier == min(by_name[n].tier for n in w.hosts)
 
-    # wave size and every capacity, per wave
-    for w in draft.waves:
-        if limits.max_wave_size is not None:
-            assert len(w.hosts) <= limits.max_wave_size
-        for key, limit in limits.capacities.items():
-            used = sum(1 for n in w.hosts if _uses(by_name[n], members[n].action, key))
-            assert used <= limit, (w.number, key)
+    # waves are the plan order cut every --max-wave-size hosts (one wave without it): capacities do
+    # not shape them, the run holds them host by host (tests/unit/test_pipeline.py)
+    sizes = [len(w.hosts) for w in draft.waves]
+    if limits.max_wave_size is None:
+        assert len(sizes) <= 1
+    else:
+        assert all(size == limits.max_wave_size for size in sizes[:-1])
+        assert all(size <= limits.max_wave_size for size in sizes[-1:])
 
-    # the engine's order: containment first, then the waves one after another, each at least as long
-    # as the work its slowest host has left after containment (but reconnection, which may wait for a
-    # later wave); every host reconnects after its own wave's work and after everything it depends on
+    # the engine's order: containment first, then the waves overlapping; every host reconnects after
+    # its own work after containment and after everything it depends on; a wave runs from its first
+    # stage run to its last host's reconnection, and the makespan is the last reconnection
     contain = sum(DURATIONS.stage_seconds(s, None) for s in ("isolate", "collect"))
     reconnect = DURATIONS.stage_seconds("reconnect", None)
     rebuilds = sum(1 for m in draft.members if m.action == REBUILD)
@@ -153,20 +150,17 @@ def test_every_plan_respects_dependencies_limits_and_places_every_host_once(flee
     full, rest = divmod(rebuilds, batch)
     rounds = full * -(-batch // limits.forks) + -(-rest // limits.forks)
     assert draft.bounds.containment_s == rounds * contain
-    clock = draft.bounds.containment_s
+    assert sorted(draft.reconnect_at) == sorted(n for w in draft.waves for n in w.hosts)
     for w in draft.waves:
-        left = [members[n].estimated_s - (contain if members[n].action == REBUILD else 0) for n in w.hosts]
-        assert w.estimated_s >= max(left) - reconnect - 1e-6  # its hosts may reconnect in a later sweep
+        assert draft.bounds.containment_s <= w.start_s <= w.end_s
+        assert w.end_s == max(draft.reconnect_at[n] for n in w.hosts)
         for n in w.hosts:
-            assert (
-                draft.reconnect_at[n]
-                >= clock + members[n].estimated_s - contain * (members[n].action == REBUILD) - 1e-6
-            )
+            own = members[n].estimated_s - contain * (members[n].action == REBUILD)
+            assert draft.reconnect_at[n] >= w.start_s + own - 1e-6
             for dep in by_name[n].depends_on_hosts:
                 if members[dep].wave is not None:
                     assert draft.reconnect_at[n] >= draft.reconnect_at[dep] + reconnect - 1e-6
-        clock += w.estimated_s
-    assert draft.estimated_s == pytest.approx(clock)
+    assert draft.estimated_s == max([draft.bounds.containment_s, *draft.reconnect_at.values()])
 
     # both lower bounds are ones (the capacity-only bound leaves containment out of the capacity keys,
     # which do not limit it, and counts the forks, which do)
@@ -217,16 +211,18 @@ def test_tier_0_found_infected_is_rebuilt_and_dependants_of_a_held_host_name_it(
         m["ws1"].action == VERIFY and m["ws1"].reason == "clean; reconnects after lost (unreachable) via web1"
     )
     assert [w.tier for w in draft.waves] == [0]
-    # the estimate, as the engine runs it: containment (isolate, collect), then the wave stage by stage
-    # (its rebuilds' wipe, reimage and restore, everyone's validate, its verifies' harden: a rebuild
-    # and a verify in one wave take both paths' stages), then reconnection one dependency level after
-    # another (dc1; dns1; db1; app1 and web1; ws1)
+    # the estimate, as the engine runs it: containment (isolate 5 + collect 30 minutes), then the
+    # rebuilds (wipe 15, reimage 45, restore 60, validate 20) while the verifies run validate 20 and
+    # harden 15 beside them and park at reconnect; then reconnection one dependency level after
+    # another, 5 minutes each (dc1; dns1; db1; app1 and web1 side by side; ws1):
+    # 35 + 140 + 5 x 5 = 200 minutes (waves as barriers added the verifies' harden: 215)
     stage = DURATIONS.stage_seconds
     containment = stage("isolate", None) + stage("collect", None)
-    wave = sum(stage(s, None) for s in ("wipe", "reimage", "restore", "validate", "harden"))
+    rebuild = sum(stage(s, None) for s in ("wipe", "reimage", "restore", "validate"))
     assert draft.bounds.containment_s == containment
-    assert draft.estimated_s == containment + wave + 5 * stage("reconnect", None) == 12900
-    assert draft.reconnect_at["dc1"] == containment + wave + stage("reconnect", None)
+    assert draft.estimated_s == containment + rebuild + 5 * stage("reconnect", None) == 200 * 60
+    assert draft.reconnect_at["dc1"] == containment + rebuild + stage("reconnect", None)
+    assert draft.reconnect_at["ws1"] == draft.estimated_s
 
 
 def test_protected_hosts_are_only_verified_and_gate_their_dependants_reconnection_unless_clean() -> None:
@@ -263,53 +259,85 @@ def test_a_dependency_never_delays_the_rebuild_only_the_reconnection() -> None:
     verdicts = {n: Verdict("infected") for n in ("pki", "fs", "dc")}
     draft = build(hosts, verdicts, Limits(2), DURATIONS)
     assert [(w.tier, w.hosts) for w in draft.waves] == [(0, ["dc", "pki"]), (2, ["fs"])]
-    # containment of all three first; pki waits (isolated) for fs of the next wave, then reconnects in
-    # the sweep after wave 2: one reconnection more, counted in wave 2
+    # containment of all three first (35 minutes); dc and pki hold the 2 places until they reach
+    # reconnect after their work (140 minutes), so fs starts then, while dc reconnects; pki waits
+    # (isolated) for fs, then reconnects right after it: dc 35 + 140 + 5 = 180, fs 175 + 140 + 5 = 320,
+    # pki 320 + 5 = 325 minutes. Wave 1 runs from 35 to pki's 325, wave 2 from 175 to 320.
     stage = DURATIONS.stage_seconds
     containment = stage("isolate", None) + stage("collect", None)
     work = sum(stage(s, None) for s in ("wipe", "reimage", "restore", "validate"))
     reconnect = stage("reconnect", None)
     assert draft.bounds.containment_s == containment
-    assert [w.estimated_s for w in draft.waves] == [work + reconnect, work + 2 * reconnect]
     assert draft.reconnect_at == {
         "dc": containment + work + reconnect,
-        "fs": containment + 2 * work + 2 * reconnect,
-        "pki": containment + 2 * work + 3 * reconnect,
+        "fs": containment + 2 * work + reconnect,
+        "pki": containment + 2 * work + 2 * reconnect,
     }
-    assert draft.estimated_s == containment + sum(w.estimated_s for w in draft.waves)
+    assert [(w.start_s, w.end_s) for w in draft.waves] == [
+        (containment, draft.reconnect_at["pki"]),
+        (containment + work, draft.reconnect_at["fs"]),
+    ]
+    assert draft.estimated_s == draft.reconnect_at["pki"] == 325 * 60
 
 
-def test_a_wave_mixing_methods_takes_each_stage_s_slowest_host() -> None:
-    """The engine runs a wave stage by stage: a vsphere host with restic backups and a pxe host with
-    none take 15 (wipe) + 45 (pxe reimage) + 60 (restic restore) + 20 (validate) minutes together,
-    though neither alone takes more than 115 (the old estimate: the slowest host)."""
+def test_a_host_whose_dependency_never_reconnects_ends_the_estimate_without_it() -> None:
+    """The planner drops dependencies on hosts it does not schedule; should one reach the estimate
+    anyway, the host is parked at reconnect for good and the replay still ends: validate 20 and
+    harden 15 minutes, no reconnection, while "b" reconnects after its own 40."""
+    stages = DURATIONS.path_seconds(VERIFY, None, None)
+    jobs = {
+        "a": waves.Job("a", 2, 100, stages, (), ("gone",)),
+        "b": waves.Job("b", 2, 100, stages, (), ()),
+    }
+    run = waves.timeline([["a", "b"]], jobs, 50, None, {})
+    assert run.reconnect_at == {"b": 40 * 60}
+    assert (run.waves[0].start_s, run.waves[0].end_s) == (0, 40 * 60)
+    assert run.makespan_s == 40 * 60
+
+
+def test_a_wave_mixing_methods_takes_its_slowest_host() -> None:
+    """Hosts of different methods go through their stages side by side, each in stage runs of its
+    own kind: a vsphere host with restic backups (wipe 15 + reimage 20 + restore 60 + validate 20 =
+    115 minutes) and a pxe host with none (15 + 45 + 0 + 20 = 80) take the slowest one's 115, not
+    the sum of each stage's slowest host (15 + 45 + 60 + 20 = 140, as waves run stage by stage)."""
     hosts = [host("a", 1, reimage="vsphere", restore="restic"), host("b", 1, reimage="pxe", restore="none")]
     draft = build(hosts, {"a": Verdict("infected"), "b": Verdict("infected")}, Limits(), DURATIONS)
     assert [w.hosts for w in draft.waves] == [["a", "b"]]
     assert draft.bounds.containment_s == (5 + 30) * 60
-    assert draft.waves[0].estimated_s == (15 + 45 + 60 + 20 + 5) * 60
-    assert draft.estimated_s == (35 + 140 + 5) * 60
+    assert draft.reconnect_at == {"a": (35 + 115 + 5) * 60, "b": (35 + 80 + 5) * 60}
+    assert (draft.waves[0].start_s, draft.waves[0].end_s) == (35 * 60, (35 + 115 + 5) * 60)
+    assert draft.waves[0].estimated_s == (115 + 5) * 60
+    assert draft.estimated_s == (35 + 115 + 5) * 60
     assert draft.bounds.lower_bound_s <= draft.estimated_s
 
 
 def test_containment_runs_first_in_batches_before_wave_1() -> None:
-    """Three infected hosts, one per wave: all three are isolated and their evidence collected before
-    wave 1 (35 minutes at once with the default forks), so each wave runs only wipe to reconnect. With
+    """Three infected hosts, one at a time (--max-wave-size 1): all three are isolated and their
+    evidence collected first (35 minutes at once with the default forks). Each holds the one place
+    from wipe to reconnect (15 + 45 + 60 + 20 = 140 minutes) and gives it back as it reconnects, so the
+    next one's wipe overlaps that reconnection: 35 + 3 x 140 + 5 = 460 minutes (barriers: 470). With
     one host contained at a time, every isolate comes first, then every collect: 3 x 5 + 3 x 30."""
     hosts = [host(n, 1) for n in ("a", "b", "c")]
     verdicts = {n: Verdict("infected") for n in ("a", "b", "c")}
-    wave = (15 + 45 + 60 + 20 + 5) * 60
+    work, reconnect = 140 * 60, 5 * 60
     draft = build(hosts, verdicts, Limits(1), DURATIONS)
-    assert [w.estimated_s for w in draft.waves] == [wave] * 3
-    assert draft.reconnect_at == {"a": 35 * 60 + wave, "b": 35 * 60 + 2 * wave, "c": 35 * 60 + 3 * wave}
-    assert draft.estimated_s == 35 * 60 + 3 * wave  # the old model: 3 x 180 minutes
+    assert [w.hosts for w in draft.waves] == [["a"], ["b"], ["c"]]
+    assert draft.reconnect_at == {
+        "a": 35 * 60 + work + reconnect,
+        "b": 35 * 60 + 2 * work + reconnect,
+        "c": 35 * 60 + 3 * work + reconnect,
+    }
+    assert [w.estimated_s for w in draft.waves] == [work + reconnect] * 3
+    assert draft.estimated_s == 35 * 60 + 3 * work + reconnect == 460 * 60
     one_by_one = build(hosts, verdicts, Limits(1, contain_forks=1), DURATIONS)
     assert one_by_one.bounds.containment_s == (3 * 5 + 3 * 30) * 60
-    assert one_by_one.estimated_s == (3 * 5 + 3 * 30) * 60 + 3 * wave
-    # two workers: a wave of three takes two rounds of every stage
+    assert one_by_one.estimated_s == (3 * 5 + 3 * 30) * 60 + 3 * work + reconnect
+    # two workers: containment in batches of 2 and 1 (2 x 35 minutes); a and b then take both workers
+    # through their 140 minutes and their reconnection (5), and c follows alone:
+    # 70 + (140 + 5) + (140 + 5) = 360 minutes
     forked = build(hosts, verdicts, Limits(forks=2), DURATIONS)
     assert forked.bounds.containment_s == 2 * 35 * 60
-    assert forked.estimated_s == 2 * 35 * 60 + 2 * (wave - 5 * 60) + 2 * 5 * 60
+    assert forked.estimated_s == 2 * 35 * 60 + 2 * (work + reconnect) == 360 * 60
 
 
 def test_a_stage_run_lasts_as_long_as_its_hosts_on_forks_workers() -> None:
@@ -321,12 +349,17 @@ def test_a_stage_run_lasts_as_long_as_its_hosts_on_forks_workers() -> None:
     assert concurrency.contain_batch(50, None) == 50 and concurrency.contain_batch(50, 200) == 200
 
 
-def test_priority_orders_hosts_inside_a_tier_and_limits_spread_them() -> None:
+def test_priority_orders_hosts_inside_a_tier_and_the_run_holds_the_limits() -> None:
+    # 8 rebuilds of 140 minutes after containment (35, all at once), --max-wave-size 4 and
+    # site:north=2: the three south hosts and n0 first (4 places); as they reach reconnect (175) n1
+    # and n2 start (the north limit keeps n3 out), then n3 and n4 as those reach reconnect (315).
     hosts = [host(f"n{i}", 2, priority=50, site="north") for i in range(5)]
     hosts += [host(f"s{i}", 2, priority=10, site="south") for i in range(3)]
     verdicts = {h.name: Verdict("infected") for h in hosts}
     draft = build(hosts, verdicts, Limits(4, {"site:north": 2}), DURATIONS)
-    assert [w.hosts for w in draft.waves] == [["s0", "s1", "s2", "n0"], ["n1", "n2"], ["n3", "n4"]]
+    assert [w.hosts for w in draft.waves] == [["s0", "s1", "s2", "n0"], ["n1", "n2", "n3", "n4"]]
+    at = {h: round(t / 60) for h, t in draft.reconnect_at.items()}
+    assert at == {"s0": 180, "s1": 180, "s2": 180, "n0": 180, "n1": 320, "n2": 320, "n3": 460, "n4": 460}
 
 
 def test_a_cycle_is_refused_with_its_path() -> None:
@@ -442,21 +475,12 @@ def test_hospital_recovers_in_the_announced_order(hospital: inventory.Inventory)
     assert draft.estimated_s == max(draft.reconnect_at.values())
 
 
-# The engine runs waves as barriers, one stage run at a time: with a capacity below --forks the
-# rebuild-only stages (wipe, reimage, restore) leave workers idle, and nothing of the next wave may use
-# them (docs/plan.md). Strict: the day the engine overlaps rebuild work across waves, these fail and
-# must become plain cases.
-ENGINE_GAP = pytest.mark.xfail(
-    strict=True, reason="waves are barriers in the engine: x1.16-1.23 of the capacity-only bound"
-)
-
-
 @pytest.mark.parametrize(
     "limits",
     [
         Limits(),
-        pytest.param(Limits(100, {"image-server": 40}), marks=ENGINE_GAP),
-        pytest.param(Limits(150, {"image-server": 60, "site:north": 25, "restores": 30}), marks=ENGINE_GAP),
+        Limits(100, {"image-server": 40}),
+        Limits(150, {"image-server": 60, "site:north": 25, "restores": 30}),
     ],
     ids=["unlimited", "image-server", "sites-and-restores"],
 )
@@ -488,32 +512,53 @@ def test_the_capacity_only_bound_counts_the_forks() -> None:
 
 
 def test_the_capacity_only_bound_leaves_containment_out_of_the_capacity_keys() -> None:
-    # 3 rebuilds (pxe, no restore): isolate 5 + collect 30, then wipe 15 + reimage 45 + validate 20 +
-    # reconnect 5 = 85 minutes in their waves. image-server=1: one per wave, so 3 x 85 minutes of
-    # image-server work after containment, which runs all three at once (35 minutes).
+    # 3 rebuilds (pxe, no restore): isolate 5 + collect 30, then wipe 15 + reimage 45 + validate 20 =
+    # 80 minutes holding the image server, then reconnect 5. image-server=1: one after the other, each
+    # starting as the one before reaches reconnect, so 35 + 3 x 80 + 5 = 280 minutes.
     hosts = [host(f"r{i}", restore="none") for i in range(3)]
     verdicts = {h.name: Verdict("infected") for h in hosts}
     draft = build(hosts, verdicts, Limits(capacities={"image-server": 1}), DURATIONS)
-    assert [len(w.hosts) for w in draft.waves] == [1, 1, 1]
-    assert draft.estimated_s == (35 + 3 * 85) * 60
-    # Counting containment inside the limit (3 x 120 minutes) gave a "bound" above the estimate.
-    assert draft.bounds.unordered_s == 3 * 85 * 60 and draft.bounds.unordered_binding == "image-server"
+    assert [w.hosts for w in draft.waves] == [["r0", "r1", "r2"]]
+    assert draft.estimated_s == (35 + 3 * 80 + 5) * 60
+    # The image server is held 3 x 80 minutes: containment (its own capacity) and reconnection (after
+    # the unit is given back) are not counted. Counting containment inside the limit (3 x 120 minutes)
+    # gave a "bound" above the estimate.
+    assert draft.bounds.unordered_s == 3 * 80 * 60 and draft.bounds.unordered_binding == "image-server"
+    # Under the engine's rules: containment first, then the image server's 240 minutes, then the last
+    # host's reconnection: the estimate is the best possible.
+    assert draft.bounds.lower_bound_s == draft.estimated_s
+    assert draft.bounds.tiers[0].binding == "image-server"
 
 
-def test_a_limit_above_forks_packs_whole_rounds_of_forks() -> None:
-    # 6 verify hosts, --max-wave-size 3 on 2 forks. Waves of 3 would run every stage in two rounds,
-    # the second half empty: 2 waves x (40 + 30 + 10) = 160 minutes. Waves of 2 run full rounds:
-    # 3 waves x (20 + 15 + 5) = 120 minutes.
+def test_waves_overlap_up_to_the_capacity_limits() -> None:
+    # 3 rebuilds (pxe, no restore: wipe 15 + reimage 45 + validate 20 = 80 minutes, reconnect 5) and
+    # 2 verifies (validate 20, harden 15, reconnect 5), --max-wave-size 3, image-server=1: wave 1 is
+    # the rebuilds (longest first), wave 2 the verifies. Waves one after another: the rebuilds one at
+    # a time on the image server (35 + 3 x 80 + 5 = 280), then the verifies: 320 minutes.
+    # Overlapping: r0 and both verifies start after containment (35; the image server keeps r1 and r2
+    # out), the verifies reconnect at 75 while r0 still holds the image server; r1 starts as r0
+    # reaches reconnect (115), r2 as r1 does (195): 280 minutes, wave 2 inside wave 1.
+    rebuilds = [host(f"r{i}", restore="none") for i in range(3)]
+    verifies = [host(f"v{i}") for i in range(2)]
+    verdicts = {h.name: Verdict("infected") for h in rebuilds} | {h.name: Verdict("clean") for h in verifies}
+    draft = build(rebuilds + verifies, verdicts, Limits(3, {"image-server": 1}), DURATIONS)
+    assert [w.hosts for w in draft.waves] == [["r0", "r1", "r2"], ["v0", "v1"]]
+    assert draft.reconnect_at == {
+        "v0": (35 + 40) * 60,
+        "v1": (35 + 40) * 60,
+        "r0": (35 + 80 + 5) * 60,
+        "r1": (35 + 2 * 80 + 5) * 60,
+        "r2": (35 + 3 * 80 + 5) * 60,
+    }
+    assert [(w.start_s / 60, w.end_s / 60) for w in draft.waves] == [(35, 280), (35, 75)]
+    assert draft.estimated_s == 280 * 60 < 320 * 60
+
+
+def test_a_wave_size_above_forks_starts_hosts_as_workers_free() -> None:
+    # 6 verify hosts, --max-wave-size 3 on 2 forks: waves of 3. The run admits no more hosts than it
+    # has free workers, so two at a time go through validate 20, harden 15 and reconnect 5 (v2 with
+    # v3 of wave 2, side by side in runs of their own waves): 3 x 40 = 120 minutes.
     hosts, verdicts = _verify(6)
     draft = build(hosts, verdicts, Limits(3, forks=2), DURATIONS)
-    assert [len(w.hosts) for w in draft.waves] == [2, 2, 2]
+    assert [len(w.hosts) for w in draft.waves] == [3, 3]
     assert draft.estimated_s == 120 * 60
-    # A limit at or below forks, or a whole number of them, is kept as given.
-    assert capacity.in_whole_forks(
-        {"wave-size": 3, "image-server": 60, "restores": 30, "site:n": 100}, 50
-    ) == {
-        "wave-size": 3,
-        "image-server": 50,
-        "restores": 30,
-        "site:n": 100,
-    }

@@ -14,10 +14,11 @@ import pytest
 from orchestrator import inventory
 from orchestrator.errors import RefusedError
 from orchestrator.execution.run_model import forks_for
-from orchestrator.planning import Limits, durations
+from orchestrator.planning import Limits, document, durations
 from orchestrator.planning import store as plan_store
 from orchestrator.store import Store
-from orchestrator.store.models import StageRun, TriageResult, TriageRun, utcnow
+from orchestrator.store.models import Plan, PlanWave, StageRun, TriageResult, TriageRun, utcnow
+from orchestrator.store.plans import PlanView
 from tests.conftest import HOSPITAL, Cli
 
 FLEET = """\
@@ -56,7 +57,6 @@ all:
   vars: {recovery_reimage_method: pxe, recovery_restore_method: restic}
 """
 
-NORTH = {"dc1", "dc2", "bkp1", "db1", "ws1", "ws2", "ws3", "ws4"}
 FIRST = {
     "dc1": "infected",
     "dc2": "clean",
@@ -123,15 +123,13 @@ def test_plan_show_approve_and_the_execution_gate(cli: Cli, fleet: str) -> None:
     run = triage(cli.db, FIRST)
     doc = cli.json("plan", "-i", fleet, "--capacity", "site:north=1")
     assert doc["plan"]["status"] == "draft" and doc["plan"]["triage_run_id"] == run
-    assert doc["summary"] == {"hosts": 10, "rebuild": 5, "verify": 3, "hold": 1, "protected": 1, "waves": 4}
-    # Packed by capacity, longest first (dependencies only order reconnection): one north rebuild
-    # per wave, so db1, ws2 and ws3 wait for the next ones.
-    assert [(w["tier"], w["hosts"]) for w in doc["waves"]] == [
-        (0, ["dc1", "app2", "dc2", "bkp1", "app1", "ws1"]),
-        (1, ["db1"]),
-        (3, ["ws2"]),
-        (3, ["ws3"]),
-    ]
+    assert doc["summary"] == {"hosts": 10, "rebuild": 5, "verify": 3, "hold": 1, "protected": 1, "waves": 1}
+    # One wave without --max-wave-size (the run holds site:north=1 host by host), in plan order:
+    # longest first (rebuilds with a restore, 145 minutes after containment: dc1, app2, db1 by tier and
+    # priority; then the workstations' 85: ws2, ws3; then the verifies' 40: dc2, bkp1, app1, ws1).
+    # Dependencies only order reconnection.
+    order = ["dc1", "app2", "db1", "ws2", "ws3", "dc2", "bkp1", "app1", "ws1"]
+    assert [(w["tier"], w["hosts"]) for w in doc["waves"]] == [(0, order)]
     members = {m["host"]: m for m in doc["members"]}
     assert members["ws4"]["action"] == "hold" and members["ws4"]["wave"] is None
     assert members["bkp1"]["action"] == "protected"
@@ -149,7 +147,7 @@ def test_plan_show_approve_and_the_execution_gate(cli: Cli, fleet: str) -> None:
     assert audit_commands(cli.db) == ["plan", "plan approve"]
     view = approved_plan(cli.db)
     assert view.plan.approved_by == "Dr Martin" and view.plan.approved_hash == doc["plan"]["content_hash"]
-    assert [m.host_name for m in view.wave_members()[1]] == ["dc1", "app2", "dc2", "bkp1", "app1", "ws1"]
+    assert sorted(m.host_name for m in view.wave_members()[1]) == sorted(order)
 
     con = sqlite3.connect(cli.db)
     con.execute("UPDATE plan_member SET action = 'rebuild' WHERE host_name = 'bkp1'")
@@ -161,7 +159,7 @@ def test_plan_show_approve_and_the_execution_gate(cli: Cli, fleet: str) -> None:
     assert "CHANGED SINCE APPROVAL" in cli("plan", "show").stdout
 
 
-def test_waves_respect_the_site_limit_and_a_held_host_gates_reconnection_only(cli: Cli, fleet: str) -> None:
+def test_a_held_host_gates_reconnection_only(cli: Cli, fleet: str) -> None:
     triage(cli.db, {**FIRST, "db1": "unreachable"})
     doc = cli.json("plan", "-i", fleet, "--capacity", "site:north=1")
     members = {m["host"]: m for m in doc["members"]}
@@ -171,35 +169,30 @@ def test_waves_respect_the_site_limit_and_a_held_host_gates_reconnection_only(cl
         and members["app1"]["reason"] == "clean; reconnects after db1 (unreachable)"
     )
     assert members["ws1"]["reason"] == "clean; reconnects after db1 (unreachable) via app1"
-    assert [w["hosts"] for w in doc["waves"]] == [
-        ["dc1", "app2", "dc2", "bkp1", "app1", "ws1"],
-        ["ws2"],
-        ["ws3"],
-    ]
+    # db1 on hold leaves the plan order; its dependants keep their places
+    assert [w["hosts"] for w in doc["waves"]] == [["dc1", "app2", "ws2", "ws3", "dc2", "bkp1", "app1", "ws1"]]
 
 
-def test_capacity_spreads_rebuilds_across_waves(cli: Cli, fleet: str) -> None:
+def test_waves_are_the_plan_order_cut_by_the_wave_size(cli: Cli, fleet: str) -> None:
     triage(cli.db, FIRST)
     doc = cli.json("plan", "-i", fleet, "--capacity", "site:north=1", "--max-wave-size", "2")
-    by_host = {m["host"]: m for m in doc["members"]}
-    for wave in doc["waves"]:
-        assert len(wave["hosts"]) <= 2
-        assert sum(1 for h in wave["hosts"] if by_host[h]["action"] == "rebuild" and h in NORTH) <= 1
+    # The plan order (see test_plan_show_approve_and_the_execution_gate) two by two: capacities do not
+    # shape waves, the run holds them (db1 and ws2 share wave 2, and start one after the other).
     assert [w["hosts"] for w in doc["waves"]] == [
         ["dc1", "app2"],
-        ["db1", "dc2"],
-        ["ws2", "bkp1"],
-        ["ws3", "app1"],
+        ["db1", "ws2"],
+        ["ws3", "dc2"],
+        ["bkp1", "app1"],
         ["ws1"],
     ]
+    assert doc["plan"]["params"]["capacities"] == {"site:north": 1}
 
 
 def test_plan_forks_pack_the_waves_and_are_kept_for_the_run(cli: Cli, fleet: str) -> None:
     triage(cli.db, FIRST)
     doc = cli.json("plan", "-i", fleet, "--max-wave-size", "3", "--forks", "2")
-    # 9 scheduled hosts: --max-wave-size 3 on 2 forks packs waves of 2 (a third host would trail every
-    # stage as a round of its own).
-    assert [len(w["hosts"]) for w in doc["waves"]] == [2, 2, 2, 2, 1]
+    # 9 scheduled hosts: waves of --max-wave-size 3 as given; the run starts hosts as its 2 workers free.
+    assert [len(w["hosts"]) for w in doc["waves"]] == [3, 3, 3]
     assert doc["plan"]["params"]["forks"] == 2 and doc["estimate"]["forks"] == 2
     shown = cli("plan", "show")
     assert "on 2 forks" in shown.stdout, shown.stdout
@@ -386,7 +379,7 @@ def test_errors_exit_2_in_one_line_and_write_nothing(
     assert _snapshot(cli.db) == before
 
 
-def test_hospital_plan_spreads_rebuilds_by_site(cli: Cli) -> None:
+def test_hospital_plan_with_capacities_overlaps_its_waves(cli: Cli) -> None:
     inv = inventory.load([str(HOSPITAL)])
     verdicts = {name: ("infected" if i % 3 == 0 else "clean") for i, name in enumerate(sorted(inv.hosts))}
     triage(cli.db, verdicts)
@@ -401,17 +394,20 @@ def test_hospital_plan_spreads_rebuilds_by_site(cli: Cli) -> None:
         "--capacity",
         "site:north=20",
     )
-    site = {h.name: h.site for h in inv.hosts.values()}
-    action = {m["host"]: m["action"] for m in doc["members"]}
-    for wave in doc["waves"]:
-        rebuilds = [h for h in wave["hosts"] if action[h] == "rebuild"]
-        assert len(wave["hosts"]) <= 120 and len(rebuilds) <= 40
-        assert sum(1 for h in rebuilds if site[h] == "north") <= 20
+    scheduled = [m for m in doc["members"] if m["wave"] is not None]
+    assert [len(w["hosts"]) for w in doc["waves"]][:-1] == [120] * (len(doc["waves"]) - 1)
+    assert sum(len(w["hosts"]) for w in doc["waves"]) == len(scheduled)
     assert doc["summary"]["protected"] == 7 and doc["summary"]["hold"] == 0
     est = doc["estimate"]
     assert est["lower_bound_s"] <= est["total_s"] and est["containment_s"] > 0
     first = doc["waves"][0]
     assert first["start_s"] == est["containment_s"]  # containment comes before wave 1
+    # waves overlap: a wave starts before the one before it ends; the last reconnection ends the run
+    ends = [w["end_s"] for w in doc["waves"]]
+    assert any(w["start_s"] < ends[i] for i, w in enumerate(doc["waves"][1:]))
+    assert max(ends) == est["total_s"]
+    for w in doc["waves"]:
+        assert w["estimated_s"] == pytest.approx(w["end_s"] - w["start_s"])
 
 
 @pytest.fixture
@@ -489,3 +485,20 @@ def test_a_validate_stage_triage_is_not_what_plans_are_made_from(cli: Cli, fleet
     doc = cli.json("plan", "-i", fleet)
     assert doc["plan"]["triage_run_id"] == run
     assert cli("plan", "approve", "--by", "alice").exit_code == 0
+
+
+def test_wave_times_come_from_the_plan_and_plans_made_before_overlap_keep_theirs() -> None:
+    """Waves overlap, so the plan keeps their starts (`wave_start_s`) and a wave ends at its start
+    plus its span. A plan made before that ran its waves one after another from the end of
+    containment: its starts are the running sum of the spans."""
+    waves = [
+        PlanWave(plan_id=1, number=1, estimated_s=100.0),
+        PlanWave(plan_id=1, number=2, estimated_s=50.0),
+    ]
+    now = Plan(id=1, params={"bounds": {"containment_s": 30.0}, "wave_start_s": [30.0, 60.0]})
+    before = Plan(id=2, params={"bounds": {"containment_s": 30.0}})
+    shown = [
+        [(w["start_s"], w["end_s"]) for w in document.plan_document(PlanView(plan, waves, []))["waves"]]
+        for plan in (now, before)
+    ]
+    assert shown == [[(30.0, 130.0), (60.0, 110.0)], [(30.0, 130.0), (130.0, 180.0)]]
