@@ -1,9 +1,11 @@
 """Measured stage durations and the time-to-completion estimate built on them.
 
-The estimate follows how a run proceeds: waves one after another, and within a wave one stage at a
-time over all its hosts, so a wave still needs, in order, every stage that at least one of its hosts
-still needs. Each stage costs the median duration of its recent successful runs (what this fleet and
-this network actually take), so the estimate sharpens as the recovery goes.
+The estimate follows how a run proceeds. A wave still needs, in order, every stage that at least one
+of its hosts still needs; waves overlap (`lifecycle.pipeline`), sharing the run's workers, so the
+whole takes as long as its longest wave or as its hosts' remaining work over the workers, whichever is
+more (the planner's estimate comes within a few percent of that bound). Each stage costs the median
+duration of its recent successful runs (what this fleet and this network actually take), so the
+estimate sharpens as the recovery goes.
 """
 
 from __future__ import annotations
@@ -58,17 +60,27 @@ class Estimate:
     per_wave_s: dict[int, float]
 
 
+def remaining_work(hosts_at: Mapping[tuple[str | None, str], int], medians: Mapping[str, float]) -> float:
+    """Seconds of measured stages the hosts still need, one worker each: (action, state) -> hosts."""
+    return sum(
+        count * sum(medians.get(s, 0.0) for s in lifecycle.remaining_stages(action, state))
+        for (action, state), count in hosts_at.items()
+    )
+
+
 def estimate(
     stages_by_wave: Mapping[int, tuple[str, ...]],
     medians: Mapping[str, float],
     planned_s: Mapping[int, float],
     started_waves: set[int],
+    shared_s: float = 0.0,
 ) -> Estimate:
     """Seconds to completion and how it was obtained.
 
     A wave whose stages were all measured costs their medians (`measured`). A wave not yet started
     with an unmeasured stage falls back to the plan's own estimate for it (`plan`). Otherwise only the
-    measured stages count and the figure is a lower bound (`partial`, with the stages it lacks).
+    measured stages count and the figure is a lower bound (`partial`, with the stages it lacks). The
+    whole is the longest wave, or `shared_s` (the remaining work over the workers) when more.
     """
     basis = "measured" if stages_by_wave else "done"
     missing: set[str] = set()
@@ -85,7 +97,7 @@ def estimate(
             missing.update(unmeasured)
             basis = "partial"
     return Estimate(
-        eta_s=round(sum(per_wave.values()), 1),
+        eta_s=round(max(max(per_wave.values(), default=0.0), shared_s if per_wave else 0.0), 1),
         basis=basis,
         unmeasured_stages=[s for s in lifecycle.STAGES if s in missing],
         per_wave_s=per_wave,

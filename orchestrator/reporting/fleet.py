@@ -26,6 +26,7 @@ from orchestrator.reporting.fleet_summary import (
     Moving,
     PlanHead,
     WaveCounts,
+    plan_forks,
 )
 from orchestrator.reporting.selection import HostFilter, chunks, match_pattern
 from orchestrator.store import Store, plans
@@ -50,7 +51,13 @@ def status(
         rows = fleet_summary.Rows(
             plan=None
             if plan is None
-            else PlanHead(plan.id or 0, plan.status, plan.approved_at, plan.triage_run_id),
+            else PlanHead(
+                plan.id or 0,
+                plan.status,
+                plan.approved_at,
+                plan.triage_run_id,
+                plan_forks((plan.params or {}).get("forks")),
+            ),
             hosts=_host_counts(session, scope),
             waiting=_waiting_counts(session, scope),
             waves=_wave_counts(session, scope),

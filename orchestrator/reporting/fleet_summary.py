@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from orchestrator.lifecycle.concurrency import DEFAULT_FORKS
 from orchestrator.reporting import durations, lifecycle
 from orchestrator.timefmt import iso
 
@@ -30,6 +31,11 @@ Moving = Counter[tuple[int | None, str, str]]
 MOVING_STATES = (*lifecycle.IN_PROGRESS_STATES, "failed", "hold", "protected")
 
 
+def plan_forks(value: Any) -> int:
+    """A plan's `forks` as stored (plans made before `plan --forks` have none: the default)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else DEFAULT_FORKS
+
+
 @dataclass(frozen=True)
 class PlanHead:
     """What the view shows of the current plan."""
@@ -38,6 +44,7 @@ class PlanHead:
     status: str
     approved_at: datetime | None
     triage_run_id: int | None
+    forks: int = DEFAULT_FORKS  # the workers its run shares among waves (`plan --forks`)
 
 
 @dataclass
@@ -64,7 +71,8 @@ def assemble(
     plan = rows.plan
     attention = attention_rows(rows.attention, plan.approved_at if plan else None, attention_limit)
     counts = _summarise(rows.hosts, rows.waiting)
-    wave_rows, eta = _waves(rows.waves, rows.moving, rows.wave_times, rows.planned_s, rows.medians)
+    forks = plan.forks if plan else DEFAULT_FORKS
+    wave_rows, eta = _waves(rows.waves, rows.moving, rows.wave_times, rows.planned_s, rows.medians, forks)
     wave_times = rows.wave_times
     starts = [t[0] for t in wave_times.values()]
     started_at = min(starts) if starts else None
@@ -177,14 +185,18 @@ def _waves(
     wave_times: dict[int, tuple[datetime, datetime]],
     planned_s: dict[int, float],
     medians: dict[str, float],
+    forks: int,
 ) -> tuple[list[dict[str, Any]], durations.Estimate]:
-    """Per-wave progress rows and the estimate: a wave still runs every stage one of its hosts needs."""
+    """Per-wave progress rows and the estimate: a wave still runs every stage one of its hosts needs,
+    and the waves share the run's workers."""
     buckets: dict[int | None, Counter[str]] = defaultdict(Counter)
     on_path: dict[int, set[tuple[str, str]]] = defaultdict(set)  # (action, state) still to run
+    hosts_at: Counter[tuple[str, str]] = Counter()  # (action, state) still to run -> hosts
     for (wave, action, state), count in moving.items():
         buckets[wave][lifecycle.category(state)] += count
         if wave is not None:
             on_path[wave].add((action, state))
+            hosts_at[(action, state)] += count
     for (wave, action), counter in waves.items():
         # Not started: pending, unless the plan holds the host or leaves it protected.
         buckets[wave][action if action in lifecycle.WAITING_ACTIONS else "pending"] += counter["pending"]
@@ -197,10 +209,12 @@ def _waves(
         buckets[wave]["other"] += counter["total"] - seen  # states this version does not know
         if wave is not None and counter["pending"]:
             on_path[wave].add((action, "planned"))
+            hosts_at[(action, "planned")] += counter["pending"]
     stages_by_wave = {
         wave: stages for wave, pairs in on_path.items() if (stages := durations.remaining_in_wave(pairs))
     }
-    eta = durations.estimate(stages_by_wave, medians, planned_s, set(wave_times))
+    work_s = durations.remaining_work(hosts_at, medians)
+    eta = durations.estimate(stages_by_wave, medians, planned_s, set(wave_times), work_s / max(1, forks))
     rows = []
     for wave, counter in sorted(buckets.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
         extra = {

@@ -43,7 +43,7 @@ from orchestrator.lifecycle import (
     decision_view,
 )
 from orchestrator.reporting import durations, fleet_summary, host_summary, lifecycle, next_steps
-from orchestrator.reporting.fleet_summary import MOVING_STATES, PlanHead
+from orchestrator.reporting.fleet_summary import MOVING_STATES, PlanHead, plan_forks
 
 # The schema these queries were written for (`migrations.latest_version()`, held equal by a test).
 SCHEMA_VERSION = 6
@@ -158,12 +158,15 @@ def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
 
 
 def _current_plan(con: sqlite3.Connection) -> PlanHead | None:
-    query = "SELECT id, status, approved_at, triage_run_id FROM plan {} ORDER BY plan.id DESC LIMIT 1"
+    query = (
+        "SELECT id, status, approved_at, triage_run_id, json_extract(params, '$.forks') FROM plan {} "
+        "ORDER BY plan.id DESC LIMIT 1"
+    )
     row = (
         con.execute(query.format("WHERE plan.status = ?"), ("approved",)).fetchone()
         or con.execute(query.format("")).fetchone()
     )
-    return None if row is None else PlanHead(row[0], row[1], _dt(row[2]), row[3])
+    return None if row is None else PlanHead(row[0], row[1], _dt(row[2]), row[3], plan_forks(row[4]))
 
 
 def _fleet_rows(

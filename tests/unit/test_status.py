@@ -98,7 +98,7 @@ def test_elapsed_and_estimate_come_from_measured_stage_durations(recovery_db: Pa
     assert timing["stage_medians_s"]["reimage"] == 600.0 and timing["stage_medians_s"]["harden"] == 300.0
     assert timing["basis"] == "measured" and timing["unmeasured_stages"] == []
     assert timing["eta_s"] == scenario.EXPECTED_ETA_S
-    assert timing["finish_at"] == "2025-03-01T10:40:00Z"
+    assert timing["finish_at"] == "2025-03-01T09:20:00Z"  # NOW 08:10 + 70 min
     waves = {w["wave"]: w for w in _status(recovery_db)["waves"]}
     assert waves[2]["remaining_stages"] == ["restore", "validate", "reconnect"] and waves[2]["eta_s"] == 1800
     # The failed host waits for a person, not for the clock; the protected one will be verified.
@@ -122,14 +122,28 @@ def test_estimate_falls_back_to_the_plan_then_says_it_is_a_lower_bound() -> None
     measured = durations.estimate({1: ("validate", "reconnect")}, medians, planned, started_waves={1})
     assert (measured.eta_s, measured.basis) == (150.0, "measured")
     planned_only = durations.estimate({1: ("validate", "reconnect"), 2: verify}, medians, planned, {1})
+    # Waves overlap: the longest (wave 2, the plan's 800 s), not 150 + 800.
     assert (planned_only.eta_s, planned_only.basis, planned_only.per_wave_s) == (
-        950.0,
+        800.0,
         "plan",
         {1: 150, 2: 800},
     )
     partial = durations.estimate({2: verify}, medians, planned, started_waves={2})
     assert (partial.eta_s, partial.basis, partial.unmeasured_stages) == (150.0, "partial", ["harden"])
     assert durations.estimate({}, medians, planned, set()).basis == "done"
+    assert durations.estimate({}, medians, planned, set(), shared_s=500.0).eta_s == 0  # nothing left
+
+
+def test_the_estimate_counts_the_workers_the_waves_share() -> None:
+    # 120 hosts still to validate and reconnect (150 s each) on 50 workers: 18,000 s of work, 360 s at
+    # best, more than one wave's 150 s.
+    medians = {"validate": 100.0, "reconnect": 50.0}
+    work = durations.remaining_work({("verify", "harden"): 0, ("rebuild", "validated"): 120}, medians)
+    assert work == 120 * 50.0  # a validated rebuild has reconnect left only
+    work = durations.remaining_work({("verify", "planned"): 120}, medians)
+    assert work == 120 * 150.0
+    eta = durations.estimate({1: ("validate", "reconnect")}, medians, {}, {1}, shared_s=work / 50)
+    assert (eta.eta_s, eta.basis) == (360.0, "measured")
 
 
 @pytest.mark.parametrize(
@@ -182,7 +196,7 @@ def test_table_shows_buckets_waves_tiers_and_who_needs_a_person(status_cli: Cli)
     for text in ("Hosts by state", "in progress", "restore 1", "Waves", "Tiers", "life-critical clinical"):
         assert text in out
     assert "Needs a person: 3 host(s)" in out and "PXE boot timed out" in out and "protected, infected" in out
-    assert "ETA 2h 30m" in out
+    assert "ETA 1h 10m" in out  # the longest wave: waves overlap
 
 
 def test_host_timeline_tells_the_whole_story(recovery_db: Path) -> None:
