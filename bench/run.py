@@ -9,8 +9,9 @@ idempotent: every round does the same work). The baseline runs `ansible-playbook
 overlap), each wave's stages one after another on its own hosts, one playbook run per wave and stage.
 (The orchestrator also splits a wave's hosts by kind, path and methods: at most that many more runs.)
 It also prints plain Ansible's least, each stage once over every host, for what the per-wave runs
-cost. Everything the orchestrator adds is in its figure: start-up, the approved plan's check, inventory loading, the state and StageRun commits
-before each playbook, ansible-runner and its events, the batched event writer, the audit rows.
+cost. Everything the orchestrator adds is in its figure: start-up, the approved plan's check,
+inventory loading, the state and StageRun commits before each playbook, ansible-runner and its
+events, the batched event writer, the audit rows.
 
     .venv/bin/python bench/run.py                   # 20 hosts, 3 rounds
     .venv/bin/python bench/run.py --hosts 40 --rounds 5
