@@ -486,6 +486,10 @@ class Engine:
                     ),
                 )
             )
+        # Asked before any stage run starts: a refusal then leaves no run of another wave half done.
+        destructive = any(lifecycle.stage(stage).destructive for w in work for stage in w.stages)
+        if destructive and not self.o.check and not self.confirmed:
+            self._confirm()
         params = self.view.plan.params or {}
         limits = pipeline.limits_of(params.get("max_wave_size"), params.get("capacities") or {})
         self.report = report
@@ -532,8 +536,8 @@ class Engine:
         return set(waiting)
 
     def _start(self, launch: pipeline.Launch) -> _Started:
-        """Everything before a stage run's playbook, on this thread: out-of-band skips, the
-        confirmation, the hooks' refusals, the "-ing" states and StageRun rows."""
+        """Everything before a stage run's playbook, on this thread: out-of-band skips, the hooks'
+        refusals, the "-ing" states and StageRun rows."""
         wave, stage = launch.wave, launch.stage
         hosts = list(launch.hosts)
         skipped = [h for h in hosts if h in self.out_of_band and lifecycle.stage(stage).own_connection]
@@ -543,8 +547,6 @@ class Engine:
         started = _Started(skipped=skipped)
         if not hosts:
             return started
-        if lifecycle.stage(stage).destructive and not self.o.check and not self.confirmed:
-            self._confirm()
         hooks = [self.hooks[kind] for kind in lifecycle.stage(stage).records]
         started.hooks = hooks
         # Every attempt: a hook's choices (the restore point) serve the attempt that follows at once,

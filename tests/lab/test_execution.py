@@ -252,6 +252,22 @@ def test_refusals_and_confirmation(world, tmp_path: Path) -> None:
         engine.run(empty, opts)
 
 
+def test_the_confirmation_comes_before_any_stage_run_of_any_wave(world) -> None:
+    # Containment done earlier (nothing to contain now): the first destructive stage is a's wipe in
+    # wave 2, yet b's verification in wave 1 must not start before the operator has said yes.
+    inv, store, opts = world({"a": {}, "b": {}}, [("a", "rebuild", 2), ("b", "verify", 1)])
+    with store.write() as s:
+        a = s.exec(select(Host).where(Host.name == "a")).one()
+        a.state, a.stage = "collected", "collect"
+        s.add(a)
+    opts.confirm = lambda pending: False
+    with pytest.raises(RefusedError, match="not confirmed"):
+        engine.run(store, opts)
+    assert stages_run(inv, "a") == [] and stages_run(inv, "b") == []
+    with store.read() as s:
+        assert s.exec(select(StageRun)).all() == []
+
+
 def test_resume_after_a_crash_and_the_operator_reset(world) -> None:
     inv, store, opts = world({"a": {}, "b": {}}, [("a", "rebuild", 1), ("b", "verify", 1)])
     # What a kill -9 leaves: a host inside wipe with its StageRun still "running".
