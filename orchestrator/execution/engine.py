@@ -475,12 +475,23 @@ class Engine:
             if stage is None:
                 continue
             path, member, inv = self.paths[host], self.members[host], self.inventory.hosts[host]
+            remaining = path[path.index(stage) :]
+            # Hosts of one kind take the same time at each stage: the same stages, and the same method
+            # at each stage whose time depends on one (as the planner's durations count them).
+            methods = {"reimage_method": inv.reimage_method, "restore_method": inv.restore_method}
             work.append(
                 pipeline.Work(
                     name=host,
                     wave=member.wave or 0,
-                    stages=path[path.index(stage) :],
-                    kind=(path, inv.reimage_method, inv.restore_method),
+                    stages=remaining,
+                    kind=(
+                        remaining,
+                        tuple(
+                            methods.get(lifecycle.METHOD_STAGES[s])
+                            for s in remaining
+                            if s in lifecycle.METHOD_STAGES
+                        ),
+                    ),
                     resources=pipeline.resources(
                         member.action, inv.tier, inv.site, inv.reimage_method, inv.restore_method
                     ),
