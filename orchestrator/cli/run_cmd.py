@@ -50,12 +50,14 @@ class ProgressObserver:
         self.ended: set[str] = set()
         self.host_task: dict[str, TaskID] = {}  # host -> the bar of the stage run it is in
         self.run_hosts: dict[TaskID, set[str]] = {}
+        self.parked: set[str] = set()  # isolated, awaiting dependencies (maybe before their wave's bar)
 
     def wave(self, number: int, hosts: list[str]) -> None:
         self.wave_tasks[number] = self.progress.add_task(f"wave {number}", total=len(hosts))
         for host in hosts:
             self.wave_of[host] = number
             self.ended.discard(host)
+        self._count_parked({number})
 
     def stage(self, wave: int, stage: str, attempt: int, hosts: list[str]) -> None:
         retry = f" (attempt {attempt})" if attempt > 1 else ""
@@ -99,10 +101,33 @@ class ProgressObserver:
         if stage == lifecycle.RECONNECT or (wave == 0 and stage == lifecycle.CONTAIN[-1]):
             finished += [h for h, r in results.items() if r.ok]
         for host in finished:
-            bar = self.wave_tasks.get(self.wave_of.get(host, wave))
-            if bar is not None and host not in self.ended:
-                self.ended.add(host)
-                self.progress.advance(bar)
+            self._end(host, wave)
+        if stage == lifecycle.RECONNECT:
+            self.parked -= set(results)
+            self._count_parked({wave})
+
+    def awaiting(self, hosts: list[str]) -> None:
+        """Parked hosts have done this run's work for them: their wave's bar counts them, and says how
+        many wait (a "2/6" bar that never moves looks stuck)."""
+        self.parked |= set(hosts)
+        self._count_parked({self.wave_of[h] for h in hosts if h in self.wave_of})
+
+    def _end(self, host: str, wave: int) -> None:
+        bar = self.wave_tasks.get(self.wave_of.get(host, wave))
+        if bar is not None and host not in self.ended:
+            self.ended.add(host)
+            self.progress.advance(bar)
+
+    def _count_parked(self, waves: set[int]) -> None:
+        for wave in waves:
+            bar = self.wave_tasks.get(wave)
+            if bar is None:
+                continue
+            parked = [h for h in self.parked if self.wave_of.get(h) == wave]
+            for host in parked:
+                self._end(host, wave)
+            waiting = f" ({len(parked)} awaiting dependencies)" if parked else ""
+            self.progress.update(bar, description=f"wave {wave}{waiting}")
 
     def note(self, message: str) -> None:
         self.progress.console.print(text(message))

@@ -323,6 +323,8 @@ class Engine:
                     states.await_dependencies(row, self.paths[name][-2], reason)
                     session.add(row)
                     parked[name] = reason
+                elif states.still_awaiting(row, reason):
+                    session.add(row)
             if parked:
                 audit.record(
                     session,
@@ -334,6 +336,8 @@ class Engine:
             member = self.members[name]
             report.hosts[name] = HostReport(name, member.action, member.wave, states.AWAITING, None, reason,
                                             "awaiting")  # fmt: skip
+        if self.observer and waiting:
+            self.observer.awaiting(sorted(waiting))
 
     def _skip(self, wave: int, stage: str, hosts: list[str]) -> None:
         """Out-of-band rebuilds: a stage that needs the host's own connection is passed, the reason
@@ -516,9 +520,8 @@ class Engine:
                         announced.add(launch.wave)
                         report.waves.append(launch.wave)
                         if self.observer:
-                            self.observer.wave(
-                                launch.wave, [h for h in hosts if self.members[h].wave == launch.wave]
-                            )
+                            # The hosts with work in this run: those recovered before are not.
+                            self.observer.wave(launch.wave, [w.name for w in work if w.wave == launch.wave])
                     started = self._start(launch)
                     if started.spec is None:  # nothing to run: skipped out of band or refused
                         stopped = self._ended(flow, launch, started, {}) or stopped
@@ -537,6 +540,9 @@ class Engine:
                     stopped = self._ended(flow, launch, started, future.result().hosts) or stopped
         if self.cancel.is_set():
             return "interrupted: the stage runs under way were stopped; run again to resume"
+        # A dependency that failed or stopped after the last recheck: the reasons say where it ended.
+        if flow.parked:
+            self._park(flow.parked)
         return stopped
 
     def _park(self, hosts: Sequence[str]) -> set[str]:

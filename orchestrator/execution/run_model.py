@@ -30,6 +30,8 @@ class EngineObserver(runner.Observer, Protocol):
 
     def note(self, message: str) -> None: ...
 
+    def awaiting(self, hosts: list[str]) -> None: ...
+
 
 @dataclass(frozen=True)
 class Planned:

@@ -120,6 +120,19 @@ def await_dependencies(host: Host, stage_done: str, reason: str) -> None:
     _set(host, AWAITING, stage_done, reason[:2000])
 
 
+def still_awaiting(host: Host, reason: str) -> bool:
+    """A parked host's reason follows its dependencies as they recover (an operator reading "b
+    (restoring)" long after b came back would chase the wrong host); the time it was parked stays.
+    True if the reason changed."""
+    if host.state != AWAITING:
+        raise RefusedError(f"host {host.name} is {host.state}, not awaiting its dependencies")
+    if host.state_reason == reason[:2000]:
+        return False
+    host.state_reason = reason[:2000]
+    host.version += 1
+    return True
+
+
 def skip(host: Host, stage: str, path: tuple[str, ...], reason: str) -> None:
     """Pass `stage` without running it (begin and finish in the caller's one transaction), the reason
     kept on the host until its next change and on the StageRun the caller writes."""

@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -135,6 +136,9 @@ def test_containment_first_dependencies_gate_reconnection_and_a_decision_brings_
     assert waiting
     for name in waiting:
         assert rows[name].state == "awaiting-dependencies", (name, rows[name].state)
+        # The reason names what it still waits for, as it ended: no dependency recovered since.
+        named = re.findall(r"([^\s,]+) \(", rows[name].state_reason.split(": ", 1)[1])
+        assert named and all(rows[d].state != "recovered" for d in named), (name, rows[name].state_reason)
         assert not any(r.host_name == name and r.stage == "reconnect" for r in runs_)
         if rows[name].restore_method == "restic" and name in dirty:
             assert any(r.host_name == name and r.stage == "restore" and r.status == "ok" for r in runs_)

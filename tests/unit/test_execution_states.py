@@ -117,3 +117,20 @@ def test_begin_only_moves_forward_or_repeats(state, stage, target, path, protect
     assert before is not None and before.next_stage == target
     assert not (protected and target in states.REBUILD_ONLY)
     assert target in path
+
+
+def test_an_awaiting_host_keeps_its_parking_time_while_its_reason_follows_the_dependencies() -> None:
+    h = host()
+    for stage in states.REBUILD[:-1]:
+        states.begin(h, stage, states.REBUILD)
+        states.finish(h, stage)
+    states.await_dependencies(h, states.REBUILD[-2], "awaiting dependencies: a (restoring), b (new)")
+    parked_at, version = h.state_changed_at, h.version
+    assert not states.still_awaiting(h, "awaiting dependencies: a (restoring), b (new)")
+    assert h.version == version
+    assert states.still_awaiting(h, "awaiting dependencies: b (failed)")
+    assert h.state == "awaiting-dependencies" and h.state_reason == "awaiting dependencies: b (failed)"
+    assert h.state_changed_at == parked_at and h.version == version + 1
+    states.begin(h, states.REBUILD[-1], states.REBUILD)
+    with pytest.raises(RefusedError):
+        states.still_awaiting(h, "awaiting dependencies: b (failed)")
