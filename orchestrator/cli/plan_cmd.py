@@ -109,15 +109,16 @@ def plan_group(
     """Make the draft recovery plan from the latest triage: actions, waves, estimates.
 
     Infected or suspicious hosts are rebuilt, clean ones verified, untriaged ones held for a person
-    (with every host that depends on them); protected hosts are never wiped. A host restored from
-    backups waits for a person when its compromise time (set by the host, so by the attacker) is
-    missing, in the future or far from the fleet's: see 'orchestrator host restore-point'. Waves order
-    the work but are not barriers: after containment, hosts start in plan order (wave, then longest
-    first, tier, recovery_priority) while --max-wave-size and every --capacity have room, each holding
-    its place until it reaches reconnect, on --forks workers; a host whose dependencies are not
-    recovered waits there, isolated. Waves are that order cut every --max-wave-size hosts (one wave
-    without it). The plan keeps --forks: 'run' uses it unless given its own. A new plan replaces the
-    earlier draft; nothing runs until it is approved.
+    (the hosts depending on them are still rebuilt or verified, then wait to reconnect); protected
+    hosts are never wiped. A host restored from backups waits for a person when its compromise time
+    (set by the host, so by the attacker) is missing, in the future or far from the fleet's: see
+    'orchestrator host restore-point'. Waves order the work but are not barriers: after containment,
+    hosts start in plan order (tier, then a host after those it depends on, longest first,
+    recovery_priority) while --max-wave-size and every --capacity have room, each holding its place
+    until it reaches reconnect, on --forks workers; a host whose dependencies are not recovered waits
+    there, isolated. Waves are that order cut every --max-wave-size hosts (one wave without it). The
+    plan keeps --forks: 'run' uses it unless given its own. A new plan replaces the earlier draft;
+    nothing runs until it is approved.
 
     \b
     Capacity keys (hosts at once, each from its first stage after containment to reconnect):

@@ -127,6 +127,16 @@ def test_every_plan_respects_dependencies_limits_and_places_every_host_once(flee
             if blocks and m.wave is not None:
                 assert "reconnects after" in m.reason, (m.host, dep)
 
+    # the plan order: tier first (identity and core infrastructure first), and inside a tier a host
+    # after the scheduled hosts it depends on
+    ordered = [n for w in draft.waves for n in w.hosts]
+    position = {n: i for i, n in enumerate(ordered)}
+    assert [by_name[n].tier for n in ordered] == sorted(by_name[n].tier for n in ordered)
+    for n in ordered:
+        for dep in by_name[n].depends_on_hosts:
+            if dep in position and by_name[dep].tier == by_name[n].tier:
+                assert position[dep] < position[n], (dep, n)
+
     # a wave's tier is the lowest tier it serves
     for w in draft.waves:
         assert w.tier == min(by_name[n].tier for n in w.hosts)

@@ -124,11 +124,12 @@ def test_plan_show_approve_and_the_execution_gate(cli: Cli, fleet: str) -> None:
     doc = cli.json("plan", "-i", fleet, "--capacity", "site:north=1")
     assert doc["plan"]["status"] == "draft" and doc["plan"]["triage_run_id"] == run
     assert doc["summary"] == {"hosts": 10, "rebuild": 5, "verify": 3, "hold": 1, "protected": 1, "waves": 1}
-    # One wave without --max-wave-size (the run holds site:north=1 host by host), in plan order:
-    # longest first (rebuilds with a restore, 145 minutes after containment: dc1, app2, db1 by tier and
-    # priority; then the workstations' 85: ws2, ws3; then the verifies' 40: dc2, bkp1, app1, ws1).
-    # Dependencies only order reconnection.
-    order = ["dc1", "app2", "db1", "ws2", "ws3", "dc2", "bkp1", "app1", "ws1"]
+    # One wave without --max-wave-size (the run holds site:north=1 host by host), in plan order: tier
+    # first (the domain controllers and the backup server), then a host after those it depends on
+    # (db1 before the applications on it), then the longest first (a rebuild with a restore, 145
+    # minutes after containment, before a verify's 40: app2 before app1; the workstations' 85 before
+    # ws1's 40), then priority (dc2's 10 before bkp1's default).
+    order = ["dc1", "dc2", "bkp1", "db1", "app2", "app1", "ws2", "ws3", "ws1"]
     assert [(w["tier"], w["hosts"]) for w in doc["waves"]] == [(0, order)]
     members = {m["host"]: m for m in doc["members"]}
     assert members["ws4"]["action"] == "hold" and members["ws4"]["wave"] is None
@@ -170,19 +171,19 @@ def test_a_held_host_gates_reconnection_only(cli: Cli, fleet: str) -> None:
     )
     assert members["ws1"]["reason"] == "clean; reconnects after db1 (unreachable) via app1"
     # db1 on hold leaves the plan order; its dependants keep their places
-    assert [w["hosts"] for w in doc["waves"]] == [["dc1", "app2", "ws2", "ws3", "dc2", "bkp1", "app1", "ws1"]]
+    assert [w["hosts"] for w in doc["waves"]] == [["dc1", "dc2", "bkp1", "app2", "app1", "ws2", "ws3", "ws1"]]
 
 
 def test_waves_are_the_plan_order_cut_by_the_wave_size(cli: Cli, fleet: str) -> None:
     triage(cli.db, FIRST)
     doc = cli.json("plan", "-i", fleet, "--capacity", "site:north=1", "--max-wave-size", "2")
     # The plan order (see test_plan_show_approve_and_the_execution_gate) two by two: capacities do not
-    # shape waves, the run holds them (db1 and ws2 share wave 2, and start one after the other).
+    # shape waves, the run holds them (ws2 and ws3 share wave 4, and start one after the other).
     assert [w["hosts"] for w in doc["waves"]] == [
-        ["dc1", "app2"],
-        ["db1", "ws2"],
-        ["ws3", "dc2"],
-        ["bkp1", "app1"],
+        ["dc1", "dc2"],
+        ["bkp1", "db1"],
+        ["app2", "app1"],
+        ["ws2", "ws3"],
         ["ws1"],
     ]
     assert doc["plan"]["params"]["capacities"] == {"site:north": 1}
