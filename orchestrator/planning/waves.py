@@ -12,8 +12,8 @@ in, not barriers. The order is tier (identity and core infrastructure first: wha
 needs back first, and the order a crisis cell announces), then dependency level within the fleet
 (a database before the application on it), then the longest hosts first (started early, none of
 them trails the run), recovery priority and name. On the hospital that order costs nothing against
-longest-first across tiers (bench/plan.py: x1.007-1.021 of the capacity-only bound, was
-x1.005-1.023), and a domain controller no longer starts after the workstations.
+longest-first across tiers (bench/plan.py, seeds 1-10: x1.004-1.024 of the capacity-only bound,
+was x1.005-1.023), and a domain controller no longer starts after the workstations.
 
 Estimate. `timeline` replays what the engine does, with the engine's own policy and concurrency:
 - containment first: every host on the rebuild path is isolated, then has its evidence collected, in
